@@ -1,0 +1,126 @@
+"""The LightningDataModule: reads a source, checks and tokenizes every record, and serves batches."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch.utils.data import DataLoader
+
+from sft_research.data.collate import collate_examples, collate_prompts
+from sft_research.data.errors import DataError
+from sft_research.data.records import parse_record
+from sft_research.data.sources import DataSource
+from sft_research.data.task import VerifiableTask
+from sft_research.data.tokenize import PromptFormat, TokenizedExample, Tokenizer, Truncation
+from sft_research.model.embedded import DEFAULT_MODEL
+
+
+class SFTDataModule(L.LightningDataModule):
+    """Training data for any objective, and held-out evaluation.
+
+    Args:
+        train: where the training records come from (a file, a hub id, or a task such as reasoning-gym).
+        val: held-out data. A task is evaluated by generation and its verifier; other sources by their loss.
+            Defaults to the training task's held-out split when ``train`` is a task.
+        tokenizer: the tokenizer's hub id or folder; the CLI links it to the model's.
+        prompt_format: ``chat`` (the tokenizer's chat template) or ``plain`` (prompt + completion + EOS).
+        max_length: longest training sequence, in tokens.
+        truncation: what to do with longer examples (see :class:`~sft_research.data.tokenize.Tokenizer`).
+        batch_size: examples per optimizer step.
+        eval_batch_size: prompts per generation batch.
+        max_eval_prompts: evaluate only the first n held-out prompts.
+        num_workers: data-loader worker processes.
+    """
+
+    def __init__(
+        self,
+        train: DataSource,
+        val: DataSource | None = None,
+        tokenizer: str = DEFAULT_MODEL,
+        prompt_format: PromptFormat = "chat",
+        max_length: int = 1024,
+        truncation: Truncation = "error",
+        batch_size: int = 8,
+        eval_batch_size: int = 32,
+        max_eval_prompts: int | None = None,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        self.train_source = train
+        self.val_source = val if val is not None else (train if isinstance(train, VerifiableTask) else None)
+        self.tokenizer_name = tokenizer
+        self.prompt_format = prompt_format
+        self.max_length = max_length
+        self.truncation = truncation
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.max_eval_prompts = max_eval_prompts
+        self.num_workers = num_workers
+        self.tokenizer = None
+        self.train_examples: list[TokenizedExample] | None = None
+        self.val_examples: list | None = None
+
+    @property
+    def eval_task(self) -> VerifiableTask | None:
+        return self.val_source if isinstance(self.val_source, VerifiableTask) else None
+
+    def setup(self, stage: str) -> None:
+        from sft_research.model.loading import load_tokenizer
+
+        if self.tokenizer is None:
+            self.tokenizer = load_tokenizer(self.tokenizer_name)
+            self.renderer = Tokenizer(self.tokenizer, self.prompt_format, self.max_length, self.truncation)
+        if stage == "fit" and self.train_examples is None:
+            self.train_examples = self.tokenize(self.train_source)
+        if self.val_source is not None and self.val_examples is None:
+            if self.eval_task is not None:
+                prompts = self.eval_task.eval_prompts()[: self.max_eval_prompts]
+                self.val_examples = [(i, self.renderer.prompt_ids(prompt)) for i, prompt in enumerate(prompts)]
+            else:
+                self.val_examples = self.tokenize(self.val_source)
+
+    def tokenize(self, source: DataSource) -> list[TokenizedExample]:
+        """Checks and tokenizes every record; raises :class:`DataError` on the first bad one."""
+        records = source.records()
+        name = source.name
+        if not records:
+            raise DataError(name, "has no records")
+        before = (len(self.renderer.report.truncated), len(self.renderer.report.dropped))
+        examples = [self.renderer(record, parse_record(record)) for record in records]
+        kept = [example for example in examples if example is not None]
+        truncated = len(self.renderer.report.truncated) - before[0]
+        dropped = len(self.renderer.report.dropped) - before[1]
+        rank_zero_info(f"{name}: {len(kept)} of {len(records)} examples kept; {self.renderer.report.summary()}")
+        if truncated or dropped:
+            rank_zero_warn(f"{name}: {truncated} examples truncated and {dropped} dropped (truncation={self.truncation!r})")
+        if not kept:
+            raise DataError(name, f"every example was dropped as longer than max_length={self.max_length}")
+        return kept
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.train_examples,
+            batch_size=self.batch_size,
+            shuffle=True,
+            collate_fn=partial(collate_examples, pad_token_id=self.tokenizer.pad_token_id),
+            num_workers=self.num_workers,
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_examples is None:
+            return []
+        if self.eval_task is not None:
+            collate, batch_size = collate_prompts, self.eval_batch_size
+        else:
+            collate, batch_size = collate_examples, self.batch_size
+        return DataLoader(
+            self.val_examples,
+            batch_size=batch_size,
+            collate_fn=partial(collate, pad_token_id=self.tokenizer.pad_token_id),
+            num_workers=self.num_workers,
+        )
+
+    def test_dataloader(self) -> DataLoader | list:
+        return self.val_dataloader()

@@ -1,0 +1,112 @@
+"""Checks one raw record and turns it into a typed record: the formats TRL users already have.
+
+* prompt/completion strings (optionally with a ``quality`` score >= 0);
+* ``messages`` conversations (roles system/user/assistant; the loss covers assistant turns);
+* prompt/chosen/rejected preference records.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from sft_research.data.errors import DataError
+from sft_research.data.sources import RawRecord
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A prompt/completion record is the conversation [user: prompt, assistant: completion]."""
+
+    messages: tuple[Message, ...]
+    quality: float = 1.0
+
+
+@dataclass(frozen=True)
+class Preference:
+    prompt: str
+    chosen: str
+    rejected: str
+    quality: float = 1.0
+
+
+def parse_record(record: RawRecord) -> Conversation | Preference:
+    fields = record.fields
+    quality = _quality(record)
+    if _present(fields, "messages"):
+        return Conversation(_messages(record), quality)
+    if _present(fields, "chosen") or _present(fields, "rejected"):
+        prompt, chosen, rejected = (_text(record, name, allow_empty=name == "prompt") for name in ("prompt", "chosen", "rejected"))
+        return Preference(prompt, chosen, rejected, quality)
+    if _present(fields, "prompt") or _present(fields, "completion"):
+        prompt = _text(record, "prompt", allow_empty=True)
+        completion = _text(record, "completion")
+        return Conversation((Message("user", prompt), Message("assistant", completion)), quality)
+    raise DataError(
+        record.source,
+        "no known fields: expected 'messages', or 'prompt' and 'completion', or 'prompt', 'chosen' and 'rejected'; "
+        f"got {sorted(fields)}",
+        row=record.row,
+    )
+
+
+def _present(fields: dict, name: str) -> bool:
+    return fields.get(name) is not None
+
+
+def _fail(record: RawRecord, field: str, message: str) -> DataError:
+    return DataError(record.source, message, row=record.row, field=field)
+
+
+def _text(record: RawRecord, field: str, allow_empty: bool = False) -> str:
+    value = record.fields.get(field)
+    if value is None:
+        raise _fail(record, field, "is missing")
+    if not isinstance(value, str):
+        raise _fail(record, field, f"must be a string, got {type(value).__name__}")
+    if not allow_empty and not value.strip():
+        raise _fail(record, field, "is empty: there is nothing to train on")
+    return value
+
+
+def _quality(record: RawRecord) -> float:
+    if "quality" not in record.fields:
+        return 1.0
+    value = record.fields["quality"]
+    if value is None:
+        raise _fail(record, "quality", "is missing (other rows of this source have a quality score)")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(record, "quality", f"must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise _fail(record, "quality", f"must be a finite number >= 0, got {value}")
+    return float(value)
+
+
+def _messages(record: RawRecord) -> tuple[Message, ...]:
+    value = record.fields["messages"]
+    if not isinstance(value, list) or not value:
+        raise _fail(record, "messages", "must be a non-empty list of {'role', 'content'} objects")
+    messages = []
+    for turn, message in enumerate(value):
+        where = f"messages[{turn}]"
+        if not isinstance(message, dict):
+            raise _fail(record, where, f"must be an object with 'role' and 'content', got {type(message).__name__}")
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            raise _fail(record, f"{where}.role", f"unknown chat role {role!r}; expected one of {list(ROLES)}")
+        if not isinstance(content, str):
+            raise _fail(record, f"{where}.content", f"must be a string, got {type(content).__name__}")
+        if role == "assistant" and not content.strip():
+            raise _fail(record, f"{where}.content", "is an empty assistant turn: there is nothing to train on")
+        messages.append(Message(role, content))
+    if not any(message.role == "assistant" for message in messages):
+        raise _fail(record, "messages", "has no assistant turn: there is nothing to train on")
+    return tuple(messages)

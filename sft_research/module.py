@@ -1,0 +1,193 @@
+"""One LightningModule that trains any objective.
+
+It asks the objective what it needs, computes the policy's label log-probs, splits each optimizer batch into
+micro-batches (normalising by the whole batch's counts, so the split never changes the gradient), and logs the
+loss, the objective's diagnostics, learning rate, gradient norm, tokens/s and peak memory.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from torchmetrics import MeanMetric
+
+from sft_research.evaluation.task_accuracy import GenerationConfig, TaskAccuracy, generate_greedy
+from sft_research.model.loading import ModelConfig, load_model, load_tokenizer
+from sft_research.model.logprobs import sequence_logprobs
+from sft_research.objectives.base import Objective, ObjectiveInputs
+from sft_research.objectives.sft import SFT, sft_loss
+from sft_research.optim import OptimizerConfig, build_optimizer
+
+
+class FineTuningModule(L.LightningModule):
+    """Fine-tunes a pretrained causal LM with any :class:`Objective`.
+
+    Args:
+        pretrained: the model to start from.
+        objective: the training objective, picked by class path (``--model.objective sft_research.objectives.SFT``).
+        optimizer: AdamW and its schedule.
+        micro_batch_size: examples per forward/backward pass; the optimizer batch is split into micro-batches of this
+            size and their gradients accumulated. Defaults to the whole batch.
+        max_grad_norm: clip the gradient's global norm to this value (None: no clipping).
+        generation: decoding settings for task evaluation.
+        save_dir: where the final Hugging Face checkpoint goes; defaults to ``<log dir>/hf_model``.
+    """
+
+    def __init__(
+        self,
+        pretrained: ModelConfig = ModelConfig(),
+        objective: Objective = SFT(),
+        optimizer: OptimizerConfig = OptimizerConfig(),
+        micro_batch_size: int | None = None,
+        max_grad_norm: float | None = 1.0,
+        generation: GenerationConfig = GenerationConfig(),
+        save_dir: str | None = None,
+    ):
+        super().__init__()
+        self.automatic_optimization = False
+        self.pretrained = pretrained
+        self.objective = objective
+        self.optimizer_config = optimizer
+        self.micro_batch_size = micro_batch_size
+        self.max_grad_norm = max_grad_norm
+        self.generation = generation
+        self.save_dir = save_dir
+        self.model = None
+        self.tokenizer = None
+        self.val_accuracy, self.test_accuracy = TaskAccuracy(), TaskAccuracy()
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+
+    def configure_model(self) -> None:
+        if self.model is None:
+            self.model = load_model(self.pretrained)
+            self.tokenizer = load_tokenizer(self.pretrained.name_or_path)
+
+    def configure_optimizers(self):
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer, scheduler = build_optimizer(parameters, self.optimizer_config, self.trainer.estimated_stepping_batches)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def policy_logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``[B, S, T]`` label log-probs of the batch's sequences under the model being trained."""
+        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+        b, s, length = input_ids.shape
+        used = int(attention_mask.sum(-1).max())
+        logps = sequence_logprobs(
+            self.model, input_ids[..., :used].reshape(b * s, used), attention_mask[..., :used].reshape(b * s, used)
+        )
+        return torch.nn.functional.pad(logps.reshape(b, s, used - 1), (0, length - used))
+
+    def objective_inputs(self, batch: dict[str, torch.Tensor], num_tokens: torch.Tensor, num_examples: int) -> ObjectiveInputs:
+        if batch["input_ids"].shape[1] != self.objective.sequences_per_example:
+            kinds = {1: "SFT records (prompt/completion or messages)", 2: "preference records (prompt/chosen/rejected)"}
+            raise ValueError(
+                f"{type(self.objective).__name__} trains on {kinds[self.objective.sequences_per_example]}, "
+                f"but the data holds {kinds.get(batch['input_ids'].shape[1], 'other records')}"
+            )
+        if self.objective.needs_reference and "ref_logps" not in batch:
+            raise ValueError(f"{type(self.objective).__name__} needs reference log-probs, but the batch has none")
+        return ObjectiveInputs(
+            logps=self.policy_logprobs(batch),
+            mask=batch["loss_mask"],
+            quality=batch["quality"],
+            num_tokens=num_tokens,
+            num_examples=num_examples,
+            ref_logps=batch.get("ref_logps"),
+        )
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        start = time.perf_counter()
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        num_examples = batch["input_ids"].shape[0]
+        num_tokens = batch["loss_mask"].sum()
+        size = self.micro_batch_size or num_examples
+        loss = torch.zeros((), device=self.device)
+        diagnostics: dict[str, list[torch.Tensor]] = {}
+        for first in range(0, num_examples, size):
+            micro = {key: value[first : first + size] for key, value in batch.items()}
+            output = self.objective(self.objective_inputs(micro, num_tokens, num_examples))
+            self.manual_backward(output.loss)
+            loss += output.loss.detach()
+            for name, value in output.diagnostics.items():
+                diagnostics.setdefault(name, []).append(value.detach().float())
+        grad_norm = self.clip_and_measure_gradients()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        self.log("train/loss", loss, prog_bar=True)
+        self.log_diagnostics("train", diagnostics)
+        self.log_dict(
+            {
+                "train/lr": lr,
+                "train/grad_norm": grad_norm,
+                "train/tokens_per_s": batch["attention_mask"].sum().item() / (time.perf_counter() - start),
+                "train/peak_memory_gib": peak_memory_gib(self.device),
+            }
+        )
+        return loss
+
+    def clip_and_measure_gradients(self) -> torch.Tensor:
+        parameters = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = self.max_grad_norm if self.max_grad_norm is not None else float("inf")
+        return torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+
+    def log_diagnostics(self, stage: str, diagnostics: dict[str, list[torch.Tensor]]) -> None:
+        for name, values in diagnostics.items():
+            value = torch.cat(values)
+            self.log(f"{stage}/{name}", value.mean())
+            if name in self.objective.spread_diagnostics:
+                self.log(f"{stage}/{name}_min", value.min())
+                self.log(f"{stage}/{name}_max", value.max())
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.evaluate(batch, self.val_accuracy, self.val_loss, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.evaluate(batch, self.test_accuracy, self.test_loss, "test")
+
+    def evaluate(self, batch: dict[str, torch.Tensor], accuracy: TaskAccuracy, loss: MeanMetric, stage: str) -> None:
+        if "prompt_ids" in batch:
+            task = self.trainer.datamodule.eval_task
+            texts = generate_greedy(self.model, self.tokenizer, batch["prompt_ids"], batch["prompt_attention_mask"], self.generation)
+            scores = torch.tensor([task.score(int(i), text) for i, text in zip(batch["index"], texts)])
+            accuracy.update(scores)
+            self.log(f"{stage}/task_accuracy", accuracy, prog_bar=True, batch_size=len(texts))
+        else:
+            mask = batch["loss_mask"][:, 0]
+            nll = sft_loss(self.policy_logprobs(batch)[:, 0], mask)
+            loss.update(nll, weight=mask.sum())
+            self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=mask.shape[0])
+
+    def on_fit_end(self) -> None:
+        if self.trainer.is_global_zero:
+            self.save_hf_checkpoint(self.hf_checkpoint_dir())
+
+    def hf_checkpoint_dir(self) -> Path:
+        if self.save_dir is not None:
+            return Path(self.save_dir)
+        return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "hf_model"
+
+    def save_hf_checkpoint(self, target: Path) -> None:
+        """Writes ``save_pretrained`` output under a temporary name and renames it, so no half-written folder remains."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        self.model.save_pretrained(staging)
+        self.tokenizer.save_pretrained(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+
+
+def peak_memory_gib(device: torch.device) -> float:
+    """Peak accelerator memory allocated, or the process's peak resident memory on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

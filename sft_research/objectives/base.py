@@ -1,0 +1,60 @@
+"""The objective interface: what an objective needs from a batch, and what it gives back.
+
+An objective's math lives in a pure function of tensors (see ``sft.py``); its :class:`Objective` class only
+declares what it needs and maps an :class:`ObjectiveInputs` to a loss plus per-example diagnostics. The training
+module reads the declarations, prepares the inputs, and never needs to know which objective it runs.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class ObjectiveInputs:
+    """One micro-batch, as the objective sees it.
+
+    Attributes:
+        logps: ``[B, S, T]`` label-token log-probs under the policy (S = 1 for SFT records, 2 for chosen/rejected).
+        mask: ``[B, S, T]`` bool, true on completion tokens.
+        quality: ``[B]`` per-example quality scores (1.0 where the data has none).
+        num_tokens: completion tokens in the whole optimizer batch, across micro-batches, so that token-mean
+            losses do not depend on how the batch is split.
+        num_examples: examples in the whole optimizer batch.
+        ref_logps: ``[B, S, T]`` label-token log-probs under the frozen reference model, when needed.
+    """
+
+    logps: torch.Tensor
+    mask: torch.Tensor
+    quality: torch.Tensor
+    num_tokens: torch.Tensor
+    num_examples: int
+    ref_logps: torch.Tensor | None = None
+
+
+@dataclass
+class ObjectiveOutput:
+    """The loss of one micro-batch and per-example diagnostics (detached ``[B]`` tensors).
+
+    Diagnostics are per example so that the module can gather them over micro-batches and devices exactly; it logs
+    their mean, and their min and max for the names listed in ``Objective.spread_diagnostics``.
+    """
+
+    loss: torch.Tensor
+    diagnostics: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Objective(ABC):
+    """Base class of every training objective. Subclasses set the class attributes below and implement ``__call__``."""
+
+    needs_reference: bool = False
+    """Whether ``ObjectiveInputs.ref_logps`` must be filled."""
+    sequences_per_example: int = 1
+    """1 for SFT-style records, 2 for preference pairs (chosen, rejected)."""
+    spread_diagnostics: tuple[str, ...] = ()
+
+    @abstractmethod
+    def __call__(self, inputs: ObjectiveInputs) -> ObjectiveOutput: ...

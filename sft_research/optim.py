@@ -1,0 +1,48 @@
+"""AdamW with linear warmup and cosine decay."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW and its learning-rate schedule.
+
+    Args:
+        lr: peak learning rate.
+        weight_decay: decoupled weight decay.
+        betas: Adam's moment decay rates.
+        eps: Adam's epsilon.
+        warmup_ratio: fraction of the optimizer steps spent warming up linearly from 0.
+        min_lr_ratio: the cosine decays to ``lr * min_lr_ratio`` at the last step.
+    """
+
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_ratio: float = 0.0
+    min_lr_ratio: float = 0.0
+
+
+def warmup_cosine(step: int, total_steps: int, warmup_ratio: float, min_lr_ratio: float) -> float:
+    """The learning-rate multiplier at ``step`` (0-based) of ``total_steps``."""
+    warmup = math.ceil(warmup_ratio * total_steps)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def build_optimizer(parameters, config: OptimizerConfig, total_steps: int):
+    optimizer = torch.optim.AdamW(
+        parameters, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, total_steps, config.warmup_ratio, config.min_lr_ratio)
+    )
+    return optimizer, scheduler

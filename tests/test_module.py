@@ -1,0 +1,127 @@
+"""The generic module trains end to end: micro-batching, logging, checkpoints."""
+
+import csv
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from sft_research.data import FileDataset, SFTDataModule
+from sft_research.model.loading import ModelConfig
+from sft_research.model.logprobs import sequence_logprobs
+from sft_research.module import FineTuningModule
+from sft_research.objectives import SFT
+from sft_research.optim import OptimizerConfig
+from tests.conftest import write_jsonl
+
+ROWS = [
+    {"prompt": f"{a} + {b} =", "completion": str(a + b), "quality": q}
+    for a, b, q in [(1, 2, 1.0), (13, 4, 0.5), (7, 70, 1.0), (5, 5, 0.0), (12, 19, 2.0), (3, 30, 1.0), (9, 8, 1.0), (100, 1, 0.25)]
+]
+
+
+class GradientCapture(Callback):
+    def __init__(self):
+        self.gradients = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.gradients.append({n: p.grad.detach().clone() for n, p in pl_module.named_parameters() if p.grad is not None})
+
+
+def first_step_gradients(model_dir, data_path, micro_batch_size, objective, root):
+    L.seed_everything(0)
+    module = FineTuningModule(
+        ModelConfig(str(model_dir)), objective, OptimizerConfig(lr=1e-3), micro_batch_size=micro_batch_size, max_grad_norm=None
+    )
+    data = SFTDataModule(FileDataset(str(data_path)), tokenizer=str(model_dir), batch_size=8)
+    capture = GradientCapture()
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, callbacks=[capture], default_root_dir=root)
+    trainer.fit(module, data)
+    return capture.gradients[0]
+
+
+@pytest.mark.parametrize("objective", [SFT(), SFT(use_quality=True)], ids=["sft", "sft_quality"])
+def test_four_micro_batches_give_the_full_batch_gradient(tiny_model_dir, tmp_path, objective):
+    path = write_jsonl(tmp_path / "d.jsonl", ROWS)
+    full = first_step_gradients(tiny_model_dir, path, None, objective, tmp_path)
+    split = first_step_gradients(tiny_model_dir, path, 2, objective, tmp_path)
+    assert full.keys() == split.keys() and len(full) > 0
+    for name in full:
+        torch.testing.assert_close(split[name], full[name], rtol=0, atol=1e-6, msg=name)
+    assert max(g.abs().max() for g in full.values()) > 1e-3  # a real gradient, not zeros
+
+
+def test_gradient_flows_only_from_completion_tokens(tiny_model_dir, tmp_path):
+    """The module's loss is the token-mean NLL over exactly the completion and end-of-turn tokens."""
+    path = write_jsonl(tmp_path / "d.jsonl", ROWS)
+    data = SFTDataModule(FileDataset(str(path)), tokenizer=str(tiny_model_dir), batch_size=8)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    module = FineTuningModule(ModelConfig(str(tiny_model_dir)))
+    module.configure_model()
+    logps = module.policy_logprobs(batch)
+    mask = batch["loss_mask"]
+    hand = -(logps * mask).sum() / mask.sum()
+    out = module.objective(module.objective_inputs(batch, mask.sum(), 8))
+    torch.testing.assert_close(out.loss, hand)
+    # The masked positions are exactly the completion and end-of-turn tokens of each example.
+    texts = [data.tokenizer.decode(batch["input_ids"][b, 0, 1:][mask[b, 0]]) for b in range(8)]
+    assert sorted(texts) == sorted(f"{row['completion']}<|im_end|>\n" for row in ROWS)
+
+
+def read_metrics(log_dir):
+    with open(log_dir / "metrics.csv") as file:
+        return list(csv.DictReader(file))
+
+
+def test_fit_from_the_cli_logs_and_saves_a_reloadable_checkpoint(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from sft_research.cli import main
+
+    cli = main(
+        [
+            "fit",
+            f"--model.pretrained.name_or_path={tiny_model_dir}",
+            "--model.objective=sft_research.objectives.SFT",
+            "--model.objective.use_quality=true",
+            "--model.optimizer.lr=1e-3",
+            "--model.optimizer.warmup_ratio=0.25",
+            "--model.micro_batch_size=2",
+            "--model.generation.max_new_tokens=4",
+            "--data.train=sft_research.data.ReasoningGymTask",
+            "--data.train.train_size=32",
+            "--data.train.eval_size=8",
+            "--data.train.noise_fraction=0.25",
+            "--data.train.options={min_terms: 2, max_terms: 2, min_digits: 1, max_digits: 1}",
+            "--data.batch_size=8",
+            "--trainer.max_steps=4",
+            "--trainer.accelerator=cpu",
+            "--trainer.log_every_n_steps=1",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    log_dir = tmp_path / "sft" / "version_0"
+    rows = read_metrics(log_dir)
+    train = [row for row in rows if row.get("train/loss")]
+    assert len(train) == 4
+    for key in ("train/loss", "train/nll", "train/quality", "train/lr", "train/grad_norm", "train/tokens_per_s", "train/peak_memory_gib"):
+        assert all(float(row[key]) >= 0 for row in train), key
+    assert float(train[0]["train/tokens_per_s"]) > 0
+    assert float(train[0]["train/lr"]) == pytest.approx(1e-3)  # warmup 1 of 4 steps ends at the peak
+    assert [row for row in rows if row.get("val/task_accuracy")], "end-of-epoch validation ran"
+    assert (log_dir / "config.yaml").is_file()
+    assert abs(sum(cli.datamodule.train_examples[i].quality for i in range(32)) - 24) < 1e-9  # 8 of 32 corrupted
+
+    saved = log_dir / "hf_model"
+    reloaded = AutoModelForCausalLM.from_pretrained(saved).eval()
+    module = cli.model.eval()
+    batch = next(iter(cli.datamodule.train_dataloader()))
+    ids, attention = batch["input_ids"][:, 0], batch["attention_mask"][:, 0]
+    with torch.no_grad():
+        torch.testing.assert_close(sequence_logprobs(reloaded, ids, attention), sequence_logprobs(module.model, ids, attention))
+        original = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+        assert not torch.allclose(sequence_logprobs(original, ids, attention), sequence_logprobs(reloaded, ids, attention))

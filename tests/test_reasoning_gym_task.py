@@ -1,0 +1,45 @@
+import pytest
+import torch
+
+from sft_research.data import ReasoningGymTask
+from sft_research.evaluation import TaskAccuracy
+
+OPTIONS = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}
+
+
+def test_splits_are_fixed_by_the_seed_and_disjoint():
+    a = ReasoningGymTask("chain_sum", OPTIONS, train_size=50, eval_size=20, seed=3)
+    b = ReasoningGymTask("chain_sum", OPTIONS, train_size=50, eval_size=20, seed=3)
+    c = ReasoningGymTask("chain_sum", OPTIONS, train_size=50, eval_size=20, seed=4)
+    assert [r.fields for r in a.records()] == [r.fields for r in b.records()]
+    assert a.eval_prompts() == b.eval_prompts() != c.eval_prompts()
+    assert not set(a.eval_prompts()) & {r.fields["prompt"] for r in a.records()}
+    assert len(a.eval_prompts()) + (20 - len(a.heldout_entries)) == 20
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.25, 1.0])
+def test_noise_corrupts_exactly_that_fraction_and_quality_records_the_verifier(noise):
+    task = ReasoningGymTask("chain_sum", OPTIONS, train_size=40, eval_size=5, seed=0, noise_fraction=noise)
+    records = task.records()
+    true_answers = [entry["answer"] for entry in task.train_entries]
+    wrong = [r.fields["completion"] != answer for r, answer in zip(records, true_answers)]
+    assert sum(wrong) == round(noise * 40)
+    scores = [task._generator.score_answer(r.fields["completion"], e) for r, e in zip(records, task.train_entries)]
+    assert [r.fields["quality"] for r in records] == scores
+    assert all((score < 1.0) == w for score, w in zip(scores, wrong))
+    assert [r.row for r in records] == list(range(1, 41))
+
+
+def test_score_reads_the_first_line_of_a_generation():
+    task = ReasoningGymTask("chain_sum", OPTIONS, train_size=5, eval_size=5, seed=0)
+    answer = task.heldout_entries[0]["answer"]
+    assert task.score(0, f" {answer}\nmore text") == 1.0
+    assert task.score(0, f"{int(answer) + 1}") == 0.0
+    assert task.score(0, "") == 0.0
+
+
+def test_task_accuracy_is_the_mean_score_over_batches():
+    metric = TaskAccuracy()
+    metric.update(torch.tensor([1.0, 0.0, 1.0]))
+    metric.update(torch.tensor([0.5]))
+    assert metric.compute().item() == pytest.approx(2.5 / 4)

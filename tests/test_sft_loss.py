@@ -1,0 +1,65 @@
+import torch
+
+from sft_research.objectives import SFT, ObjectiveInputs, sft_loss
+
+
+def random_inputs(seed=0, b=4, t=7):
+    g = torch.Generator().manual_seed(seed)
+    logps = -torch.rand(b, t, generator=g, dtype=torch.float64) * 5
+    mask = torch.rand(b, t, generator=g) > 0.4
+    mask[:, 0] = True
+    return logps, mask
+
+
+def test_sft_loss_matches_hand_computation():
+    logps, mask = random_inputs()
+    total, count = 0.0, 0
+    for i in range(logps.shape[0]):
+        for t in range(logps.shape[1]):
+            if mask[i, t]:
+                total -= logps[i, t].item()
+                count += 1
+    torch.testing.assert_close(sft_loss(logps, mask), torch.tensor(total / count, dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+def test_weighted_sft_loss_matches_hand_computation():
+    logps, mask = random_inputs(1)
+    weights = torch.tensor([0.0, 0.5, 2.0, 1.0], dtype=torch.float64)
+    expected = sum(
+        -weights[i].item() * logps[i, t].item() for i in range(4) for t in range(logps.shape[1]) if mask[i, t]
+    ) / mask.sum().item()
+    torch.testing.assert_close(sft_loss(logps, mask, weights), torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+def test_weights_of_ones_equal_plain_sft():
+    logps, mask = random_inputs(2)
+    torch.testing.assert_close(sft_loss(logps, mask, torch.ones(4, dtype=torch.float64)), sft_loss(logps, mask))
+
+
+def test_masked_positions_do_not_matter_and_get_no_gradient():
+    logps, mask = random_inputs(3)
+    logps.requires_grad_(True)
+    loss = sft_loss(logps, mask)
+    loss.backward()
+    assert torch.all(logps.grad[~mask] == 0)
+    torch.testing.assert_close(logps.grad[mask], torch.full((int(mask.sum()),), -1.0 / mask.sum().item(), dtype=torch.float64))
+    changed = logps.detach().clone()
+    changed[~mask] = -1e9
+    torch.testing.assert_close(sft_loss(changed, mask), loss.detach())
+
+
+def test_micro_batch_losses_sum_to_full_batch_loss_with_global_count():
+    logps, mask = random_inputs(4, b=8)
+    full = sft_loss(logps, mask)
+    parts = sum(sft_loss(logps[i : i + 2], mask[i : i + 2], num_tokens=mask.sum()) for i in range(0, 8, 2))
+    torch.testing.assert_close(parts, full, rtol=0, atol=1e-12)
+
+
+def test_objective_uses_quality_only_when_asked():
+    logps, mask = random_inputs(5)
+    quality = torch.tensor([0.0, 1.0, 0.5, 2.0], dtype=torch.float64)
+    inputs = ObjectiveInputs(logps[:, None], mask[:, None], quality, mask.sum(), 4)
+    torch.testing.assert_close(SFT()(inputs).loss, sft_loss(logps, mask))
+    out = SFT(use_quality=True)(inputs)
+    torch.testing.assert_close(out.loss, sft_loss(logps, mask, quality))
+    assert set(out.diagnostics) == {"nll", "quality"} and out.diagnostics["nll"].shape == (4,)

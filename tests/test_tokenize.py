@@ -1,0 +1,103 @@
+import pytest
+import torch
+
+from sft_research.data.collate import collate_examples
+from sft_research.data.errors import DataError
+from sft_research.data.records import parse_record
+from sft_research.data.sources import RawRecord
+from sft_research.data.tokenize import Tokenizer
+
+
+def tokenize(tokenizer, fields, **kwargs):
+    renderer = Tokenizer(tokenizer, **kwargs)
+    raw = RawRecord("data.jsonl", 3, fields)
+    return renderer, renderer(raw, parse_record(raw))
+
+
+def decode_masked(tokenizer, sequence, masked=True):
+    return tokenizer.decode([t for t, m in zip(sequence.input_ids, sequence.completion_mask) if m == masked])
+
+
+def test_chat_mask_covers_completion_and_end_of_turn_only(tiny_tokenizer):
+    _, example = tokenize(tiny_tokenizer, {"prompt": "12 + 7 =", "completion": "19"})
+    (sequence,) = example.sequences
+    assert decode_masked(tiny_tokenizer, sequence) == "19<|im_end|>\n"
+    assert decode_masked(tiny_tokenizer, sequence, masked=False) == "<|im_start|>user\n12 + 7 =<|im_end|>\n<|im_start|>assistant\n"
+    assert tiny_tokenizer.decode(sequence.input_ids) == tiny_tokenizer.apply_chat_template(
+        [{"role": "user", "content": "12 + 7 ="}, {"role": "assistant", "content": "19"}], tokenize=False
+    )
+    assert example.example_id == 2 and example.quality == 1.0
+
+
+def test_multi_turn_loss_on_assistant_turns_only(tiny_tokenizer):
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "1 + 1 ="},
+        {"role": "assistant", "content": "2"},
+        {"role": "user", "content": "and 2 + 2 ="},
+        {"role": "assistant", "content": "4"},
+    ]
+    _, example = tokenize(tiny_tokenizer, {"messages": messages})
+    (sequence,) = example.sequences
+    assert decode_masked(tiny_tokenizer, sequence) == "2<|im_end|>\n4<|im_end|>\n"
+    assert tiny_tokenizer.decode(sequence.input_ids) == tiny_tokenizer.apply_chat_template(messages, tokenize=False)
+
+
+def test_plain_format_appends_eos_to_the_completion(tiny_tokenizer):
+    _, example = tokenize(tiny_tokenizer, {"prompt": "12 + 7 =", "completion": " 19"}, prompt_format="plain")
+    (sequence,) = example.sequences
+    assert decode_masked(tiny_tokenizer, sequence) == " 19<|im_end|>"
+    assert sequence.input_ids[-1] == tiny_tokenizer.eos_token_id and sequence.completion_mask[-1]
+
+
+def test_preference_records_give_chosen_then_rejected(tiny_tokenizer):
+    _, example = tokenize(tiny_tokenizer, {"prompt": "1 + 1 =", "chosen": "2", "rejected": "3"})
+    chosen, rejected = example.sequences
+    assert decode_masked(tiny_tokenizer, chosen) == "2<|im_end|>\n"
+    assert decode_masked(tiny_tokenizer, rejected) == "3<|im_end|>\n"
+
+
+def test_collate_pads_and_shifts_the_mask_to_label_positions(tiny_tokenizer):
+    renderer = Tokenizer(tiny_tokenizer)
+    raws = [RawRecord("d", 1, {"prompt": "1 + 1 =", "completion": "2"}), RawRecord("d", 2, {"prompt": "what is the capital of France?", "completion": "Paris, of course"})]
+    examples = [renderer(raw, parse_record(raw)) for raw in raws]
+    batch = collate_examples(examples, tiny_tokenizer.pad_token_id)
+    lengths = [len(e.sequences[0].input_ids) for e in examples]
+    assert batch["input_ids"].shape == (2, 1, max(lengths))
+    assert batch["loss_mask"].shape == (2, 1, max(lengths) - 1)
+    for b, example in enumerate(examples):
+        n = lengths[b]
+        completion = torch.tensor(example.sequences[0].completion_mask)
+        assert torch.equal(batch["loss_mask"][b, 0, : n - 1], completion[1:])
+        assert not batch["loss_mask"][b, 0, n - 1 :].any()  # padding is never a target
+        assert batch["attention_mask"][b, 0].sum() == n
+        assert (batch["input_ids"][b, 0, n:] == tiny_tokenizer.pad_token_id).all()
+    assert torch.equal(batch["example_id"], torch.tensor([0, 1]))
+
+
+LONG_PROMPT = {"prompt": "the quick brown fox " * 20, "completion": "19"}
+LONG_COMPLETION = {"prompt": "1 + 1 =", "completion": "the quick brown fox " * 20}
+
+
+def test_over_long_prompt_under_each_policy(tiny_tokenizer):
+    with pytest.raises(DataError, match=r"data.jsonl, row 3, field 'prompt': is \d+ tokens long, over max_length=32"):
+        tokenize(tiny_tokenizer, LONG_PROMPT, max_length=32, truncation="error")
+    with pytest.raises(DataError, match=r"row 3, field 'prompt': the prompt alone .* would leave no completion"):
+        tokenize(tiny_tokenizer, LONG_PROMPT, max_length=32, truncation="truncate_completion")
+    renderer, example = tokenize(tiny_tokenizer, LONG_PROMPT, max_length=32, truncation="truncate_prompt")
+    (sequence,) = example.sequences
+    assert len(sequence.input_ids) == 32 and decode_masked(tiny_tokenizer, sequence) == "19<|im_end|>\n"
+    assert renderer.report.truncated == ["row 3"]
+    renderer, example = tokenize(tiny_tokenizer, LONG_PROMPT, max_length=32, truncation="drop")
+    assert example is None and renderer.report.dropped == ["row 3"]
+
+
+def test_over_long_completion_under_each_policy(tiny_tokenizer):
+    with pytest.raises(DataError, match=r"row 3, field 'completion': is \d+ tokens long"):
+        tokenize(tiny_tokenizer, LONG_COMPLETION, max_length=32, truncation="error")
+    renderer, example = tokenize(tiny_tokenizer, LONG_COMPLETION, max_length=32, truncation="truncate_completion")
+    (sequence,) = example.sequences
+    assert len(sequence.input_ids) == 32 and any(sequence.completion_mask)
+    assert renderer.report.truncated == ["row 3"] and "1 truncated (row 3)" in renderer.report.summary()
+    with pytest.raises(DataError, match=r"row 3, field 'completion': the completion alone .* would cut into it"):
+        tokenize(tiny_tokenizer, LONG_COMPLETION, max_length=32, truncation="truncate_prompt")
