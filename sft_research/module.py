@@ -66,7 +66,8 @@ class FineTuningModule(L.LightningModule):
 
     def configure_model(self) -> None:
         if self.model is None:
-            self.model = load_model(self.pretrained)
+            # from_pretrained returns eval mode; Lightning switches modes around evaluation but not into training.
+            self.model = load_model(self.pretrained).train()
             self.tokenizer = load_tokenizer(self.pretrained.name_or_path)
 
     def configure_optimizers(self):

@@ -14,7 +14,7 @@ def test_splits_are_fixed_by_the_seed_and_disjoint():
     assert [r.fields for r in a.records()] == [r.fields for r in b.records()]
     assert a.eval_prompts() == b.eval_prompts() != c.eval_prompts()
     assert not set(a.eval_prompts()) & {r.fields["prompt"] for r in a.records()}
-    assert len(a.eval_prompts()) + (20 - len(a.heldout_entries)) == 20
+    assert len(a.eval_prompts()) == 20
 
 
 @pytest.mark.parametrize("noise", [0.0, 0.25, 1.0])
@@ -36,10 +36,12 @@ def test_score_reads_the_first_line_of_a_generation():
     assert task.score(0, f" {answer}\nmore text") == 1.0
     assert task.score(0, f"{int(answer) + 1}") == 0.0
     assert task.score(0, "") == 0.0
+    assert task.score(0, f"The answer is {answer}.") == 1.0
+    assert task.score(0, f"The answer is {int(answer) + 1}.") == 0.0
 
 
-def test_task_accuracy_is_the_mean_score_over_batches():
+def test_task_accuracy_counts_full_scores_over_batches():
     metric = TaskAccuracy()
     metric.update(torch.tensor([1.0, 0.0, 1.0]))
-    metric.update(torch.tensor([0.5]))
-    assert metric.compute().item() == pytest.approx(2.5 / 4)
+    metric.update(torch.tensor([0.75]))  # partial credit is not a right answer
+    assert metric.compute().item() == pytest.approx(2 / 4)

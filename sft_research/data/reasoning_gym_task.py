@@ -44,15 +44,23 @@ class ReasoningGymTask(VerifiableTask):
 
         self.task, self.options, self.seed, self.noise_fraction = task, dict(options or {}), seed, noise_fraction
         self.name = f"reasoning_gym:{task}"
-        generator = reasoning_gym.create_dataset(task, size=train_size + eval_size, seed=seed, **self.options)
+        # Small tasks repeat questions: draw spare items so that the held-out split can skip training questions.
+        spare = 4 * eval_size
+        generator = reasoning_gym.create_dataset(task, size=train_size + eval_size + spare, seed=seed, **self.options)
         self._generator = generator
         entries = list(generator)
         self.train_entries = entries[:train_size]
         seen = {entry["question"] for entry in self.train_entries}
-        self.heldout_entries = [entry for entry in entries[train_size:] if entry["question"] not in seen]
-        overlap = eval_size - len(self.heldout_entries)
-        if overlap:
-            log.warning("%s: removed %d held-out items whose question is also a training question", self.name, overlap)
+        unseen = [entry for entry in entries[train_size:] if entry["question"] not in seen]
+        if len(unseen) < eval_size:
+            raise ValueError(
+                f"{self.name}: only {len(unseen)} of {eval_size + spare} candidate held-out items are not training "
+                "questions; the task is too small for these sizes (widen its options or lower train_size)"
+            )
+        self.heldout_entries = unseen[:eval_size]
+        skipped = entries[train_size:].index(self.heldout_entries[-1]) + 1 - eval_size
+        if skipped:
+            log.info("%s: skipped %d candidate held-out items that are training questions", self.name, skipped)
         self.train_answers = self._corrupt([entry["answer"] for entry in self.train_entries])
 
     def _corrupt(self, answers: list[str]) -> list[str]:
@@ -92,8 +100,12 @@ class ReasoningGymTask(VerifiableTask):
         return [entry["question"] for entry in self._entries(split)]
 
     def score(self, index: int, generation: str, split: str = "heldout") -> float:
-        answer = generation.strip().split("\n", 1)[0].strip()
-        return float(self._generator.score_answer(answer, self._entries(split)[index]))
+        """The verifier's score of the generation's first line, or of that line's last word if it scores higher, so
+        that a chatty "The answer is 7." counts as well as a bare "7"."""
+        line = generation.strip().split("\n", 1)[0].strip()
+        last_word = line.split()[-1].rstrip(".!,;:") if line else ""
+        entry = self._entries(split)[index]
+        return max(float(self._generator.score_answer(answer, entry)) for answer in (line, last_word))
 
     def _entries(self, split: str) -> list[dict]:
         if split not in ("heldout", "train"):

@@ -20,7 +20,11 @@ class GenerationConfig:
 
 
 class TaskAccuracy(Metric):
-    """Mean verifier score over held-out prompts (1 = right, 0 = wrong; partial credit where the verifier gives it)."""
+    """Fraction of held-out answers that the verifier scores as fully right (score 1).
+
+    Verifiers may give partial credit (reasoning-gym's numeric ones do, for answers that merely contain the right
+    digits), which would blur an accuracy, so only a full score counts.
+    """
 
     full_state_update = False
 
@@ -30,7 +34,7 @@ class TaskAccuracy(Metric):
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, scores: torch.Tensor) -> None:
-        self.total += scores.to(self.total).sum()
+        self.total += (scores >= 1.0).sum()
         self.count += scores.numel()
 
     def compute(self) -> torch.Tensor:

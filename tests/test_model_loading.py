@@ -1,0 +1,96 @@
+import sys
+
+import pytest
+import torch
+
+from sft_research.model.loading import LoraConfig, ModelConfig, ModelLoadError, load_model, load_tokenizer
+
+
+def test_local_folder_loads_with_dtype(tiny_model_dir):
+    model = load_model(ModelConfig(str(tiny_model_dir), dtype="bfloat16"))
+    assert next(model.parameters()).dtype == torch.bfloat16
+
+
+def test_lora_trains_adapters_only(tiny_model_dir):
+    model = load_model(ModelConfig(str(tiny_model_dir), lora=LoraConfig(r=4, alpha=8)))
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name for name in trainable)
+    assert any("lora_" in name and "q_proj" in name for name in trainable)
+
+
+def test_gradient_checkpointing_gives_the_same_gradient(tiny_model_dir):
+    ids = torch.tensor([[5, 9, 30, 41, 7, 2]])
+    grads = []
+    for checkpointing in (False, True):
+        model = load_model(ModelConfig(str(tiny_model_dir), gradient_checkpointing=checkpointing)).train()
+        assert model.is_gradient_checkpointing == checkpointing
+        model(input_ids=ids, labels=ids).loss.backward()
+        grads.append(model.model.layers[0].mlp.up_proj.weight.grad)
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_wrong_path_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError, match="no such model folder"):
+        load_model(ModelConfig(str(tmp_path / "nothing")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        load_tokenizer(str(tmp_path / "empty"))
+
+
+def test_hub_id_without_network_is_a_clear_error(monkeypatch):
+    import huggingface_hub
+
+    # Offline mode makes the hub client fail at once rather than retry a network it cannot reach.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelLoadError, match="no-such-org/no-such-model: could not be loaded as a local folder or a hub id"):
+        load_tokenizer("no-such-org/no-such-model")
+
+
+README_OBJECTIVE = '''
+import torch
+from sft_research.objectives import Objective, ObjectiveInputs, ObjectiveOutput
+
+
+def tempered_sft_loss(logps, mask, temperature, num_tokens):
+    weights = torch.exp(logps.detach() * (1 / temperature - 1))
+    return -(weights * logps * mask).sum() / num_tokens
+
+
+class TemperedSFT(Objective):
+    def __init__(self, temperature: float = 2.0):
+        self.temperature = temperature
+
+    def __call__(self, inputs: ObjectiveInputs) -> ObjectiveOutput:
+        logps, mask = inputs.logps[:, 0], inputs.mask[:, 0]
+        loss = tempered_sft_loss(logps, mask, self.temperature, inputs.num_tokens)
+        nll = -(logps * mask).sum(-1).detach() / mask.sum(-1)
+        return ObjectiveOutput(loss, {"nll": nll})
+'''
+
+
+def test_a_new_objective_is_one_file_picked_by_class_path(tiny_model_dir, tmp_path, monkeypatch):
+    from sft_research.cli import main
+
+    (tmp_path / "my_objectives.py").write_text(README_OBJECTIVE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cli = main(
+        [
+            "fit",
+            f"--model.pretrained.name_or_path={tiny_model_dir}",
+            "--model.objective=my_objectives.TemperedSFT",
+            "--model.objective.temperature=1.5",
+            "--data.train=sft_research.data.ReasoningGymTask",
+            "--data.train.train_size=8",
+            "--data.train.eval_size=4",
+            "--data.batch_size=4",
+            "--trainer.max_steps=2",
+            "--trainer.accelerator=cpu",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.limit_val_batches=0",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    assert type(cli.model.objective).__name__ == "TemperedSFT" and cli.model.objective.temperature == 1.5
+    assert cli.trainer.global_step == 2
+    assert "my_objectives" in sys.modules
