@@ -13,12 +13,16 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
 from torchmetrics import MeanMetric
 
 from sft_research.evaluation.task_accuracy import GenerationConfig, TaskAccuracy, generate_greedy
+from sft_research.data.records import parse_record
+from sft_research.data.tokenize import Tokenizer
+from sft_research.model.frozen import frozen_label_logprobs, mean_completion_logprob
 from sft_research.model.loading import ModelConfig, load_model, load_tokenizer
 from sft_research.model.logprobs import sequence_logprobs
 from sft_research.objectives.base import Objective, ObjectiveInputs
@@ -38,6 +42,12 @@ class FineTuningModule(L.LightningModule):
         max_grad_norm: clip the gradient's global norm to this value (None: no clipping).
         generation: decoding settings for task evaluation.
         save_dir: where the final Hugging Face checkpoint goes; defaults to ``<log dir>/hf_model``.
+        reference: the frozen reference model for objectives that need one; defaults to ``pretrained`` (the model
+            at the start of this run).
+        frozen_logprobs: ``cached`` computes frozen-model log-probs once before training and keeps them on disk for
+            later runs; ``on_the_fly`` keeps the reference model in memory and runs it on every batch (same loss,
+            for checking and for data too large to cache).
+        frozen_batch_size: sequences per forward pass when computing frozen-model log-probs.
     """
 
     def __init__(
@@ -49,6 +59,9 @@ class FineTuningModule(L.LightningModule):
         max_grad_norm: float | None = 1.0,
         generation: GenerationConfig = GenerationConfig(),
         save_dir: str | None = None,
+        reference: str | None = None,
+        frozen_logprobs: Literal["cached", "on_the_fly"] = "cached",
+        frozen_batch_size: int = 16,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -59,6 +72,10 @@ class FineTuningModule(L.LightningModule):
         self.max_grad_norm = max_grad_norm
         self.generation = generation
         self.save_dir = save_dir
+        self.reference = ModelConfig(reference or pretrained.name_or_path, dtype=pretrained.dtype)
+        self.frozen_logprobs = frozen_logprobs
+        self.frozen_batch_size = frozen_batch_size
+        self.on_the_fly_reference: tuple = ()  # a tuple hides the frozen model from the optimizer and checkpoints
         self.model = None
         self.tokenizer = None
         self.val_accuracy, self.test_accuracy = TaskAccuracy(), TaskAccuracy()
@@ -70,18 +87,45 @@ class FineTuningModule(L.LightningModule):
             self.model = load_model(self.pretrained).train()
             self.tokenizer = load_tokenizer(self.pretrained.name_or_path)
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.prepare_frozen_inputs(self.trainer.datamodule, self.trainer.strategy.root_device)
+
+    def prepare_frozen_inputs(self, data, device: torch.device) -> None:
+        """Attaches what the objective needs from frozen models to every training example."""
+        examples, pad = data.train_examples, data.tokenizer.pad_token_id
+        if self.objective.needs_reference and self.frozen_logprobs == "cached":
+            ref_logps = frozen_label_logprobs(self.reference, examples, pad, self.frozen_batch_size, device)
+            for example, logps in zip(examples, ref_logps):
+                example.ref_logps = logps
+        if self.objective.needs_reference and self.frozen_logprobs == "on_the_fly" and not self.on_the_fly_reference:
+            self.on_the_fly_reference = (load_model(self.reference).to(device).eval().requires_grad_(False),)
+        if self.objective.needs_baseline_scores:
+            scores = torch.zeros(len(examples), dtype=torch.float64)
+            baselines = list(self.objective.baselines) or [self.pretrained.name_or_path]
+            for baseline in baselines:
+                tokenizer = load_tokenizer(baseline)
+                # Each baseline reads the response through its own tokenizer and chat template.
+                renderer = Tokenizer(tokenizer, data.prompt_format, data.max_length, data.truncation)
+                rendered = [renderer(example.raw, parse_record(example.raw)) for example in examples]
+                config = ModelConfig(baseline, dtype=self.pretrained.dtype)
+                logps = frozen_label_logprobs(config, rendered, tokenizer.pad_token_id, self.frozen_batch_size, device)
+                scores += torch.tensor([mean_completion_logprob(lp, ex) for lp, ex in zip(logps, rendered)], dtype=torch.float64)
+            for example, score in zip(examples, (scores / len(baselines)).tolist()):
+                example.baseline_score = score
+
     def configure_optimizers(self):
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         optimizer, scheduler = build_optimizer(parameters, self.optimizer_config, self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def policy_logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``[B, S, T]`` label log-probs of the batch's sequences under the model being trained."""
+    def policy_logprobs(self, batch: dict[str, torch.Tensor], model=None) -> torch.Tensor:
+        """``[B, S, T]`` label log-probs of the batch's sequences under the model being trained (or ``model``)."""
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
         b, s, length = input_ids.shape
         used = int(attention_mask.sum(-1).max())
         logps = sequence_logprobs(
-            self.model, input_ids[..., :used].reshape(b * s, used), attention_mask[..., :used].reshape(b * s, used)
+            model or self.model, input_ids[..., :used].reshape(b * s, used), attention_mask[..., :used].reshape(b * s, used)
         )
         return torch.nn.functional.pad(logps.reshape(b, s, used - 1), (0, length - used))
 
@@ -92,15 +136,22 @@ class FineTuningModule(L.LightningModule):
                 f"{type(self.objective).__name__} trains on {kinds[self.objective.sequences_per_example]}, "
                 f"but the data holds {kinds.get(batch['input_ids'].shape[1], 'other records')}"
             )
-        if self.objective.needs_reference and "ref_logps" not in batch:
+        ref_logps = batch.get("ref_logps")
+        if self.on_the_fly_reference:
+            with torch.no_grad():
+                ref_logps = self.policy_logprobs(batch, model=self.on_the_fly_reference[0])
+        if self.objective.needs_reference and ref_logps is None:
             raise ValueError(f"{type(self.objective).__name__} needs reference log-probs, but the batch has none")
+        if self.objective.needs_baseline_scores and "baseline_score" not in batch:
+            raise ValueError(f"{type(self.objective).__name__} needs baseline scores, but the batch has none")
         return ObjectiveInputs(
             logps=self.policy_logprobs(batch),
             mask=batch["loss_mask"],
             quality=batch["quality"],
             num_tokens=num_tokens,
             num_examples=num_examples,
-            ref_logps=batch.get("ref_logps"),
+            ref_logps=ref_logps,
+            baseline_score=batch.get("baseline_score"),
         )
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -28,13 +28,21 @@ def collate_examples(examples: list[TokenizedExample], pad_token_id: int) -> dic
             input_ids[b, s, :n] = torch.tensor(sequence.input_ids)
             attention_mask[b, s, :n] = 1
             completion[b, s, :n] = torch.tensor(sequence.completion_mask)
-    return {
+    batch = {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "loss_mask": completion[..., 1:],
         "example_id": torch.tensor([example.example_id for example in examples]),
         "quality": torch.tensor([example.quality for example in examples], dtype=torch.float32),
     }
+    if examples[0].ref_logps is not None:
+        ref_logps = torch.zeros(len(examples), num_sequences, length - 1)
+        for b, example in enumerate(examples):
+            ref_logps[b, :, : example.ref_logps.shape[-1]] = example.ref_logps
+        batch["ref_logps"] = ref_logps
+    if examples[0].baseline_score is not None:
+        batch["baseline_score"] = torch.tensor([example.baseline_score for example in examples], dtype=torch.float32)
+    return batch
 
 
 def collate_prompts(prompts: list[tuple[int, list[int]]], pad_token_id: int) -> dict[str, torch.Tensor]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+import torch
+
 from sft_research.data.errors import DataError
 from sft_research.data.records import Conversation, Message, Preference
 from sft_research.data.sources import RawRecord
@@ -25,9 +27,14 @@ class Sequence:
 
 @dataclass
 class TokenizedExample:
+    """One training example. Frozen-model inputs are attached before training when the objective needs them."""
+
     example_id: int
     sequences: list[Sequence]  # one for SFT records, [chosen, rejected] for preference records
     quality: float
+    raw: RawRecord
+    ref_logps: torch.Tensor | None = None  # [S, L - 1] under the frozen reference
+    baseline_score: float | None = None
 
 
 @dataclass
@@ -88,7 +95,7 @@ class Tokenizer:
             if sequence is None:
                 return None
             sequences.append(sequence)
-        return TokenizedExample(raw.row - 1, sequences, record.quality)
+        return TokenizedExample(raw.row - 1, sequences, record.quality, raw)
 
     def render(self, messages) -> Sequence:
         """Token ids of a conversation, with the mask on assistant turns."""

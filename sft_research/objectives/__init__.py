@@ -1,6 +1,24 @@
 """Training objectives: pure loss functions of tensors, each wrapped by an :class:`Objective` class."""
 
 from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput
+from sft_research.objectives.dpo import DPO, dpo_loss
+from sft_research.objectives.irft import IRFT, irft_loss
+from sft_research.objectives.iw_sft import IwSFT, iw_sft_loss
+from sft_research.objectives.poft import PoFT, poft_loss
 from sft_research.objectives.sft import SFT, sft_loss
 
-__all__ = ["Objective", "ObjectiveInputs", "ObjectiveOutput", "SFT", "sft_loss"]
+__all__ = [
+    "DPO",
+    "IRFT",
+    "IwSFT",
+    "Objective",
+    "ObjectiveInputs",
+    "ObjectiveOutput",
+    "PoFT",
+    "SFT",
+    "dpo_loss",
+    "irft_loss",
+    "iw_sft_loss",
+    "poft_loss",
+    "sft_loss",
+]

@@ -25,6 +25,8 @@ class ObjectiveInputs:
             losses do not depend on how the batch is split.
         num_examples: examples in the whole optimizer batch.
         ref_logps: ``[B, S, T]`` label-token log-probs under the frozen reference model, when needed.
+        baseline_score: ``[B]`` mean over the frozen baseline models of each one's length-normalised log-likelihood
+            of the response, when needed.
     """
 
     logps: torch.Tensor
@@ -33,6 +35,7 @@ class ObjectiveInputs:
     num_tokens: torch.Tensor
     num_examples: int
     ref_logps: torch.Tensor | None = None
+    baseline_score: torch.Tensor | None = None
 
 
 @dataclass
@@ -51,7 +54,10 @@ class Objective(ABC):
     """Base class of every training objective. Subclasses set the class attributes below and implement ``__call__``."""
 
     needs_reference: bool = False
-    """Whether ``ObjectiveInputs.ref_logps`` must be filled."""
+    """Whether ``ObjectiveInputs.ref_logps`` must be filled (from the frozen reference model)."""
+    needs_baseline_scores: bool = False
+    """Whether ``ObjectiveInputs.baseline_score`` must be filled (from the models in ``self.baselines``)."""
+    baselines: tuple[str, ...] | list[str] = ()
     sequences_per_example: int = 1
     """1 for SFT-style records, 2 for preference pairs (chosen, rejected)."""
     spread_diagnostics: tuple[str, ...] = ()

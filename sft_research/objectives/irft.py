@@ -1,0 +1,59 @@
+"""Implicit-reward inverse-RL fine-tuning (IRFT) on demonstrations only.
+
+Li et al. (2024), "Getting More Juice Out of the SFT Data: Reward Learning from Human Demonstration Improves SFT for
+LLM Alignment", NeurIPS 2024, arXiv 2405.17888, Algorithm 2; official code ``JasonJiaxiangLi/Reward_learning_SFT``,
+``src/alignment/trainer.py`` (``spin_loss``).
+
+Each round t generates y ~ pi_t(.|x) for every demonstration prompt with the model at the start of the round, then
+trains on pairs (demonstration, generation) with pi_t as the frozen reference. The rounds are run by
+:mod:`sft_research.pipelines.irft`; this file holds the per-round loss.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput
+from sft_research.objectives.dpo import dpo_loss, preference_diagnostics
+
+
+def irft_loss(
+    policy_demo: torch.Tensor,
+    policy_generated: torch.Tensor,
+    round_start_demo: torch.Tensor,
+    round_start_generated: torch.Tensor,
+    beta: float = 0.1,
+    *,
+    num_examples: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``L_t = -log sigma(beta [(log pi_theta - log pi_t)(y_demo) - (log pi_theta - log pi_t)(y_gen)])``.
+
+    The DPO logistic loss with the demonstration as the preferred and the round-start model's own generation as the
+    dispreferred response, and pi_t (the round-start model) as the reference; inputs are ``[B]`` log-probs summed
+    over response tokens. Returns the batch-mean loss and the detached implicit rewards of demo and generation.
+    """
+    return dpo_loss(
+        policy_demo, policy_generated, round_start_demo, round_start_generated, beta, "sigmoid", num_examples=num_examples
+    )
+
+
+class IRFT(Objective):
+    """The IRFT round loss on (demonstration, generation) pairs; chosen is the demonstration.
+
+    Args:
+        beta: the KL strength of the implicit reward (official: 0.1).
+    """
+
+    needs_reference = True
+    sequences_per_example = 2
+
+    def __init__(self, beta: float = 0.1):
+        self.beta = beta
+
+    def __call__(self, inputs: ObjectiveInputs) -> ObjectiveOutput:
+        policy = (inputs.logps * inputs.mask).sum(-1)
+        ref = (inputs.ref_logps * inputs.mask).sum(-1)
+        loss, demo, generated = irft_loss(
+            policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], self.beta, num_examples=inputs.num_examples
+        )
+        return ObjectiveOutput(loss, preference_diagnostics(demo, generated))

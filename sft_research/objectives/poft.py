@@ -1,0 +1,67 @@
+"""Preference-oriented SFT (PoFT): prefer the model being trained over frozen baseline ("aligned") models.
+
+Fan et al. (2025), "PoFT: Preference-Oriented Supervised Fine-Tuning", AAAI 2025, arXiv 2412.12865, Sec. 3.2;
+official code ``Savannah120/alignment-handbook-PoFT``, ``scripts/run_poft.py`` (``PoFTTrainer.compute_loss``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput
+
+
+def poft_loss(
+    logps: torch.Tensor,
+    mask: torch.Tensor,
+    baseline_score: torch.Tensor,
+    beta: float = 1.0,
+    gamma: float = 0.0,
+    *,
+    num_examples: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Bradley-Terry loss that the target model beats the baselines on the same SFT pair (x, y)::
+
+        r_theta_i = mean_{t in mask_i} logps_it                  (length-normalised log-likelihood of y)
+        loss = mean_i -log sigmoid(beta * (r_theta_i - baseline_score_i) + gamma)
+
+    ``baseline_score`` is ``r_bar = (1/M) sum_j r_j``, the baseline models' mean length-normalised log-likelihood of
+    the same response. The paper has beta = 1 and gamma = 0; the official code hard-codes the same.
+
+    Returns:
+        The loss (divided by ``num_examples``, default B, so micro-batches add up to the batch mean) and the detached
+        effective weight ``sigmoid(baseline_score - r_theta)``: the factor PoFT puts on each example's SFT gradient.
+    """
+    r_theta = (logps * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    baseline_score = baseline_score.detach()
+    losses = F.softplus(-(beta * (r_theta - baseline_score) + gamma))
+    effective_weight = torch.sigmoid(baseline_score - r_theta).detach()
+    return losses.sum() / (num_examples if num_examples is not None else logps.shape[0]), effective_weight
+
+
+class PoFT(Objective):
+    """PoFT against precomputed baseline scores.
+
+    Args:
+        baselines: the frozen baseline models (hub ids or folders), each scored with its own tokenizer and chat template
+            on the response tokens. Empty: the model being fine-tuned, frozen at its start.
+        beta: scale of the reward difference (paper and code: 1).
+        gamma: margin (paper and code: 0).
+    """
+
+    needs_baseline_scores = True
+    spread_diagnostics = ("poft/effective_weight",)
+
+    def __init__(self, baselines: list[str] | None = None, beta: float = 1.0, gamma: float = 0.0):
+        self.baselines = list(baselines or [])
+        self.beta, self.gamma = beta, gamma
+
+    def __call__(self, inputs: ObjectiveInputs) -> ObjectiveOutput:
+        logps, mask = inputs.logps[:, 0], inputs.mask[:, 0]
+        loss, weight = poft_loss(logps, mask, inputs.baseline_score, self.beta, self.gamma, num_examples=inputs.num_examples)
+        r_theta = ((logps * mask).sum(-1) / mask.sum(-1).clamp(min=1)).detach()
+        return ObjectiveOutput(
+            loss,
+            {"poft/effective_weight": weight, "poft/reward": r_theta, "poft/baseline_score": inputs.baseline_score, "nll": -r_theta},
+        )

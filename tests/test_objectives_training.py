@@ -1,0 +1,143 @@
+"""Every objective trains a tiny model end to end from LightningCLI, and frozen-model inputs are right and cached."""
+
+import csv
+
+import pytest
+import torch
+
+from sft_research.cli import main
+from sft_research.data import FileDataset, SFTDataModule
+from sft_research.model import frozen
+from sft_research.model.frozen import frozen_label_logprobs
+from sft_research.model.loading import ModelConfig, load_model
+from sft_research.model.logprobs import sequence_logprobs
+from sft_research.model.tiny import build_tiny_checkpoint
+from tests.conftest import write_jsonl
+
+SFT_ROWS = [{"prompt": f"{a} + {b} =", "completion": str(a + b), "quality": float(a % 3) / 2} for a, b in zip(range(1, 13), range(20, 8, -1))]
+PAIR_ROWS = [{"prompt": f"{a} + {b} =", "chosen": str(a + b), "rejected": str(a + b + 3)} for a, b in zip(range(1, 13), range(20, 8, -1))]
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SFT_RESEARCH_CACHE", str(tmp_path / "cache"))
+
+
+def fit(model_dir, data_path, tmp_path, objective, *extra, steps=3):
+    cli = main(
+        [
+            "fit",
+            f"--model.pretrained.name_or_path={model_dir}",
+            f"--model.objective={objective}",
+            "--model.optimizer.lr=1e-3",
+            "--model.micro_batch_size=2",
+            f"--data.train=sft_research.data.FileDataset",
+            f"--data.train.path={data_path}",
+            "--data.batch_size=4",
+            f"--trainer.max_steps={steps}",
+            "--trainer.accelerator=cpu",
+            "--trainer.log_every_n_steps=1",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_checkpointing=false",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            f"--trainer.default_root_dir={tmp_path}",
+            *extra,
+        ]
+    )
+    with open(cli.trainer.logger.log_dir + "/metrics.csv") as file:
+        rows = [row for row in csv.DictReader(file) if row.get("train/loss")]
+    return cli, rows
+
+
+CASES = [
+    ("sft_research.objectives.IwSFT", SFT_ROWS, ["iw/weight", "iw/weight_min", "iw/weight_max", "iw/clipped_fraction"], []),
+    ("sft_research.objectives.IwSFT", SFT_ROWS, ["iw/weight", "iw/clipped_fraction"], ["--model.objective.token_level=true", "--model.objective.use_quality=true"]),
+    ("sft_research.objectives.PoFT", SFT_ROWS, ["poft/effective_weight", "poft/effective_weight_min", "poft/baseline_score"], []),
+    ("sft_research.objectives.DPO", PAIR_ROWS, ["rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"], []),
+    ("sft_research.objectives.DPO", PAIR_ROWS, ["rewards/margins"], ["--model.objective.loss_type=ipo"]),
+    ("sft_research.objectives.IRFT", PAIR_ROWS, ["rewards/accuracies"], []),
+]
+
+
+@pytest.mark.parametrize("objective,rows,diagnostics,extra", CASES, ids=[f"{c[0].split('.')[-1]}-{i}" for i, c in enumerate(CASES)])
+def test_objective_trains_from_the_cli_and_logs_its_diagnostics(tiny_model_dir, tmp_path, objective, rows, diagnostics, extra):
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    cli, logged = fit(tiny_model_dir, path, tmp_path, objective, *extra)
+    assert len(logged) == 3
+    for name in diagnostics:
+        values = [float(row[f"train/{name}"]) for row in logged]
+        assert all(torch.isfinite(torch.tensor(values))), name
+    losses = [float(row["train/loss"]) for row in logged]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    if "IwSFT" in objective and not extra:
+        assert float(logged[0]["train/iw/weight"]) == pytest.approx(1.0, abs=1e-4), "the first step is plain SFT"
+    if "DPO" in objective and not extra:
+        assert float(logged[0]["train/rewards/margins"]) == pytest.approx(0.0, abs=1e-4), "policy == reference at step 0"
+        assert float(logged[-1]["train/rewards/margins"]) > 0, "training separates chosen from rejected"
+
+
+def test_sft_objective_rejects_preference_data(tiny_model_dir, tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", PAIR_ROWS)
+    with pytest.raises(ValueError, match="SFT trains on SFT records .* but the data holds preference records"):
+        fit(tiny_model_dir, path, tmp_path, "sft_research.objectives.SFT")
+
+
+@pytest.mark.parametrize("objective,rows", [("sft_research.objectives.IwSFT", SFT_ROWS), ("sft_research.objectives.DPO", PAIR_ROWS)])
+def test_cached_and_on_the_fly_reference_give_the_same_losses(tiny_model_dir, tmp_path, objective, rows):
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    reference = build_tiny_checkpoint(tmp_path / "reference", seed=7)  # a reference that differs from the start model
+    runs = {}
+    for mode in ("cached", "on_the_fly"):
+        _, logged = fit(tiny_model_dir, path, tmp_path / mode, objective, f"--model.reference={reference}", f"--model.frozen_logprobs={mode}")
+        runs[mode] = [float(row["train/loss"]) for row in logged]
+    torch.testing.assert_close(runs["cached"], runs["on_the_fly"], rtol=0, atol=1e-5)
+
+
+def test_frozen_logprobs_are_cached_checked_and_reused(tiny_model_dir, tmp_path, monkeypatch):
+    path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
+    data = SFTDataModule(FileDataset(str(path)), tokenizer=str(tiny_model_dir))
+    data.setup("fit")
+    config = ModelConfig(str(tiny_model_dir))
+    first = frozen_label_logprobs(config, data.train_examples, data.tokenizer.pad_token_id, batch_size=5)
+    model = load_model(config).eval()
+    for example, logps in zip(data.train_examples, first):
+        ids = torch.tensor([example.sequences[0].input_ids])
+        with torch.no_grad():
+            expected = sequence_logprobs(model, ids, torch.ones_like(ids))
+        torch.testing.assert_close(logps, expected, rtol=0, atol=1e-5)
+    (cached,) = list((tmp_path / "cache" / "logprobs").glob("*.safetensors"))
+
+    monkeypatch.setattr(frozen, "load_model", lambda *a, **k: pytest.fail("the cache should have been used"))
+    again = frozen_label_logprobs(config, data.train_examples, data.tokenizer.pad_token_id, batch_size=3)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    monkeypatch.undo()
+    monkeypatch.setenv("SFT_RESEARCH_CACHE", str(tmp_path / "cache"))
+
+    cached.write_bytes(cached.read_bytes()[:100])  # a write killed half-way is never trusted
+    repaired = frozen_label_logprobs(config, data.train_examples, data.tokenizer.pad_token_id)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(first, repaired))
+    assert cached.stat().st_size > 100
+    assert not [p for p in cached.parent.iterdir() if p.name.startswith(".")], "no temporary files left"
+
+
+def test_poft_baselines_use_their_own_tokenizer(tiny_model_dir, tmp_path):
+    other = build_tiny_checkpoint(tmp_path / "other", seed=3, vocab_size=262)  # almost no merges: longer sequences
+    path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
+    cli, logged = fit(tiny_model_dir, path, tmp_path, "sft_research.objectives.PoFT", f"--model.objective.baselines=[{tiny_model_dir}, {other}]", steps=1)
+    examples = cli.datamodule.train_examples
+    scores = []
+    for model_dir in (tiny_model_dir, other):
+        data = SFTDataModule(FileDataset(str(path)), tokenizer=str(model_dir))
+        data.setup("fit")
+        model = load_model(ModelConfig(str(model_dir))).eval()
+        row = []
+        for example in data.train_examples:
+            ids = torch.tensor([example.sequences[0].input_ids])
+            mask = torch.tensor(example.sequences[0].completion_mask[1:])
+            with torch.no_grad():
+                logps = sequence_logprobs(model, ids, torch.ones_like(ids))[0]
+            row.append(float(logps[mask].mean()))
+        scores.append(row)
+    assert any(len(a.sequences[0].input_ids) != len(b.sequences[0].input_ids) for a, b in zip(data.train_examples, examples))
+    expected = [(a + b) / 2 for a, b in zip(*scores)]
+    assert [e.baseline_score for e in examples] == pytest.approx(expected, abs=1e-5)
