@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from jsonargparse import lazy_instance
@@ -16,7 +18,25 @@ class SFTResearchCLI(LightningCLI):
         parser.link_arguments("model.pretrained.name_or_path", "data.tokenizer")
 
 
-def main(args: list[str] | None = None) -> SFTResearchCLI:
+def pipeline_main(args: list[str]) -> dict:
+    """``sft-research pipeline --config FILE``: runs the stages of a :class:`~sft_research.pipelines.Pipeline`."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    from sft_research.pipelines import Pipeline
+
+    parser = ArgumentParser(prog="sft-research pipeline", description=Pipeline.__doc__)
+    parser.add_argument("--config", action=ActionConfigFile, help="a pipeline YAML")
+    parser.add_class_arguments(Pipeline)
+    init = parser.instantiate(parser.parse_args(args)).as_dict()
+    init.pop("config", None)
+    return Pipeline(**init).run()
+
+
+def main(args: list[str] | None = None, run: bool = True):
+    """The ``sft-research`` command: LightningCLI's ``fit``/``validate``/``test``, plus ``pipeline``."""
+    argv = sys.argv[1:] if args is None else args
+    if argv and argv[0] == "pipeline":
+        return pipeline_main(argv[1:])
     return SFTResearchCLI(
         FineTuningModule,
         SFTDataModule,
@@ -27,7 +47,8 @@ def main(args: list[str] | None = None) -> SFTResearchCLI:
             "deterministic": True,
             "logger": lazy_instance(CSVLogger, save_dir="runs", name="sft"),
         },
-        args=args,
+        args=argv,
+        run=run,
     )
 
 

@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from torchmetrics import MeanMetric
 
-from sft_research.evaluation.task_accuracy import GenerationConfig, TaskAccuracy, generate_greedy
+from sft_research.evaluation.task_accuracy import GenerationConfig, TaskAccuracy, generate
 from sft_research.data.records import parse_record
 from sft_research.data.tokenize import Tokenizer
 from sft_research.model.frozen import frozen_label_logprobs, mean_completion_logprob
@@ -208,7 +208,7 @@ class FineTuningModule(L.LightningModule):
     def evaluate(self, batch: dict[str, torch.Tensor], accuracy: TaskAccuracy, loss: MeanMetric, stage: str) -> None:
         if "prompt_ids" in batch:
             task = self.trainer.datamodule.eval_task
-            texts = generate_greedy(self.model, self.tokenizer, batch["prompt_ids"], batch["prompt_attention_mask"], self.generation)
+            texts = generate(self.model, self.tokenizer, batch["prompt_ids"], batch["prompt_attention_mask"], self.generation)
             scores = torch.tensor([task.score(int(i), text) for i, text in zip(batch["index"], texts)])
             accuracy.update(scores)
             self.log(f"{stage}/task_accuracy", accuracy, prog_bar=True, batch_size=len(texts))

@@ -45,3 +45,10 @@ def test_task_accuracy_counts_full_scores_over_batches():
     metric.update(torch.tensor([1.0, 0.0, 1.0]))
     metric.update(torch.tensor([0.75]))  # partial credit is not a right answer
     assert metric.compute().item() == pytest.approx(2 / 4)
+
+
+def test_preference_pairs_put_the_right_answer_over_a_wrong_one():
+    task = ReasoningGymTask("chain_sum", OPTIONS, train_size=30, eval_size=5, seed=1, preference_pairs=True)
+    for record, entry in zip(task.records(), task.train_entries):
+        assert record.fields["chosen"] == entry["answer"]
+        assert task._generator.score_answer(record.fields["rejected"], entry) < 1.0

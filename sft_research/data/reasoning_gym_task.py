@@ -27,6 +27,8 @@ class ReasoningGymTask(VerifiableTask):
         eval_size: number of held-out prompts.
         seed: the generator seed; it fixes both splits and the corruption.
         noise_fraction: fraction of training answers replaced by a wrong answer.
+        preference_pairs: make prompt/chosen/rejected records instead, with the right answer chosen over a wrong one
+            (for DPO); ``noise_fraction`` then does not apply.
     """
 
     def __init__(
@@ -37,12 +39,14 @@ class ReasoningGymTask(VerifiableTask):
         eval_size: int = 100,
         seed: int = 0,
         noise_fraction: float = 0.0,
+        preference_pairs: bool = False,
     ):
         if not 0.0 <= noise_fraction <= 1.0:
             raise ValueError(f"noise_fraction must be in [0, 1], got {noise_fraction}")
         import reasoning_gym
 
         self.task, self.options, self.seed, self.noise_fraction = task, dict(options or {}), seed, noise_fraction
+        self.preference_pairs = preference_pairs
         self.name = f"reasoning_gym:{task}"
         # Small tasks repeat questions: draw spare items so that the held-out split can skip training questions.
         spare = 4 * eval_size
@@ -83,6 +87,17 @@ class ReasoningGymTask(VerifiableTask):
         raise ValueError(f"{self.name}: could not find a wrong answer for training item {index}")
 
     def records(self) -> list[RawRecord]:
+        if self.preference_pairs:
+            rng = random.Random(self.seed + 2)
+            answers = [entry["answer"] for entry in self.train_entries]
+            return [
+                RawRecord(
+                    self.name,
+                    row,
+                    {"prompt": entry["question"], "chosen": entry["answer"], "rejected": self._wrong_answer(row - 1, answers, rng)},
+                )
+                for row, entry in enumerate(self.train_entries, start=1)
+            ]
         return [
             RawRecord(
                 self.name,

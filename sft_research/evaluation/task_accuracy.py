@@ -10,13 +10,19 @@ from torchmetrics import Metric
 
 @dataclass
 class GenerationConfig:
-    """Greedy decoding for evaluation.
+    """Decoding settings (greedy unless ``do_sample``).
 
     Args:
         max_new_tokens: longest generated answer.
+        do_sample: sample instead of taking the most likely token.
+        temperature: sampling temperature.
+        top_p: nucleus-sampling mass.
     """
 
     max_new_tokens: int = 16
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
 
 
 class TaskAccuracy(Metric):
@@ -42,14 +48,16 @@ class TaskAccuracy(Metric):
 
 
 @torch.no_grad()
-def generate_greedy(model, tokenizer, prompt_ids: torch.Tensor, attention_mask: torch.Tensor, config: GenerationConfig) -> list[str]:
-    """Greedy continuations of left-padded prompts, decoded without special tokens."""
+def generate(model, tokenizer, prompt_ids: torch.Tensor, attention_mask: torch.Tensor, config: GenerationConfig) -> list[str]:
+    """Continuations of left-padded prompts, decoded without special tokens."""
+    sampling = {"temperature": config.temperature, "top_p": config.top_p} if config.do_sample else {}
     output = model.generate(
         input_ids=prompt_ids,
         attention_mask=attention_mask,
         max_new_tokens=config.max_new_tokens,
-        do_sample=False,
+        do_sample=config.do_sample,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
+        **sampling,
     )
     return tokenizer.batch_decode(output[:, prompt_ids.shape[1] :], skip_special_tokens=True)
