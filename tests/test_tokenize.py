@@ -101,3 +101,24 @@ def test_over_long_completion_under_each_policy(tiny_tokenizer):
     assert renderer.report.truncated == ["row 3"] and "1 truncated (row 3)" in renderer.report.summary()
     with pytest.raises(DataError, match=r"row 3, field 'completion': the completion alone .* would cut into it"):
         tokenize(tiny_tokenizer, LONG_COMPLETION, max_length=32, truncation="truncate_prompt")
+
+
+def test_trl_conversational_preference_format(tiny_tokenizer):
+    chosen = [{"role": "user", "content": "1 + 1 ="}, {"role": "assistant", "content": "2"}]
+    rejected = [{"role": "user", "content": "1 + 1 ="}, {"role": "assistant", "content": "3"}]
+    _, example = tokenize(tiny_tokenizer, {"prompt": None, "chosen": chosen, "rejected": rejected})
+    _, standard = tokenize(tiny_tokenizer, {"prompt": "1 + 1 =", "chosen": "2", "rejected": "3"})
+    assert [s.input_ids for s in example.sequences] == [s.input_ids for s in standard.sequences]
+    with pytest.raises(DataError, match=r"row 3, field 'rejected': must share the conversation"):
+        tokenize(tiny_tokenizer, {"chosen": chosen, "rejected": [{"role": "user", "content": "other"}, rejected[1]]})
+
+
+def test_column_renames(tiny_model_dir, tmp_path):
+    from sft_research.data import FileDataset
+    from tests.conftest import write_jsonl
+
+    path = write_jsonl(tmp_path / "d.jsonl", [{"question": "1 + 1 =", "answer": "2"}])
+    records = FileDataset(str(path), columns={"question": "prompt", "answer": "completion"}).records()
+    assert records[0].fields == {"prompt": "1 + 1 =", "completion": "2"}
+    with pytest.raises(DataError, match=r"has no column\(s\) \['query'\] to rename"):
+        FileDataset(str(path), columns={"query": "prompt"}).records()

@@ -32,7 +32,9 @@ class Conversation:
 
 @dataclass(frozen=True)
 class Preference:
-    prompt: str
+    """Two answers to one prompt; ``prompt`` holds the conversation before the answer."""
+
+    prompt: tuple[Message, ...]
     chosen: str
     rejected: str
     quality: float = 1.0
@@ -44,8 +46,7 @@ def parse_record(record: RawRecord) -> Conversation | Preference:
     if _present(fields, "messages"):
         return Conversation(_messages(record), quality)
     if _present(fields, "chosen") or _present(fields, "rejected"):
-        prompt, chosen, rejected = (_text(record, name, allow_empty=name == "prompt") for name in ("prompt", "chosen", "rejected"))
-        return Preference(prompt, chosen, rejected, quality)
+        return _preference(record, quality)
     if _present(fields, "prompt") or _present(fields, "completion"):
         prompt = _text(record, "prompt", allow_empty=True)
         completion = _text(record, "completion")
@@ -56,6 +57,25 @@ def parse_record(record: RawRecord) -> Conversation | Preference:
         f"got {sorted(fields)}",
         row=record.row,
     )
+
+
+def _preference(record: RawRecord, quality: float) -> Preference:
+    """Standard (strings) or TRL's conversational form (message lists ending in the assistant's answer)."""
+    if isinstance(record.fields.get("chosen"), list):
+        chosen = _messages(record, "chosen")
+        rejected = _messages(record, "rejected")
+        for name, messages in (("chosen", chosen), ("rejected", rejected)):
+            if messages[-1].role != "assistant":
+                raise _fail(record, name, "must end with the assistant's answer")
+        if isinstance(record.fields.get("prompt"), list):
+            prompt = _messages(record, "prompt", need_assistant=False)
+        elif chosen[:-1] != rejected[:-1]:
+            raise _fail(record, "rejected", "must share the conversation before the answer with 'chosen'")
+        else:
+            prompt = chosen[:-1]
+        return Preference(prompt, chosen[-1].content, rejected[-1].content, quality)
+    prompt, chosen, rejected = (_text(record, name, allow_empty=name == "prompt") for name in ("prompt", "chosen", "rejected"))
+    return Preference((Message("user", prompt),), chosen, rejected, quality)
 
 
 def _present(fields: dict, name: str) -> bool:
@@ -90,13 +110,13 @@ def _quality(record: RawRecord) -> float:
     return float(value)
 
 
-def _messages(record: RawRecord) -> tuple[Message, ...]:
-    value = record.fields["messages"]
+def _messages(record: RawRecord, field: str = "messages", need_assistant: bool = True) -> tuple[Message, ...]:
+    value = record.fields.get(field)
     if not isinstance(value, list) or not value:
-        raise _fail(record, "messages", "must be a non-empty list of {'role', 'content'} objects")
+        raise _fail(record, field, "must be a non-empty list of {'role', 'content'} objects")
     messages = []
     for turn, message in enumerate(value):
-        where = f"messages[{turn}]"
+        where = f"{field}[{turn}]"
         if not isinstance(message, dict):
             raise _fail(record, where, f"must be an object with 'role' and 'content', got {type(message).__name__}")
         role, content = message.get("role"), message.get("content")
@@ -107,6 +127,6 @@ def _messages(record: RawRecord) -> tuple[Message, ...]:
         if role == "assistant" and not content.strip():
             raise _fail(record, f"{where}.content", "is an empty assistant turn: there is nothing to train on")
         messages.append(Message(role, content))
-    if not any(message.role == "assistant" for message in messages):
-        raise _fail(record, "messages", "has no assistant turn: there is nothing to train on")
+    if need_assistant and not any(message.role == "assistant" for message in messages):
+        raise _fail(record, field, "has no assistant turn: there is nothing to train on")
     return tuple(messages)

@@ -41,16 +41,28 @@ class FileDataset(DataSource):
     Args:
         path: a local file or folder, or a Hugging Face hub dataset id such as ``trl-lib/Capybara``.
         split: the split to read.
+        columns: renames columns to the record fields, e.g. ``{"question": "prompt", "answer": "completion"}``.
+        limit: read only the first n rows.
     """
 
-    def __init__(self, path: str, split: str = "train"):
+    def __init__(self, path: str, split: str = "train", columns: dict[str, str] | None = None, limit: int | None = None):
         self.path = path
         self.split = split
+        self.columns = dict(columns or {})
+        self.limit = limit
         self.name = path
 
     def records(self) -> list[RawRecord]:
         dataset = self._load()
-        return [RawRecord(self.path, i + 1, dict(row)) for i, row in enumerate(dataset)]
+        if self.limit is not None:
+            dataset = dataset.select(range(min(self.limit, len(dataset))))
+        missing = set(self.columns) - set(dataset.column_names)
+        if missing:
+            raise DataError(self.path, f"has no column(s) {sorted(missing)} to rename; its columns are {dataset.column_names}")
+        return [
+            RawRecord(self.path, i + 1, {self.columns.get(key, key): value for key, value in row.items()})
+            for i, row in enumerate(dataset)
+        ]
 
     def _load(self):
         import datasets

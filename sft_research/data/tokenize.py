@@ -79,9 +79,7 @@ class Tokenizer:
 
     def __call__(self, raw: RawRecord, record: Conversation | Preference) -> TokenizedExample | None:
         if isinstance(record, Preference):
-            pairs = [
-                (Message("user", record.prompt), Message("assistant", answer)) for answer in (record.chosen, record.rejected)
-            ]
+            pairs = [(*record.prompt, Message("assistant", answer)) for answer in (record.chosen, record.rejected)]
             fields = ("chosen", "rejected")
         else:
             pairs, fields = [record.messages], ("messages" if len(record.messages) > 2 else "completion",)
