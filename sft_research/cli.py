@@ -18,8 +18,8 @@ class SFTResearchCLI(LightningCLI):
         parser.link_arguments("model.pretrained.name_or_path", "data.tokenizer")
 
 
-def pipeline_main(args: list[str]) -> dict:
-    """``sft-research pipeline --config FILE``: runs the stages of a :class:`~sft_research.pipelines.Pipeline`."""
+def build_pipeline(args: list[str]):
+    """The :class:`~sft_research.pipelines.Pipeline` that ``sft-research pipeline ARGS`` describes."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     from sft_research.pipelines import Pipeline
@@ -29,7 +29,12 @@ def pipeline_main(args: list[str]) -> dict:
     parser.add_class_arguments(Pipeline)
     init = parser.instantiate(parser.parse_args(args)).as_dict()
     init.pop("config", None)
-    return Pipeline(**init).run()
+    return Pipeline(**init)
+
+
+def pipeline_main(args: list[str]) -> dict:
+    """``sft-research pipeline --config FILE``: runs the stages of a pipeline, skipping those already done."""
+    return build_pipeline(args).run()
 
 
 def main(args: list[str] | None = None, run: bool = True):
@@ -37,9 +42,14 @@ def main(args: list[str] | None = None, run: bool = True):
     argv = sys.argv[1:] if args is None else args
     if argv and argv[0] == "pipeline":
         return pipeline_main(argv[1:])
-    return SFTResearchCLI(
-        FineTuningModule,
-        SFTDataModule,
+    return SFTResearchCLI(**cli_arguments(argv, run))
+
+
+def cli_arguments(args, run: bool) -> dict:
+    """The LightningCLI settings of ``sft-research``, shared by every way of running or checking a config."""
+    return dict(
+        model_class=FineTuningModule,
+        datamodule_class=SFTDataModule,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={
@@ -47,7 +57,7 @@ def main(args: list[str] | None = None, run: bool = True):
             "deterministic": True,
             "logger": lazy_instance(CSVLogger, save_dir="runs", name="sft"),
         },
-        args=argv,
+        args=args,
         run=run,
     )
 

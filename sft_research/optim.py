@@ -1,18 +1,20 @@
-"""AdamW with linear warmup and cosine decay."""
+"""AdamW (or RMSprop) with linear warmup and cosine decay."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 
 @dataclass
 class OptimizerConfig:
-    """AdamW and its learning-rate schedule.
+    """The optimizer and its learning-rate schedule.
 
     Args:
+        name: ``adamw``, or ``rmsprop`` (the DPO paper's and the IRFT code's choice; ``betas[1]`` is its alpha).
         lr: peak learning rate.
         weight_decay: decoupled weight decay.
         betas: Adam's moment decay rates.
@@ -21,6 +23,7 @@ class OptimizerConfig:
         min_lr_ratio: the cosine decays to ``lr * min_lr_ratio`` at the last step.
     """
 
+    name: Literal["adamw", "rmsprop"] = "adamw"
     lr: float = 1e-5
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
@@ -39,9 +42,10 @@ def warmup_cosine(step: int, total_steps: int, warmup_ratio: float, min_lr_ratio
 
 
 def build_optimizer(parameters, config: OptimizerConfig, total_steps: int):
-    optimizer = torch.optim.AdamW(
-        parameters, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
-    )
+    if config.name == "adamw":
+        optimizer = torch.optim.AdamW(parameters, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.RMSprop(parameters, lr=config.lr, alpha=config.betas[1], eps=config.eps, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine(step, total_steps, config.warmup_ratio, config.min_lr_ratio)
     )

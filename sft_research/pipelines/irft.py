@@ -20,7 +20,7 @@ from sft_research.data.records import Conversation, parse_record
 from sft_research.evaluation.task_accuracy import GenerationConfig, generate
 from sft_research.model.loading import ModelConfig, load_model
 from sft_research.objectives.irft import IRFT
-from sft_research.pipelines.stages import FitConfig, Stage, is_done, run_fit
+from sft_research.pipelines.stages import FitConfig, Stage, is_done, parse_fit, run_fit
 
 
 class IRFTStage(Stage):
@@ -53,12 +53,12 @@ class IRFTStage(Stage):
         self.split_prompts, self.generation_batch_size = split_prompts, generation_batch_size
 
     def check(self) -> None:
-        import tempfile
+        import importlib
 
-        with tempfile.TemporaryDirectory() as scratch:
-            cli = run_fit(copy.deepcopy(self.fit), Path(scratch), run=False)
-        if not isinstance(cli.model.objective, IRFT):
-            raise ValueError(f"stage {self.name!r}: the IRFT stage's objective must be IRFT, got {type(cli.model.objective).__name__}")
+        objective = parse_fit(self.fit).model.objective.class_path
+        module, _, name = objective.rpartition(".")
+        if not issubclass(getattr(importlib.import_module(module), name), IRFT):
+            raise ValueError(f"stage {self.name!r}: the IRFT stage's objective must be IRFT, got {objective}")
 
     def final_model(self, stage_dir: Path) -> Path:
         return stage_dir / f"round_{self.rounds - 1}" / "hf_model"

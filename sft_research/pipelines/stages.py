@@ -44,6 +44,17 @@ def run_fit(config: dict[str, Any], run_dir: Path, start_model: str | None = Non
     return main(args, run=run)
 
 
+def parse_fit(config: dict[str, Any]):
+    """Checks a fit config with the ``sft-research fit`` parser, without building anything (no model, no devices)."""
+    from sft_research.cli import SFTResearchCLI, cli_arguments
+
+    class ParseOnly(SFTResearchCLI):
+        def instantiate_classes(self) -> None:
+            pass
+
+    return ParseOnly(**cli_arguments(args=copy.deepcopy(config), run=False)).config
+
+
 def is_done(run_dir: Path) -> bool:
     # The checkpoint folder is renamed into place only when complete.
     return (run_dir / "hf_model" / "config.json").is_file()
@@ -84,10 +95,7 @@ class FitStage(Stage):
         self.fit = fit
 
     def check(self) -> None:
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as scratch:
-            run_fit(copy.deepcopy(self.fit), Path(scratch), run=False)
+        parse_fit(self.fit)
 
     def run(self, stage_dir: Path, start_model: str | None) -> None:
         run_fit(copy.deepcopy(self.fit), stage_dir, start_model)
