@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
@@ -37,11 +39,34 @@ def pipeline_main(args: list[str]) -> dict:
     return build_pipeline(args).run()
 
 
+DEFAULT_SUITE = Path(__file__).resolve().parents[1] / "benchmarks" / "suites" / "default.yaml"
+
+
+def bench_main(args: list[str]) -> list[dict]:
+    """``sft-research bench [--suite FILE] [--output_dir DIR] [--suite.KEY VALUE ...]``: runs a benchmark suite."""
+    from jsonargparse import ArgumentParser
+
+    from sft_research.bench.runner import run_suite
+    from sft_research.bench.suite import Suite
+
+    parser = ArgumentParser(prog="sft-research bench", description=Suite.__doc__)
+    parser.add_class_arguments(Suite, "suite", sub_configs=True)
+    parser.add_argument("--output_dir", type=str, default="runs/bench", help="where results, summary and plot go")
+    if not any(arg == "--suite" or arg.startswith("--suite=") for arg in args):
+        args = ["--suite", str(DEFAULT_SUITE), *args]
+    config = parser.parse_args(args)
+    suite_config = parser.dump(config, skip_none=False, format="json")
+    init = parser.instantiate(config)
+    return run_suite(init.suite, init.output_dir, json.loads(suite_config)["suite"])
+
+
 def main(args: list[str] | None = None, run: bool = True):
-    """The ``sft-research`` command: LightningCLI's ``fit``/``validate``/``test``, plus ``pipeline``."""
+    """The ``sft-research`` command: LightningCLI's ``fit``/``validate``/``test``, plus ``pipeline`` and ``bench``."""
     argv = sys.argv[1:] if args is None else args
     if argv and argv[0] == "pipeline":
         return pipeline_main(argv[1:])
+    if argv and argv[0] == "bench":
+        return bench_main(argv[1:])
     return SFTResearchCLI(**cli_arguments(argv, run))
 
 
@@ -62,5 +87,10 @@ def cli_arguments(args, run: bool) -> dict:
     )
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The console script: runs ``main`` on the command line's arguments (its return value is for Python callers)."""
     main()
+
+
+if __name__ == "__main__":
+    console()

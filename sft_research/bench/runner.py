@@ -1,0 +1,103 @@
+"""Runs a suite: evaluates the base model once, trains and evaluates every arm for every seed, and reports.
+
+Resumable: a run whose row is in results.jsonl is skipped, a run killed part-way starts again (its finished
+pipeline stages are kept), and the base model's evaluation and the frozen-model log-probs are computed once per
+suite and reused by every arm and seed.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from sft_research.bench.evaluate import Evaluation, Evaluator
+from sft_research.bench.report import (
+    append_result,
+    read_results,
+    summarize,
+    summary_csv,
+    summary_markdown,
+    tradeoff_plot,
+    write_atomically,
+)
+from sft_research.bench.stats import Estimate
+from sft_research.bench.suite import Suite
+from sft_research.pipelines import Pipeline
+
+
+def versions() -> dict[str, str]:
+    import lightning
+    import transformers
+
+    import sft_research
+
+    return {
+        "sft_research": sft_research.__version__,
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def run_suite(suite: Suite, output_dir: str | Path, suite_config: dict) -> list[dict]:
+    """Runs what is not done yet, writes the report, prints the summary table, and returns the summary rows."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomically(out / "suite.json", json.dumps(suite_config, indent=1, default=str))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    evaluator = Evaluator(suite, device)
+    base = base_evaluation(evaluator, out / "base.json")
+    results = out / "results.jsonl"
+    done = {(row["arm"], row["seed"]) for row in read_results(results)}
+    todo = [(arm, seed) for seed in suite.seeds for arm in suite.arms if (arm.name, seed) not in done]
+    started = time.perf_counter()
+    for index, (arm, seed) in enumerate(todo):
+        elapsed = time.perf_counter() - started
+        eta = f", about {elapsed / index * (len(todo) - index) / 60:.1f} min left" if index else ""
+        print(f"[{index + 1}/{len(todo)}] arm {arm.name} · seed {seed} ({elapsed / 60:.1f} min elapsed{eta})", flush=True)
+        run_started = time.perf_counter()
+        run_dir = out / "runs" / arm.name / f"seed_{seed}"
+        stages = arm.stages(suite, seed)
+        final = Pipeline(str(run_dir), stages).run()[stages[-1].name]
+        evaluation = evaluator.evaluate(str(final))
+        row = {
+            "arm": arm.name,
+            "seed": seed,
+            "metrics": {name: asdict(value) for name, value in evaluation.metrics(base).items()},
+            "items": evaluation.to_dict(),
+            "wall_s": round(time.perf_counter() - run_started, 1),
+            "config": {"suite": suite_config, "stages": {stage.name: getattr(stage, "fit", None) for stage in stages}},
+            "versions": versions(),
+        }
+        append_result(results, row)
+        if not suite.keep_checkpoints:  # the training logs stay; the weights (hundreds of MB a run) go
+            for checkpoint in run_dir.rglob("hf_model"):
+                shutil.rmtree(checkpoint, ignore_errors=True)
+    return report(suite, out, base)
+
+
+def base_evaluation(evaluator: Evaluator, path: Path) -> Evaluation:
+    if path.is_file():
+        return Evaluation(**json.loads(path.read_text()))
+    evaluation = evaluator.evaluate(evaluator.suite.base_model, is_base=True)
+    write_atomically(path, json.dumps(evaluation.to_dict()))
+    return evaluation
+
+
+def report(suite: Suite, out: Path, base: Evaluation) -> list[dict]:
+    rows = read_results(out / "results.jsonl")
+    base_metrics: dict[str, Estimate] = base.metrics(base)
+    table = summarize(rows, base_metrics, [arm.name for arm in suite.arms])
+    markdown = summary_markdown(table)
+    write_atomically(out / "summary.md", markdown)
+    write_atomically(out / "summary.csv", summary_csv(table))
+    tradeoff_plot(table, out / "tradeoff.png")
+    print(markdown, flush=True)
+    return table

@@ -1,0 +1,225 @@
+"""A benchmark suite: one base model, one task (noisy training data, held-out prompts), forgetting probes, and
+the arms (objectives or pipelines) trained on the same data under the same budget, over several seeds."""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+
+from sft_research.bench.probes import ForgettingProbes
+from sft_research.evaluation.task_accuracy import GenerationConfig
+from sft_research.pipelines import FitStage, IRFTStage, Stage
+from sft_research.pipelines.stages import FitConfig
+
+# An objective as in a fit config: {"class_path": ..., "init_args": {...}}; the fit parser checks it.
+ObjectiveConfig = dict[str, str | dict[str, str | int | float | bool | None | list]]
+
+
+@dataclass
+class TaskSpec:
+    """The reasoning-gym task every arm trains on, and its held-out evaluation.
+
+    Args:
+        task: the reasoning-gym task.
+        options: its generator options.
+        train_size: training records.
+        eval_size: held-out prompts for the task score.
+        seed: the data seed (the same data for every arm and seed).
+        noise_fraction: fraction of training answers corrupted; each record's verifier score is its ``quality``.
+        max_new_tokens: longest generated answer.
+    """
+
+    task: str = "chain_sum"
+    options: dict[str, int | float | str | bool] | None = None
+    train_size: int = 240
+    eval_size: int = 100
+    seed: int = 0
+    noise_fraction: float = 0.25
+    max_new_tokens: int = 8
+
+    def source(self, preference_pairs: bool = False) -> dict:
+        init = {k: v for k, v in asdict(self).items() if k != "max_new_tokens"}
+        return {"class_path": "sft_research.data.ReasoningGymTask", "init_args": {**init, "preference_pairs": preference_pairs}}
+
+
+@dataclass
+class Budget:
+    """The training budget of every arm (an arm may change its own steps and learning rate).
+
+    Args:
+        max_steps: optimizer steps.
+        batch_size: examples per step.
+        micro_batch_size: examples per forward pass (None: the whole batch).
+        lr: peak learning rate.
+        warmup_ratio: linear warmup fraction.
+        max_length: longest training sequence.
+        accelerator: Lightning accelerator.
+        precision: Lightning precision, e.g. ``bf16-mixed`` on GPUs.
+    """
+
+    max_steps: int = 30
+    batch_size: int = 8
+    micro_batch_size: int | None = None
+    lr: float = 1e-4
+    warmup_ratio: float = 0.1
+    max_length: int = 256
+    accelerator: str = "auto"
+    precision: str | None = None
+
+
+class Arm(ABC):
+    """One way of fine-tuning, turned into pipeline stages for a suite and a seed.
+
+    Args:
+        name: the arm's name in the report.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def label(self, seed: int) -> str:
+        return f"{self.name} · seed {seed}"
+
+    @abstractmethod
+    def stages(self, suite: Suite, seed: int) -> list[Stage]: ...
+
+
+class ObjectiveArm(Arm):
+    """One fit with an objective.
+
+    Args:
+        objective: the objective, as in a fit config (``class_path`` and ``init_args``).
+        lr: overrides the budget's learning rate.
+    """
+
+    def __init__(self, name: str, objective: ObjectiveConfig, lr: float | None = None):
+        super().__init__(name)
+        self.objective, self.lr = objective, lr
+
+    def stages(self, suite: Suite, seed: int) -> list[Stage]:
+        return [FitStage("fit", suite.fit_config(self.label(seed), seed, self.objective, lr=self.lr))]
+
+
+class SFTThenDPOArm(Arm):
+    """SFT, then DPO from the SFT model (its frozen reference) on pairs of a right answer over a wrong one.
+
+    Args:
+        beta: DPO's beta.
+        dpo_steps: DPO steps.
+        dpo_lr: DPO's learning rate.
+    """
+
+    def __init__(self, name: str, beta: float = 0.1, dpo_steps: int = 15, dpo_lr: float = 1e-5):
+        super().__init__(name)
+        self.beta, self.dpo_steps, self.dpo_lr = beta, dpo_steps, dpo_lr
+
+    def stages(self, suite: Suite, seed: int) -> list[Stage]:
+        dpo = {"class_path": "sft_research.objectives.DPO", "init_args": {"beta": self.beta}}
+        return [
+            FitStage("sft", suite.fit_config(f"{self.label(seed)} · sft", seed, {"class_path": "sft_research.objectives.SFT"})),
+            FitStage(
+                "dpo",
+                suite.fit_config(f"{self.label(seed)} · dpo", seed, dpo, self.dpo_steps, self.dpo_lr, preference_pairs=True),
+                start_from="sft",
+            ),
+        ]
+
+
+class IRFTArm(Arm):
+    """IRFT rounds on the training prompts, the (noisy) training answers being the demonstrations.
+
+    Args:
+        rounds: T.
+        beta: the implicit reward's beta.
+        steps_per_round: optimizer steps in each round.
+        lr: overrides the budget's learning rate.
+        generation: how each round samples its responses.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        rounds: int = 2,
+        beta: float = 0.1,
+        steps_per_round: int = 15,
+        lr: float | None = None,
+        generation: GenerationConfig = GenerationConfig(max_new_tokens=8, do_sample=True),
+    ):
+        super().__init__(name)
+        self.rounds, self.beta, self.steps_per_round, self.lr, self.generation = rounds, beta, steps_per_round, lr, generation
+
+    def stages(self, suite: Suite, seed: int) -> list[Stage]:
+        objective = {"class_path": "sft_research.objectives.IRFT", "init_args": {"beta": self.beta}}
+        fit = suite.fit_config(self.label(seed), seed, objective, self.steps_per_round, self.lr)
+        return [IRFTStage("irft", fit, self.rounds, copy.deepcopy(self.generation), generation_batch_size=suite.eval_batch_size)]
+
+
+class Suite:
+    """A benchmark suite.
+
+    Args:
+        base_model: the model every arm starts from.
+        task: the training task and its held-out evaluation.
+        probes: the forgetting probes.
+        arms: the ways of fine-tuning compared.
+        seeds: training seeds (the data stay the same).
+        budget: the training budget.
+        eval_batch_size: prompts per generation batch in evaluation.
+        keep_checkpoints: keep each run's fine-tuned model (deleted once evaluated otherwise).
+    """
+
+    def __init__(
+        self,
+        arms: list[Arm],
+        base_model: str = "embedded:SmolLM2-135M-Instruct",
+        task: TaskSpec = TaskSpec(),
+        probes: ForgettingProbes = ForgettingProbes(),
+        seeds: list[int] = [0],
+        budget: Budget = Budget(),
+        eval_batch_size: int = 50,
+        keep_checkpoints: bool = False,
+    ):
+        names = [arm.name for arm in arms]
+        if not arms or len(set(names)) != len(names):
+            raise ValueError(f"a suite needs arms with unique names, got {names}")
+        self.base_model, self.task, self.probes, self.arms = base_model, task, probes, arms
+        self.seeds, self.budget, self.eval_batch_size, self.keep_checkpoints = list(seeds), budget, eval_batch_size, keep_checkpoints
+
+    def fit_config(
+        self,
+        label: str,
+        seed: int,
+        objective: ObjectiveConfig,
+        steps: int | None = None,
+        lr: float | None = None,
+        preference_pairs: bool = False,
+    ) -> FitConfig:
+        """The fit config of one training run of this suite; the harness evaluates, so the fit does not validate.
+        ``label`` names the run on its progress bar."""
+        budget = self.budget
+        return {
+            "seed_everything": seed,
+            "trainer": {
+                "accelerator": budget.accelerator,
+                "precision": budget.precision,
+                "max_steps": steps or budget.max_steps,
+                "log_every_n_steps": 1,
+                "limit_val_batches": 0,
+                "enable_checkpointing": False,
+                "enable_model_summary": False,
+                "callbacks": [{"class_path": "sft_research.bench.progress.RunProgressBar", "init_args": {"label": label}}],
+            },
+            "model": {
+                "pretrained": {"name_or_path": self.base_model},
+                "objective": copy.deepcopy(objective),
+                "optimizer": {"lr": lr or budget.lr, "warmup_ratio": budget.warmup_ratio},
+                "micro_batch_size": budget.micro_batch_size,
+            },
+            "data": {
+                "train": self.task.source(preference_pairs),
+                "max_length": budget.max_length,
+                "batch_size": budget.batch_size,
+                "eval_batch_size": self.eval_batch_size,
+            },
+        }

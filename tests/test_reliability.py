@@ -1,0 +1,102 @@
+"""Non-finite guards and up-front checks."""
+
+import math
+import os
+
+import lightning as L
+import pytest
+import torch
+
+from sft_research.data import FileDataset, SFTDataModule
+from sft_research.model.loading import ModelConfig
+from sft_research.module import FineTuningModule, NonFiniteError
+from sft_research.objectives import SFT
+from sft_research.optim import OptimizerConfig
+from sft_research.preflight import PreflightError
+from tests.conftest import write_jsonl
+from tests.test_module import ROWS
+
+
+def poisoned_data(tiny_model_dir, tmp_path, poisoned_id=5):
+    data = SFTDataModule(FileDataset(str(write_jsonl(tmp_path / "d.jsonl", ROWS))), tokenizer=str(tiny_model_dir), batch_size=4)
+    data.setup("fit")
+    # Past the data checks, as a corrupted cache or a bug upstream would be: the batch itself carries the NaN.
+    data.train_examples[poisoned_id].quality = math.nan
+    data.setup = lambda stage: None
+    return data
+
+
+def trainer(tmp_path, **kwargs):
+    return L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path, **kwargs)
+
+
+class PoisonAfterFirstEpoch(L.Callback):
+    def __init__(self, data):
+        self.data = data
+
+    def on_train_epoch_end(self, trainer, module):
+        self.data.train_examples[5].quality = math.nan
+
+
+def test_nonfinite_loss_stops_with_step_ids_and_diagnostics_and_keeps_the_last_checkpoint(tiny_model_dir, tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    data = poisoned_data(tiny_model_dir, tmp_path)
+    data.train_examples[5].quality = 1.0  # clean in the first epoch, so that good checkpoints exist
+    module = FineTuningModule(ModelConfig(str(tiny_model_dir)), SFT(use_quality=True), OptimizerConfig(lr=1e-3))
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1)
+    run = trainer(tmp_path, max_epochs=3, callbacks=[checkpoints, PoisonAfterFirstEpoch(data)])
+    L.seed_everything(0)
+    with pytest.raises(NonFiniteError) as info:
+        run.fit(module, data)
+    message = str(info.value)
+    assert "non-finite loss at step" in message and "5" in message.split("example ids")[1].split("]")[0]
+    assert "diagnostics {'nll':" in message and "'quality': nan" in message
+    step = int(message.split("at step ")[1].split(":")[0])
+    saved = sorted(os.listdir(tmp_path / "ckpt"))
+    assert saved and all(f"step={step + 1}" not in name for name in saved), "no checkpoint of the bad step"
+    last = torch.load(tmp_path / "ckpt" / saved[-1], weights_only=False)
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values()), "the last checkpoint is intact"
+
+
+def test_nonfinite_batches_can_be_skipped_and_are_counted(tiny_model_dir, tmp_path):
+    data = poisoned_data(tiny_model_dir, tmp_path)
+    module = FineTuningModule(ModelConfig(str(tiny_model_dir)), SFT(use_quality=True), OptimizerConfig(lr=1e-3), on_nonfinite="skip")
+    run = trainer(tmp_path, max_epochs=2, enable_checkpointing=False)
+    L.seed_everything(0)
+    with pytest.warns(UserWarning, match="skipped batch 1"):
+        run.fit(module, data)
+    assert module.skipped_batches == 2  # the poisoned example is in one batch of each epoch
+    assert run.global_step == 2 * 2 - 2, "skipped batches make no optimizer step"
+    assert all(torch.isfinite(p).all() for p in module.model.parameters())
+    assert run.callback_metrics["train/skipped_batches"] == 2
+
+
+def test_unwritable_output_fails_before_training(tiny_model_dir, tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    data = poisoned_data(tiny_model_dir, tmp_path)
+    module = FineTuningModule(ModelConfig(str(tiny_model_dir)), save_dir=str(blocked / "model"))
+    with pytest.raises(PreflightError, match="model output folder .* is not writable"):
+        trainer(tmp_path, max_steps=1, enable_checkpointing=False).fit(module, data)
+    assert module.global_step == 0
+
+
+def test_full_disk_fails_before_training(tiny_model_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from sft_research import preflight
+
+    monkeypatch.setattr(preflight.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    data = poisoned_data(tiny_model_dir, tmp_path)
+    module = FineTuningModule(ModelConfig(str(tiny_model_dir)))
+    with pytest.raises(PreflightError, match=r"has 0.00 GiB free, but one checkpoint needs about"):
+        trainer(tmp_path, max_steps=1).fit(module, data)
+
+
+def test_more_devices_than_exist_fail_before_training(tiny_model_dir, tmp_path):
+    from sft_research.cli import main
+
+    with pytest.raises(Exception, match="(?i)gpu|cuda|device"):
+        main(["fit", f"--model.pretrained.name_or_path={tiny_model_dir}", "--data.train=sft_research.data.ReasoningGymTask",
+              "--trainer.accelerator=gpu", "--trainer.devices=2", f"--trainer.default_root_dir={tmp_path}"])
