@@ -82,7 +82,12 @@ def main() -> None:
         for name, options in map(parse_task, args.tasks):
             start = time.perf_counter()
             task = ReasoningGymTask(name, options, train_size=0, eval_size=args.n, seed=args.seed)
-            accuracy, length, example = evaluate(model, tokenizer, renderer, task, args.max_new_tokens)
+            try:
+                accuracy, length, example = evaluate(model, tokenizer, renderer, task, args.max_new_tokens)
+            except Exception as error:  # some verifiers raise on malformed answers; such a task cannot be a probe
+                print(f"{name}: the verifier raised {error!r}", flush=True)
+                rows.append(f"| {name} | `{json.dumps(options)}` | {args.n} | verifier raised {type(error).__name__} | | |")
+                continue
             seconds = time.perf_counter() - start
             print(f"{name}: accuracy {accuracy:.2f}; first item {task.heldout_entries[0]['answer']!r} -> {example!r}", flush=True)
             rows.append(f"| {name} | `{json.dumps(options)}` | {args.n} | {accuracy:.2f} | {length:.1f} | {seconds:.1f} |")

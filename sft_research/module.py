@@ -8,6 +8,7 @@ loss, the objective's diagnostics, learning rate, gradient norm, tokens/s and pe
 from __future__ import annotations
 
 import os
+import random
 import resource
 import shutil
 import tempfile
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics import MeanMetric
@@ -141,7 +143,7 @@ class FineTuningModule(L.LightningModule):
         )
         return torch.nn.functional.pad(logps.reshape(b, s, used - 1), (0, length - used))
 
-    def objective_inputs(self, batch: dict[str, torch.Tensor], num_tokens: torch.Tensor, num_examples: int) -> ObjectiveInputs:
+    def objective_inputs(self, batch: dict[str, torch.Tensor], num_tokens: torch.Tensor, num_examples: float) -> ObjectiveInputs:
         if batch["input_ids"].shape[1] != self.objective.sequences_per_example:
             kinds = {1: "SFT records (prompt/completion or messages)", 2: "preference records (prompt/chosen/rejected)"}
             raise ValueError(
@@ -169,12 +171,11 @@ class FineTuningModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         start = time.perf_counter()
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
-        num_examples = batch["input_ids"].shape[0]
-        num_tokens = batch["loss_mask"].sum()
-        size = self.micro_batch_size or num_examples
+        size = self.micro_batch_size or batch["input_ids"].shape[0]
+        num_tokens, num_examples = self.global_counts(batch)
         loss = torch.zeros((), device=self.device)
         diagnostics: dict[str, list[torch.Tensor]] = {}
-        for first in range(0, num_examples, size):
+        for first in range(0, batch["input_ids"].shape[0], size):
             micro = {key: value[first : first + size] for key, value in batch.items()}
             output = self.objective(self.objective_inputs(micro, num_tokens, num_examples))
             self.manual_backward(output.loss)
@@ -190,7 +191,7 @@ class FineTuningModule(L.LightningModule):
         optimizer.zero_grad(set_to_none=True)
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True)
         self.log_diagnostics("train", diagnostics)
         self.log_dict(
             {
@@ -201,6 +202,19 @@ class FineTuningModule(L.LightningModule):
             }
         )
         return loss
+
+    def global_counts(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, float]:
+        """Completion tokens and examples of the whole optimizer batch, over every micro-batch and process.
+
+        Data-parallel strategies average gradients over the processes, so the counts are divided by their number:
+        each process's loss is then its share of the global batch's loss, and the average of their gradients is the
+        gradient of the global batch.
+        """
+        counts = torch.stack([batch["loss_mask"].sum().float(), torch.tensor(float(batch["input_ids"].shape[0]), device=self.device)])
+        world = self.trainer.world_size
+        if world > 1:
+            counts = self.trainer.strategy.reduce(counts, reduce_op="sum") / world
+        return counts[0], counts[1].item()
 
     def handle_nonfinite(self, batch, loss, grad_norm, diagnostics: dict[str, list[torch.Tensor]]) -> None:
         means = {name: torch.cat(values).mean().item() for name, values in diagnostics.items()}
@@ -217,9 +231,12 @@ class FineTuningModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["skipped_batches"] = self.skipped_batches
+        checkpoint["rng_states"] = rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.skipped_batches = checkpoint.get("skipped_batches", 0)
+        if "rng_states" in checkpoint:
+            set_rng_states(checkpoint["rng_states"])
 
     def on_fit_start(self) -> None:
         """Fails before the first step when a checkpoint could not be written."""
@@ -237,10 +254,10 @@ class FineTuningModule(L.LightningModule):
     def log_diagnostics(self, stage: str, diagnostics: dict[str, list[torch.Tensor]]) -> None:
         for name, values in diagnostics.items():
             value = torch.cat(values)
-            self.log(f"{stage}/{name}", value.mean())
+            self.log(f"{stage}/{name}", value.mean(), sync_dist=True)
             if name in self.objective.spread_diagnostics:
-                self.log(f"{stage}/{name}_min", value.min())
-                self.log(f"{stage}/{name}_max", value.max())
+                self.log(f"{stage}/{name}_min", value.min(), sync_dist=True, reduce_fx="min")
+                self.log(f"{stage}/{name}_max", value.max(), sync_dist=True, reduce_fx="max")
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self.evaluate(batch, self.val_accuracy, self.val_loss, "val")
@@ -262,8 +279,9 @@ class FineTuningModule(L.LightningModule):
             self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=mask.shape[0])
 
     def on_fit_end(self) -> None:
+        target = self.hf_checkpoint_dir()  # every process asks: the log folder is agreed on collectively
         if self.trainer.is_global_zero:
-            self.save_hf_checkpoint(self.hf_checkpoint_dir())
+            self.save_hf_checkpoint(target)
 
     def hf_checkpoint_dir(self) -> Path:
         if self.save_dir is not None:
@@ -279,6 +297,25 @@ class FineTuningModule(L.LightningModule):
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
+
+
+def rng_states() -> dict:
+    # Plain types and tensors only, so that checkpoints load with torch.load(weights_only=True).
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    numpy_state = [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss]
+    states = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    kind, keys, position, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def peak_memory_gib(device: torch.device) -> float:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from functools import partial
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
 from sft_research.data.collate import collate_examples, collate_prompts
 from sft_research.data.errors import DataError
 from sft_research.data.records import parse_record
+from sft_research.data.sampler import ResumableShuffleSampler
 from sft_research.data.sources import DataSource
 from sft_research.data.task import VerifiableTask
 from sft_research.data.tokenize import PromptFormat, TokenizedExample, Tokenizer, Truncation
@@ -28,7 +30,7 @@ class SFTDataModule(L.LightningDataModule):
         prompt_format: ``chat`` (the tokenizer's chat template) or ``plain`` (prompt + completion + EOS).
         max_length: longest training sequence, in tokens.
         truncation: what to do with longer examples (see :class:`~sft_research.data.tokenize.Tokenizer`).
-        batch_size: examples per optimizer step.
+        batch_size: examples per optimizer step, across all processes (each takes its share).
         eval_batch_size: prompts per generation batch.
         max_eval_prompts: evaluate only the first n held-out prompts.
         num_workers: data-loader worker processes.
@@ -60,6 +62,7 @@ class SFTDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.tokenizer = None
         self.train_examples: list[TokenizedExample] | None = None
+        self.resume_batches = 0  # batches of the epoch already consumed, set when resuming from a checkpoint
         self.val_examples: list | None = None
 
     @property
@@ -100,13 +103,27 @@ class SFTDataModule(L.LightningDataModule):
         return kept
 
     def train_dataloader(self) -> DataLoader:
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        skip, self.resume_batches = self.resume_batches, 0
+        # Seeded by seed_everything's seed and the epoch alone, so a resumed run sees the same order.
+        sampler = ResumableShuffleSampler(len(self.train_examples), self.batch_size, torch.initial_seed(), rank, world, skip)
         return DataLoader(
             self.train_examples,
-            batch_size=self.batch_size,
-            shuffle=True,
+            batch_size=self.batch_size // world,
+            sampler=sampler,
             collate_fn=partial(collate_examples, pad_token_id=self.tokenizer.pad_token_id),
             num_workers=self.num_workers,
         )
+
+    def state_dict(self) -> dict[str, int]:
+        """How many batches of the current epoch training has consumed (Lightning restores the epoch itself)."""
+        if self.trainer is None:
+            return {}
+        batches = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"batches": batches if batches < self.trainer.num_training_batches else 0}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.resume_batches = state.get("batches", 0)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_examples is None:

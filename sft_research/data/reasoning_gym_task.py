@@ -120,7 +120,13 @@ class ReasoningGymTask(VerifiableTask):
         line = generation.strip().split("\n", 1)[0].strip()
         last_word = line.split()[-1].rstrip(".!,;:") if line else ""
         entry = self._entries(split)[index]
-        return max(float(self._generator.score_answer(answer, entry)) for answer in (line, last_word))
+        return max(self._verify(answer, entry) for answer in (line, last_word))
+
+    def _verify(self, answer: str, entry: dict) -> float:
+        try:
+            return float(self._generator.score_answer(answer, entry))
+        except Exception:  # some verifiers raise on malformed answers (prime_factorization on "14 = 2"): wrong
+            return 0.0
 
     def _entries(self, split: str) -> list[dict]:
         if split not in ("heldout", "train"):

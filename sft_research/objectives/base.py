@@ -21,9 +21,10 @@ class ObjectiveInputs:
         logps: ``[B, S, T]`` label-token log-probs under the policy (S = 1 for SFT records, 2 for chosen/rejected).
         mask: ``[B, S, T]`` bool, true on completion tokens.
         quality: ``[B]`` per-example quality scores (1.0 where the data has none).
-        num_tokens: completion tokens in the whole optimizer batch, across micro-batches, so that token-mean
-            losses do not depend on how the batch is split.
-        num_examples: examples in the whole optimizer batch.
+        num_tokens: completion tokens in the whole optimizer batch, across micro-batches and processes (divided by
+            the number of data-parallel processes, which average their gradients), so that token-mean losses do not
+            depend on how the batch is split.
+        num_examples: examples in the whole optimizer batch, counted the same way.
         ref_logps: ``[B, S, T]`` label-token log-probs under the frozen reference model, when needed.
         baseline_score: ``[B]`` mean over the frozen baseline models of each one's length-normalised log-likelihood
             of the response, when needed.
@@ -33,7 +34,7 @@ class ObjectiveInputs:
     mask: torch.Tensor
     quality: torch.Tensor
     num_tokens: torch.Tensor
-    num_examples: int
+    num_examples: float
     ref_logps: torch.Tensor | None = None
     baseline_score: torch.Tensor | None = None
 

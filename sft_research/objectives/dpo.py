@@ -28,7 +28,7 @@ def dpo_loss(
     chosen_lengths: torch.Tensor | None = None,
     rejected_lengths: torch.Tensor | None = None,
     *,
-    num_examples: int | None = None,
+    num_examples: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """DPO-family loss of ``[B]`` completion log-probs (summed over completion tokens).
 

@@ -24,7 +24,7 @@ def irft_loss(
     round_start_generated: torch.Tensor,
     beta: float = 0.1,
     *,
-    num_examples: int | None = None,
+    num_examples: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``L_t = -log sigma(beta [(log pi_theta - log pi_t)(y_demo) - (log pi_theta - log pi_t)(y_gen)])``.
 

@@ -19,7 +19,7 @@ def poft_loss(
     beta: float = 1.0,
     gamma: float = 0.0,
     *,
-    num_examples: int | None = None,
+    num_examples: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The Bradley-Terry loss that the target model beats the baselines on the same SFT pair (x, y)::
 
