@@ -28,6 +28,7 @@ from sft_research.data.tokenize import Tokenizer
 from sft_research.model.frozen import frozen_label_logprobs, mean_completion_logprob
 from sft_research.model.loading import ModelConfig, load_model, load_tokenizer
 from sft_research.model.logprobs import sequence_logprobs
+from sft_research.model.packing import packed_sequence_logprobs
 from sft_research.objectives.base import Objective, ObjectiveInputs
 from sft_research.objectives.sft import SFT, sft_loss
 from sft_research.optim import OptimizerConfig, build_optimizer
@@ -56,6 +57,11 @@ class FineTuningModule(L.LightningModule):
             later runs; ``on_the_fly`` keeps the reference model in memory and runs it on every batch (same loss,
             for checking and for data too large to cache).
         frozen_batch_size: sequences per forward pass when computing frozen-model log-probs.
+        packing: run each batch's real tokens as one padding-free sequence, attention kept within each example (FlexAttention
+            with ``attn_implementation: flex_attention`` on GPUs, a dense document mask otherwise).
+        logprob_chunk_size: compute label log-probs from the final hidden states this many tokens at a time, never
+            materialising the full ``[tokens, vocab]`` logits (None: full logits).
+        compile: ``torch.compile`` the model.
         on_nonfinite: a non-finite loss or gradient ``stop``s the run (naming the step, the batch's example ids and
             the objective's diagnostics; the last checkpoint stays as it was) or ``skip``s that batch (counted and
             logged as ``train/skipped_batches``).
@@ -73,6 +79,9 @@ class FineTuningModule(L.LightningModule):
         reference: str | None = None,
         frozen_logprobs: Literal["cached", "on_the_fly"] = "cached",
         frozen_batch_size: int = 16,
+        packing: bool = False,
+        logprob_chunk_size: int | None = 1024,
+        compile: bool = False,
         on_nonfinite: Literal["stop", "skip"] = "stop",
     ):
         super().__init__()
@@ -88,6 +97,7 @@ class FineTuningModule(L.LightningModule):
         self.frozen_logprobs = frozen_logprobs
         self.frozen_batch_size = frozen_batch_size
         self.on_nonfinite = on_nonfinite
+        self.packing, self.logprob_chunk_size, self.compile_model = packing, logprob_chunk_size, compile
         self.skipped_batches = 0
         self.on_the_fly_reference: tuple = ()  # a tuple hides the frozen model from the optimizer and checkpoints
         self.model = None
@@ -99,6 +109,8 @@ class FineTuningModule(L.LightningModule):
         if self.model is None:
             # from_pretrained returns eval mode; Lightning switches modes around evaluation but not into training.
             self.model = load_model(self.pretrained).train()
+            if self.compile_model:
+                self.model.compile()
             self.tokenizer = load_tokenizer(self.pretrained.name_or_path)
 
     def setup(self, stage: str) -> None:
@@ -138,9 +150,11 @@ class FineTuningModule(L.LightningModule):
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
         b, s, length = input_ids.shape
         used = int(attention_mask.sum(-1).max())
-        logps = sequence_logprobs(
-            model or self.model, input_ids[..., :used].reshape(b * s, used), attention_mask[..., :used].reshape(b * s, used)
-        )
+        ids, mask = input_ids[..., :used].reshape(b * s, used), attention_mask[..., :used].reshape(b * s, used)
+        if self.packing:
+            logps = packed_sequence_logprobs(model or self.model, ids, mask, self.logprob_chunk_size or 1024)
+        else:
+            logps = sequence_logprobs(model or self.model, ids, mask, self.logprob_chunk_size)
         return torch.nn.functional.pad(logps.reshape(b, s, used - 1), (0, length - used))
 
     def objective_inputs(self, batch: dict[str, torch.Tensor], num_tokens: torch.Tensor, num_examples: float) -> ObjectiveInputs:

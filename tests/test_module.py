@@ -29,10 +29,10 @@ class GradientCapture(Callback):
         self.gradients.append({n: p.grad.detach().clone() for n, p in pl_module.named_parameters() if p.grad is not None})
 
 
-def first_step_gradients(model_dir, data_path, micro_batch_size, objective, root):
+def first_step_gradients(model_dir, data_path, micro_batch_size, objective, root, **options):
     L.seed_everything(0)
     module = FineTuningModule(
-        ModelConfig(str(model_dir)), objective, OptimizerConfig(lr=1e-3), micro_batch_size=micro_batch_size, max_grad_norm=None
+        ModelConfig(str(model_dir)), objective, OptimizerConfig(lr=1e-3), micro_batch_size=micro_batch_size, max_grad_norm=None, **options
     )
     data = SFTDataModule(FileDataset(str(data_path)), tokenizer=str(model_dir), batch_size=8)
     capture = GradientCapture()
@@ -50,6 +50,19 @@ def test_four_micro_batches_give_the_full_batch_gradient(tiny_model_dir, tmp_pat
     for name in full:
         torch.testing.assert_close(split[name], full[name], rtol=0, atol=1e-6, msg=name)
     assert max(g.abs().max() for g in full.values()) > 1e-3  # a real gradient, not zeros
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"packing": True}, {"logprob_chunk_size": 3}, {"logprob_chunk_size": None}],
+    ids=["packed", "chunked-logprobs", "full-logits"],
+)
+def test_packing_and_chunked_logprobs_give_the_same_gradient(tiny_model_dir, tmp_path, options):
+    path = write_jsonl(tmp_path / "d.jsonl", ROWS)
+    reference = first_step_gradients(tiny_model_dir, path, None, SFT(), tmp_path, packing=False, logprob_chunk_size=None)
+    other = first_step_gradients(tiny_model_dir, path, 3, SFT(), tmp_path, **options)
+    for name in reference:
+        torch.testing.assert_close(other[name], reference[name], rtol=0, atol=1e-5, msg=name)
 
 
 def test_gradient_flows_only_from_completion_tokens(tiny_model_dir, tmp_path):

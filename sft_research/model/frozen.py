@@ -62,9 +62,8 @@ def compute_label_logprobs(model, examples: list[TokenizedExample], batch_size: 
         chunk = examples[first : first + batch_size]
         batch = collate_examples(chunk, pad_token_id)
         b, s, length = batch["input_ids"].shape
-        logps = sequence_logprobs(
-            model, batch["input_ids"].view(b * s, length).to(device), batch["attention_mask"].view(b * s, length).to(device)
-        ).view(b, s, length - 1).float().cpu()
+        ids, mask = batch["input_ids"].view(b * s, length).to(device), batch["attention_mask"].view(b * s, length).to(device)
+        logps = sequence_logprobs(model, ids, mask, chunk_size=1024).view(b, s, length - 1).float().cpu()
         for row, example in enumerate(chunk):
             longest = max(len(sequence.input_ids) for sequence in example.sequences)
             results.append(logps[row, :, : longest - 1].clone())

@@ -1,0 +1,51 @@
+"""Padding-free packing: the real tokens of a padded batch run as one sequence, with attention kept inside each
+example by a document mask and positions restarting per example, then the label log-probs are put back in the
+padded layout, so that objectives see exactly what an unpacked forward would give them.
+
+The document mask is a FlexAttention block mask when the model uses ``attn_implementation="flex_attention"`` (its
+kernels skip the masked blocks; PyTorch has its backward on GPUs only), and otherwise a dense block-diagonal causal
+mask for SDPA, which works everywhere but still spends attention work on the masked pairs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn.attention.flex_attention import create_block_mask
+
+from sft_research.model.chunked_logprobs import chunked_label_logprobs
+from sft_research.model.logprobs import output_layer
+
+
+def packed_sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, chunk_size: int = 1024) -> torch.Tensor:
+    """``[N, L - 1]`` label log-probs of right-padded ``[N, L]`` sequences, computed on their packed real tokens.
+
+    With FlexAttention the model's ``attn_implementation`` must be ``flex_attention``; any other is given a dense mask.
+    """
+    lengths = attention_mask.sum(-1)
+    real = attention_mask.bool()
+    packed_ids = input_ids[real][None]
+    document = torch.repeat_interleave(torch.arange(len(lengths), device=input_ids.device), lengths)
+    starts = torch.cumsum(lengths, 0) - lengths
+    positions = (torch.arange(packed_ids.shape[1], device=input_ids.device) - starts[document])[None]
+    total = packed_ids.shape[1]
+
+    def same_document_causal(batch, head, query, key):
+        return (document[query] == document[key]) & (query >= key)
+
+    if model.config._attn_implementation == "flex_attention":
+        mask = create_block_mask(same_document_causal, B=None, H=None, Q_LEN=total, KV_LEN=total, device=input_ids.device)
+    else:
+        index = torch.arange(total, device=input_ids.device)
+        mask = same_document_causal(None, None, index[:, None], index[None, :])[None, None]
+    head = output_layer(model)
+    if head is None:
+        raise ValueError("packing needs a model whose output layer is a plain linear map")
+    decoder, weight = head
+    hidden = decoder(input_ids=packed_ids, attention_mask=mask, position_ids=positions, use_cache=False).last_hidden_state[0]
+    # Position i predicts token i + 1; across a document boundary that is another example's first token: dropped below.
+    packed = chunked_label_logprobs(hidden[:-1], weight, packed_ids[0, 1:], chunk_size)
+    out = torch.zeros(input_ids.shape[0], input_ids.shape[1] - 1, dtype=packed.dtype, device=packed.device)
+    label_positions = real[:, 1:] & real[:, :-1]
+    source = (starts[:, None] + torch.arange(input_ids.shape[1] - 1, device=input_ids.device)[None])[label_positions]
+    out[label_positions] = packed[source]
+    return out
