@@ -13,6 +13,7 @@ import resource
 import shutil
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -121,7 +122,7 @@ class FineTuningModule(L.LightningModule):
         """Attaches what the objective needs from frozen models to every training example."""
         examples, pad = data.train_examples, data.tokenizer.pad_token_id
         if self.objective.needs_reference and self.frozen_logprobs == "cached":
-            ref_logps = frozen_label_logprobs(self.reference, examples, pad, self.frozen_batch_size, device)
+            ref_logps = self.shared_frozen_logprobs(self.reference, examples, pad, device)
             for example, logps in zip(examples, ref_logps):
                 example.ref_logps = logps
         if self.objective.needs_reference and self.frozen_logprobs == "on_the_fly" and not self.on_the_fly_reference:
@@ -135,10 +136,20 @@ class FineTuningModule(L.LightningModule):
                 renderer = Tokenizer(tokenizer, data.prompt_format, data.max_length, data.truncation)
                 rendered = [renderer(example.raw, parse_record(example.raw)) for example in examples]
                 config = ModelConfig(baseline, dtype=self.pretrained.dtype)
-                logps = frozen_label_logprobs(config, rendered, tokenizer.pad_token_id, self.frozen_batch_size, device)
+                logps = self.shared_frozen_logprobs(config, rendered, tokenizer.pad_token_id, device)
                 scores += torch.tensor([mean_completion_logprob(lp, ex) for lp, ex in zip(logps, rendered)], dtype=torch.float64)
             for example, score in zip(examples, (scores / len(baselines)).tolist()):
                 example.baseline_score = score
+
+    def shared_frozen_logprobs(self, config: ModelConfig, examples, pad_token_id: int, device) -> list[torch.Tensor]:
+        """Frozen-model log-probs, computed once by the first process and read from the on-disk cache by the rest."""
+        compute = partial(frozen_label_logprobs, config, examples, pad_token_id, self.frozen_batch_size, device)
+        if self.trainer.world_size == 1:
+            return compute()
+        if self.trainer.is_global_zero:
+            compute()
+        self.trainer.strategy.barrier()
+        return compute()
 
     def configure_optimizers(self):
         parameters = [p for p in self.model.parameters() if p.requires_grad]
