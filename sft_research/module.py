@@ -305,19 +305,20 @@ class FineTuningModule(L.LightningModule):
 
     def on_fit_end(self) -> None:
         target = self.hf_checkpoint_dir()  # every process asks: the log folder is agreed on collectively
+        state = self.trainer.strategy.lightning_module_state_dict()  # gathered from every process under FSDP
         if self.trainer.is_global_zero:
-            self.save_hf_checkpoint(target)
+            self.save_hf_checkpoint(target, {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
 
     def hf_checkpoint_dir(self) -> Path:
         if self.save_dir is not None:
             return Path(self.save_dir)
         return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "hf_model"
 
-    def save_hf_checkpoint(self, target: Path) -> None:
+    def save_hf_checkpoint(self, target: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         """Writes ``save_pretrained`` output under a temporary name and renames it, so no half-written folder remains."""
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        self.model.save_pretrained(staging)
+        self.model.save_pretrained(staging, state_dict=state_dict)
         self.tokenizer.save_pretrained(staging)
         if target.exists():
             shutil.rmtree(target)

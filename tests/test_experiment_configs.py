@@ -12,7 +12,7 @@ EXPERIMENTS = sorted(Path(__file__).parents[1].glob("experiments/**/*.yaml"))
 
 
 def test_there_are_experiments():
-    assert {path.parent.name for path in EXPERIMENTS} >= {"quickstart", "iw_sft", "poft", "dpo", "irft"}
+    assert {path.parent.name for path in EXPERIMENTS} >= {"quickstart", "iw_sft", "poft", "dpo", "irft", "scale"}
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=[str(p.relative_to(p.parents[1])) for p in EXPERIMENTS])
