@@ -238,7 +238,9 @@ def main() -> None:
                 job = {"framework": framework, "setting": setting, "objective": objective, "model": str(model), "sft": str(sft),
                        "pairs": str(pairs), "batch": preset["batch"], "max_length": preset["lengths"][1], "steps": preset["steps"],
                        "warmup": preset["warmup"], "dtype": preset["dtype"], "mean_length": mean_length}
-                done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True)
+                # A fresh cache for every run: each pays its own one-off reference pass.
+                env = {**os.environ, "SFT_RESEARCH_CACHE": tempfile.mkdtemp(prefix="cache_", dir=folder)}
+                done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True, env=env)
                 lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
                 if done.returncode or not lines:
                     print(f"{framework} {objective} {setting} failed:\n{done.stderr[-3000:]}", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from sft_research.bench.probes import ForgettingProbes
 from sft_research.evaluation.task_accuracy import GenerationConfig
