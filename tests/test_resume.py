@@ -78,6 +78,8 @@ def test_sigkill_mid_epoch_resumes_exactly(tiny_model_dir, data, tmp_path):
     assert 0 < first < 8, f"resumed mid-run at step {first}"
     for step, loss in after.items():
         assert loss == pytest.approx(expected[step], abs=1e-6), step
+    epochs = {int(row["step"]): row["epoch"] for row in csv.DictReader(open(killed / "sft" / "version_1" / "metrics.csv")) if row.get("train/loss")}
+    assert epochs[8] == "2", "epochs keep their length after a resume"
     assert max(after) == 8
 
 

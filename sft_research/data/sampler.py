@@ -29,21 +29,23 @@ class ResumableShuffleSampler(DistributedSampler):
             )
         self.size, self.global_batch, self.skip_batches = size, global_batch, skip_batches
 
-    def batches(self) -> list[list[int]]:
-        """This process's share of every global batch of the epoch, from the resume point on."""
+    def batches(self, skip: int = 0) -> list[list[int]]:
+        """This process's share of every global batch of the epoch, from batch ``skip`` on."""
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(self.size, generator=generator).tolist()
         shares = []
-        for first in range(self.skip_batches * self.global_batch, self.size, self.global_batch):
+        for first in range(skip * self.global_batch, self.size, self.global_batch):
             batch = order[first : first + self.global_batch]
             local = -(-len(batch) // self.num_replicas)
             shares.append(batch[self.rank * local : (self.rank + 1) * local])
         return shares
 
     def __iter__(self) -> Iterator[int]:
-        shares = self.batches()
+        shares = self.batches(self.skip_batches)
         self.skip_batches = 0  # only the resumed epoch starts late
         return iter([index for share in shares for index in share])
 
     def __len__(self) -> int:
+        # The whole epoch, also when resuming: Lightning counts the epoch's batches from it and restores its own
+        # progress through the epoch, and the resumed epoch's iterator simply ends early.
         return sum(len(share) for share in self.batches())
