@@ -20,7 +20,7 @@ from typing import Literal
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics import MeanMetric
 
 from sft_research.evaluation.task_accuracy import GenerationConfig, TaskAccuracy, generate
@@ -308,11 +308,15 @@ class FineTuningModule(L.LightningModule):
         state = self.trainer.strategy.lightning_module_state_dict()  # gathered from every process under FSDP
         if self.trainer.is_global_zero:
             self.save_hf_checkpoint(target, {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+            rank_zero_info(f"final model: {target}")
 
     def hf_checkpoint_dir(self) -> Path:
         if self.save_dir is not None:
             return Path(self.save_dir)
-        return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "hf_model"
+        if self.trainer.logger is not None:
+            return Path(self.trainer.log_dir) / "hf_model"
+        # Without a logger the run has no folder of its own: never the bare working folder, and always said.
+        return Path(self.trainer.default_root_dir) / "runs" / "unlogged" / "hf_model"
 
     def save_hf_checkpoint(self, target: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         """Writes ``save_pretrained`` output under a temporary name and renames it, so no half-written folder remains."""

@@ -138,3 +138,13 @@ def test_fit_from_the_cli_logs_and_saves_a_reloadable_checkpoint(tiny_model_dir,
         torch.testing.assert_close(sequence_logprobs(reloaded, ids, attention), sequence_logprobs(module.model, ids, attention))
         original = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
         assert not torch.allclose(sequence_logprobs(original, ids, attention), sequence_logprobs(reloaded, ids, attention))
+
+
+def test_a_fit_without_logger_or_save_dir_writes_under_runs_and_says_where(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    path = write_jsonl(tmp_path / "d.jsonl", ROWS)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    first_step_gradients(tiny_model_dir, path, None, SFT(), str(work))
+    assert sorted(p.name for p in work.iterdir()) == ["runs"]
+    assert (work / "runs" / "unlogged" / "hf_model" / "config.json").is_file()
