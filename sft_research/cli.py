@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -11,7 +12,14 @@ from lightning.pytorch.loggers import CSVLogger
 from jsonargparse import lazy_instance
 
 from sft_research.data.datamodule import SFTDataModule
-from sft_research.module import FineTuningModule
+from sft_research.data.errors import DataError
+from sft_research.model.embedded import MissingAssetError
+from sft_research.model.loading import ModelLoadError
+from sft_research.module import FineTuningModule, NonFiniteError
+from sft_research.preflight import PreflightError
+
+# The project's own errors carry a complete message for the user; anything else is a bug and keeps its traceback.
+USER_ERRORS = (DataError, ModelLoadError, MissingAssetError, PreflightError, NonFiniteError)
 
 
 class SFTResearchCLI(LightningCLI):
@@ -88,8 +96,18 @@ def cli_arguments(args, run: bool) -> dict:
 
 
 def console() -> None:
-    """The console script: runs ``main`` on the command line's arguments (its return value is for Python callers)."""
-    main()
+    """The console script: runs ``main`` on the command line's arguments (its return value is for Python callers).
+
+    The project's own errors (bad data, a model that cannot be loaded, a failed preflight check, a diverged run) end
+    with one line on stderr and exit status 2; ``SFT_RESEARCH_DEBUG=1`` shows the traceback instead.
+    """
+    try:
+        main()
+    except USER_ERRORS as error:
+        if os.environ.get("SFT_RESEARCH_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"sft-research: error: {error} (set SFT_RESEARCH_DEBUG=1 for the traceback)", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ def test_quality_missing_on_one_row(tiny_model_dir, tmp_path):
 def test_malformed_json_line(tiny_model_dir, tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "a", "completion": \n')
-    expect_error(tiny_model_dir, path, r"row 2: malformed JSON line")
+    expect_error(tiny_model_dir, path, r"line 2: malformed JSON \(.*\); expected one JSON object per line")
 
 
 def test_invalid_utf8(tiny_model_dir, tmp_path):
@@ -124,7 +124,7 @@ def test_hub_id_fails_with_a_clear_message(tiny_model_dir, monkeypatch):
     # The library reads these once at import; offline mode makes it fail at once instead of retrying the network.
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(DataError, match=r"no-such-org/no-such-dataset: is not a local file or folder, and loading it as a hub dataset id failed"):
+    with pytest.raises(DataError, match=r"no-such-org/no-such-dataset: is neither an existing file or folder nor reachable as a hub dataset"):
         load(tiny_model_dir, "no-such-org/no-such-dataset")
 
 

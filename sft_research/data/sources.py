@@ -17,6 +17,10 @@ from sft_research.data.errors import DataError
 
 LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 TEXT_COLUMNS = ("prompt", "completion", "chosen", "rejected")
+ACCEPTED = (
+    "expected a .jsonl, .json, .parquet or .csv file, a dataset folder (data files, or one written by "
+    "save_to_disk), or a hub dataset id of the form owner/name"
+)
 
 
 @dataclass(frozen=True)
@@ -39,8 +43,11 @@ class FileDataset(DataSource):
     """Records from a local ``.json``/``.jsonl``/``.parquet``/``.csv`` file, a local dataset folder, or a hub id.
 
     Args:
-        path: a local file or folder, or a Hugging Face hub dataset id such as ``trl-lib/Capybara``.
-        split: the split to read.
+        path: a local file or folder, or a Hugging Face hub dataset id such as ``trl-lib/Capybara``. A folder holds
+            data files, or was written by ``save_to_disk``; a name without a slash, or one starting with ``./``,
+            ``../``, ``/`` or ``~``, is always a local path.
+        split: the split to read from a folder of data files, a ``DatasetDict`` folder or a hub dataset (a folder
+            written by ``Dataset.save_to_disk`` holds one split, read whole).
         columns: renames columns to the record fields, e.g. ``{"question": "prompt", "answer": "completion"}``.
         limit: read only the first n rows.
     """
@@ -65,44 +72,72 @@ class FileDataset(DataSource):
         ]
 
     def _load(self):
-        import datasets
-
         path = Path(self.path).expanduser()
         builder = LOCAL_FORMATS.get(path.suffix.lower())
-        if builder is None and not path.exists() and not _looks_like_hub_id(self.path):
-            raise DataError(self.path, "no such file or folder")
+        if path.is_dir():
+            return self._load_folder(path)
+        if path.is_file():
+            if builder is None:
+                raise DataError(self.path, f"unsupported file type ({path.suffix or 'no extension'}); {ACCEPTED}")
+            return self._load_file(path, builder)
         if builder is not None:
-            if not path.is_file():
-                raise DataError(self.path, "no such file")
-            if path.stat().st_size == 0:
-                raise DataError(self.path, "the file is empty")
-            kwargs: dict[str, Any] = {}
-            if builder == "json":
-                # The JSON reader coerces mixed-type columns and reports errors without the row: check first.
-                _check_json_rows(path)
-            if builder == "csv":
-                # pandas would otherwise turn a completion such as "42" into an integer.
-                kwargs["converters"] = {column: str for column in _csv_columns(path) if column in TEXT_COLUMNS}
-            try:
-                return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
-            except Exception as error:
-                raise DataError(self.path, f"could not be read as {builder}: {error}") from error
+            raise DataError(self.path, "no such file")
+        if not _could_be_hub_id(self.path):
+            raise DataError(self.path, f"no such file or folder; {ACCEPTED}")
+        return self._load_hub()
+
+    def _load_file(self, path: Path, builder: str):
+        import datasets
+
+        if path.stat().st_size == 0:
+            raise DataError(self.path, "the file is empty")
+        kwargs: dict[str, Any] = {}
+        if builder == "json":
+            # The JSON reader coerces mixed-type columns and reports errors without the row: check first.
+            _check_json_rows(path)
+        if builder == "csv":
+            # pandas would otherwise turn a completion such as "42" into an integer.
+            kwargs["converters"] = {column: str for column in _csv_columns(path) if column in TEXT_COLUMNS}
         try:
-            return datasets.load_dataset(str(path) if path.exists() else self.path, split=self.split)
+            return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
         except Exception as error:
-            if path.exists():
-                raise DataError(self.path, f"could not be read as a dataset folder: {error}") from error
+            raise DataError(self.path, f"could not be read as {builder}: {error}") from error
+
+    def _load_folder(self, path: Path):
+        import datasets
+
+        # load_dataset refuses folders written by save_to_disk, and load_from_disk reads nothing else.
+        saved = any((path / name).is_file() for name in (datasets.config.DATASETDICT_JSON_FILENAME, datasets.config.DATASET_STATE_JSON_FILENAME))
+        try:
+            dataset = datasets.load_from_disk(str(path)) if saved else datasets.load_dataset(str(path), split=self.split)
+        except Exception as error:
+            raise DataError(self.path, f"could not be read as a dataset folder: {error}") from error
+        if not isinstance(dataset, datasets.DatasetDict):
+            return dataset
+        if self.split not in dataset:
+            raise DataError(self.path, f"has no split {self.split!r}; its splits are {list(dataset)}")
+        return dataset[self.split]
+
+    def _load_hub(self):
+        import datasets
+
+        try:
+            return datasets.load_dataset(self.path, split=self.split)
+        except OSError as error:  # offline, unreachable, no such dataset (ConnectionError, FileNotFoundError, ...)
             raise DataError(
                 self.path,
-                "is not a local file or folder, and loading it as a hub dataset id failed "
-                f"({type(error).__name__}: {error}). Without network access to the hub, download the dataset "
-                "elsewhere and pass the local path.",
+                f"is neither an existing file or folder nor reachable as a hub dataset ({type(error).__name__}: "
+                f"{error}); {ACCEPTED}. Without network access to the hub, download the dataset elsewhere and pass "
+                "its local path.",
             ) from error
+        except ValueError as error:  # reachable, but without this split or configuration
+            raise DataError(self.path, f"could not be read as a hub dataset: {error}") from error
 
 
-def _looks_like_hub_id(name: str) -> bool:
-    parts = name.split("/")
-    return 1 <= len(parts) <= 2 and all(parts) and not name.startswith((".", "~"))
+def _could_be_hub_id(name: str) -> bool:
+    """Hub dataset ids are ``owner/name``; a single name, or one starting with ./ ../ / or ~, is a local path."""
+    owner, _, rest = name.partition("/")
+    return bool(owner) and bool(rest) and "/" not in rest and not owner.startswith((".", "~"))
 
 
 def _csv_columns(path: Path) -> list[str]:
@@ -111,8 +146,8 @@ def _csv_columns(path: Path) -> list[str]:
 
 
 def _check_json_rows(path: Path) -> None:
-    """Raises a DataError naming the first row that is not valid UTF-8, not JSON, not an object, or whose field
-    has another type than the same field in an earlier row."""
+    """Raises a DataError naming where the file is first not valid UTF-8, not JSON, or not one object per record,
+    or where a field first has another type than the same field in an earlier row."""
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")
@@ -123,14 +158,21 @@ def _check_json_rows(path: Path) -> None:
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as error:
-            raise DataError(str(path), f"malformed JSON: {error.msg} at line {error.lineno}") from error
+            raise DataError(str(path), f"malformed JSON ({error.msg} at column {error.colno}); expected a JSON array of objects", line=error.lineno) from error
     else:
         rows = []
-        for line in filter(str.strip, text.splitlines()):
+        # Split on "\n" alone, as the JSON-lines reader does: str.splitlines would also split inside strings at
+        # characters such as U+2028, which JSON allows unescaped.
+        for line, content in enumerate(text.split("\n"), start=1):
+            if not content.strip():
+                continue
             try:
-                rows.append(json.loads(line))
+                row = json.loads(content)
             except json.JSONDecodeError as error:
-                raise DataError(str(path), f"malformed JSON line: {error.msg} at column {error.colno}", row=len(rows) + 1) from error
+                raise DataError(str(path), f"malformed JSON ({error.msg} at column {error.colno}); expected one JSON object per line", line=line) from error
+            if not isinstance(row, dict):
+                raise DataError(str(path), f"must be a JSON object, got {type(row).__name__}; expected one JSON object per line", line=line)
+            rows.append(row)
     seen: dict[str, tuple[str, int]] = {}
     for number, row in enumerate(rows, start=1):
         if not isinstance(row, dict):
