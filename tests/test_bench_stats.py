@@ -5,7 +5,7 @@ import math
 import pytest
 
 from sft_research.bench.evaluate import Evaluation
-from sft_research.bench.stats import Estimate, confidence_interval, flip_rate, mean_se, paired_change
+from sft_research.bench.stats import Estimate, confidence_interval, differences, flips, mean_se
 
 
 def test_mean_and_standard_error():
@@ -36,13 +36,14 @@ def test_confidence_interval_of_one_run_uses_its_items():
 def test_paired_change_and_flip_rate_by_hand():
     base = [1.0, 1.0, 0.0, 1.0, 0.0]
     tuned = [1.0, 0.0, 1.0, 0.0, 0.0]
-    change = paired_change(tuned, base)  # differences 0, -1, 1, -1, 0
+    assert differences(tuned, base) == [0.0, -1.0, 1.0, -1.0, 0.0]
+    change = mean_se(differences(tuned, base))
     assert change.mean == pytest.approx(-0.2)
     assert change.se == pytest.approx(math.sqrt((0.04 + 0.64 + 1.44 + 0.64 + 0.04) / 4) / math.sqrt(5))
-    flips = flip_rate(tuned, base)  # right -> wrong on items 2 and 4 of 5
-    assert flips.mean == pytest.approx(0.4)
-    with pytest.raises(ValueError, match="paired items differ"):
-        paired_change([1.0], base)
+    assert flips(tuned, base) == [0.0, 1.0, 0.0, 1.0, 0.0]  # right -> wrong on items 2 and 4 of 5
+    for function in (differences, flips):
+        with pytest.raises(ValueError, match="paired items differ"):
+            function([1.0], base)
 
 
 def test_forgetting_metrics_are_fine_tuned_minus_base():
@@ -55,3 +56,7 @@ def test_forgetting_metrics_are_fine_tuned_minus_base():
     assert metrics["flip_rate"].mean == pytest.approx(1 / 4)
     assert metrics["kl_from_base"].mean == pytest.approx(0.3)
     assert base.metrics(base)["general_text_loglik_change"].mean == 0.0
+    items = tuned.item_values(base)
+    assert items["skill_accuracy_change"] == [0.0, -1.0, 1.0, 0.0]  # probes in name order, items in their order
+    assert items["flip_rate"] == [0.0, 1.0, 0.0, 0.0] and items["kl_from_base"] == [0.2, 0.4]
+    assert {name: mean_se(values) for name, values in items.items()} == metrics

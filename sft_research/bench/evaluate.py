@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from sft_research.bench.probes import general_text_loglik, kl_from_base, verifier_scores
-from sft_research.bench.stats import Estimate, flip_rate, mean_se, paired_change
+from sft_research.bench.stats import Estimate, differences, flips, mean_se
 from sft_research.data.reasoning_gym_task import ReasoningGymTask
 from sft_research.data.tokenize import Tokenizer
 from sft_research.model.loading import ModelConfig, load_model, load_tokenizer
@@ -23,17 +23,23 @@ class Evaluation:
     skills: dict[str, list[float]]
     kl: list[float]
 
-    def metrics(self, base: Evaluation) -> dict[str, Estimate]:
-        """The task score, and each forgetting probe as this model's value minus the base model's on the same items."""
+    def item_values(self, base: Evaluation) -> dict[str, list[float]]:
+        """Per metric, one value per item, in the same item order for every model: the task score, and each forgetting
+        probe as this model's value minus the base model's on the same item. Metrics are their means, and arms are
+        compared item by item on them."""
         skills = [v for name in sorted(self.skills) for v in self.skills[name]]
         base_skills = [v for name in sorted(base.skills) for v in base.skills[name]]
         return {
-            "task_score": mean_se(self.task),
-            "general_text_loglik_change": paired_change(self.general_text, base.general_text),
-            "skill_accuracy_change": paired_change(skills, base_skills),
-            "flip_rate": flip_rate(skills, base_skills),
-            "kl_from_base": mean_se(self.kl),
+            "task_score": list(self.task),
+            "general_text_loglik_change": differences(self.general_text, base.general_text),
+            "skill_accuracy_change": differences(skills, base_skills),
+            "flip_rate": flips(skills, base_skills),
+            "kl_from_base": list(self.kl),
         }
+
+    def metrics(self, base: Evaluation) -> dict[str, Estimate]:
+        """The mean of each metric's item values, with its item-level standard error."""
+        return {name: mean_se(values) for name, values in self.item_values(base).items()}
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,4 +1,4 @@
-"""The harness's outputs: results.jsonl (one row per arm and seed), summary.md/.csv, and tradeoff.png."""
+"""The harness's outputs: results.jsonl (one row per arm and seed), summary.md/.csv, paired.csv, and tradeoff.png."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from sft_research.bench.evaluate import METRICS
+from sft_research.bench.evaluate import METRICS, Evaluation
+from sft_research.bench.paired import paired_difference, verdict
 from sft_research.bench.stats import Estimate, confidence_interval
 
 LABELS = {
@@ -18,6 +19,14 @@ LABELS = {
     "skill_accuracy_change": "Δ held-out-skill accuracy",
     "flip_rate": "skill flip rate (1→0)",
     "kl_from_base": "KL(π_θ‖π_0) on task",
+}
+# Forgetting shows as a fall in log-likelihood and accuracy, and as a rise in flips and KL.
+HIGHER_IS_BETTER = {
+    "task_score": True,
+    "general_text_loglik_change": True,
+    "skill_accuracy_change": True,
+    "flip_rate": False,
+    "kl_from_base": False,
 }
 
 
@@ -63,6 +72,26 @@ def summarize(rows: list[dict], base: dict[str, Estimate], arms: list[str]) -> l
     return table
 
 
+def compare_to_reference(rows: list[dict], base: Evaluation, arms: list[str], reference_arm: str = "sft") -> list[dict]:
+    """Per arm other than the reference, per metric: the paired difference to the reference arm on the same items and
+    seeds (see :func:`~sft_research.bench.paired.paired_difference`) and its verdict. Empty without reference runs."""
+    values: dict[str, dict[int, dict[str, list[float]]]] = {}
+    for row in rows:
+        values.setdefault(row["arm"], {})[row["seed"]] = Evaluation(**row["items"]).item_values(base)
+    reference = values.get(reference_arm, {})
+    comparisons = []
+    for arm in arms:
+        runs = values.get(arm, {})
+        if arm == reference_arm or not set(runs) & set(reference):
+            continue
+        entry: dict = {"arm": arm}
+        for m in METRICS:
+            difference = paired_difference({s: v[m] for s, v in runs.items()}, {s: v[m] for s, v in reference.items()})
+            entry[m] = (difference, verdict(difference, HIGHER_IS_BETTER[m]))
+        comparisons.append(entry)
+    return comparisons
+
+
 def summary_csv(table: list[dict]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -90,6 +119,39 @@ def summary_markdown(table: list[dict]) -> str:
         "negative log-likelihood and accuracy changes, a positive flip rate and a positive KL are forgetting.",
     ]
     return "\n".join(lines + notes) + "\n"
+
+
+def paired_markdown(comparisons: list[dict], reference_arm: str = "sft") -> str:
+    if not comparisons:
+        return f"\nNo paired comparison: no arm shares a seed with the reference arm `{reference_arm}`.\n"
+    lines = [
+        "",
+        f"Difference to `{reference_arm}` (arm minus `{reference_arm}` on the same items and seeds), 95% interval, verdict:",
+        "",
+        "| arm | seeds | " + " | ".join(LABELS[m] for m in METRICS) + " |",
+        "|" + "---|" * (len(METRICS) + 2),
+    ]
+    for entry in comparisons:
+        cells = [f"{d.mean:+.3g} [{d.low:+.3g}, {d.high:+.3g}] {v}" for d, v in (entry[m] for m in METRICS)]
+        lines.append(f"| {entry['arm']} | {entry[METRICS[0]][0].seeds} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Better or worse: the interval is clear of 0 (higher is better for the task score and the log-likelihood and",
+        "accuracy changes, lower for the flip rate and the KL). Intervals pair items within seeds and seeds across arms;",
+        "Student's t with Welch-Satterthwaite degrees of freedom over the seed and item variances (`bench/paired.py`).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def paired_csv(comparisons: list[dict], reference_arm: str = "sft") -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["arm", "reference_arm", "metric", "seeds", "items", "difference", "ci95_low", "ci95_high", "verdict"])
+    for entry in comparisons:
+        for m in METRICS:
+            d, v = entry[m]
+            writer.writerow([entry["arm"], reference_arm, m, d.seeds, d.items, f"{d.mean:.6g}", f"{d.low:.6g}", f"{d.high:.6g}", v])
+    return out.getvalue()
 
 
 def tradeoff_plot(table: list[dict], path: Path) -> None:

@@ -19,6 +19,9 @@ import torch
 from sft_research.bench.evaluate import Evaluation, Evaluator
 from sft_research.bench.report import (
     append_result,
+    compare_to_reference,
+    paired_csv,
+    paired_markdown,
     read_results,
     summarize,
     summary_csv,
@@ -46,8 +49,9 @@ def versions() -> dict[str, str]:
     }
 
 
-def run_suite(suite: Suite, output_dir: str | Path, suite_config: dict) -> list[dict]:
-    """Runs what is not done yet, writes the report, prints the summary table, and returns the summary rows."""
+def run_suite(suite: Suite, output_dir: str | Path, suite_config: dict, reference_arm: str = "sft") -> list[dict]:
+    """Runs what is not done yet, writes the report, prints the summary table, and returns the summary rows.
+    Every arm is also compared with ``reference_arm`` on the same items and seeds."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_atomically(out / "suite.json", json.dumps(suite_config, indent=1, default=str))
@@ -80,7 +84,7 @@ def run_suite(suite: Suite, output_dir: str | Path, suite_config: dict) -> list[
         if not suite.keep_checkpoints:  # the training logs stay; the weights (hundreds of MB a run) go
             for checkpoint in run_dir.rglob("hf_model"):
                 shutil.rmtree(checkpoint, ignore_errors=True)
-    return report(suite, out, base)
+    return report(suite, out, base, reference_arm)
 
 
 def base_evaluation(evaluator: Evaluator, path: Path) -> Evaluation:
@@ -91,13 +95,16 @@ def base_evaluation(evaluator: Evaluator, path: Path) -> Evaluation:
     return evaluation
 
 
-def report(suite: Suite, out: Path, base: Evaluation) -> list[dict]:
+def report(suite: Suite, out: Path, base: Evaluation, reference_arm: str = "sft") -> list[dict]:
     rows = read_results(out / "results.jsonl")
     base_metrics: dict[str, Estimate] = base.metrics(base)
-    table = summarize(rows, base_metrics, [arm.name for arm in suite.arms])
-    markdown = summary_markdown(table)
+    arms = [arm.name for arm in suite.arms]
+    table = summarize(rows, base_metrics, arms)
+    comparisons = compare_to_reference(rows, base, arms, reference_arm)
+    markdown = summary_markdown(table) + paired_markdown(comparisons, reference_arm)
     write_atomically(out / "summary.md", markdown)
     write_atomically(out / "summary.csv", summary_csv(table))
+    write_atomically(out / "paired.csv", paired_csv(comparisons, reference_arm))
     tradeoff_plot(table, out / "tradeoff.png")
     print(markdown, flush=True)
     return table

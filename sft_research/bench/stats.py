@@ -1,4 +1,4 @@
-"""The arithmetic of the report: paired changes against the base model, and 95% confidence intervals."""
+"""The arithmetic of the report: per-item changes against the base model, and 95% confidence intervals."""
 
 from __future__ import annotations
 
@@ -27,18 +27,18 @@ def mean_se(values: list[float]) -> Estimate:
     return Estimate(mean, math.sqrt(variance / n), n)
 
 
-def paired_change(finetuned: list[float], base: list[float]) -> Estimate:
-    """Fine-tuned minus base on the same items: the mean of the per-item differences and its standard error."""
+def differences(finetuned: list[float], base: list[float]) -> list[float]:
+    """Per item, fine-tuned minus base on the same items."""
     if len(finetuned) != len(base):
         raise ValueError(f"paired items differ in number: {len(finetuned)} vs {len(base)}")
-    return mean_se([f - b for f, b in zip(finetuned, base)])
+    return [f - b for f, b in zip(finetuned, base)]
 
 
-def flip_rate(finetuned: list[float], base: list[float]) -> Estimate:
-    """The fraction of items right under the base model and wrong after fine-tuning (1 -> 0)."""
+def flips(finetuned: list[float], base: list[float]) -> list[float]:
+    """Per item, 1.0 where the base model is right and the fine-tuned one wrong (1 -> 0), else 0.0."""
     if len(finetuned) != len(base):
         raise ValueError(f"paired items differ in number: {len(finetuned)} vs {len(base)}")
-    return mean_se([float(b >= 1.0 and f < 1.0) for f, b in zip(finetuned, base)])
+    return [float(b >= 1.0 and f < 1.0) for f, b in zip(finetuned, base)]
 
 
 def confidence_interval(estimates: list[Estimate], level: float = 0.95) -> tuple[float, float, str]:

@@ -1,6 +1,7 @@
 """Training objectives: pure loss functions of tensors, each wrapped by an :class:`Objective` class."""
 
 from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput
+from sft_research.objectives.dft import DFT, dft_loss
 from sft_research.objectives.dpo import DPO, dpo_loss
 from sft_research.objectives.irft import IRFT, irft_loss
 from sft_research.objectives.iw_sft import IwSFT, iw_sft_loss
@@ -8,6 +9,7 @@ from sft_research.objectives.poft import PoFT, poft_loss
 from sft_research.objectives.sft import SFT, sft_loss
 
 __all__ = [
+    "DFT",
     "DPO",
     "IRFT",
     "IwSFT",
@@ -16,6 +18,7 @@ __all__ = [
     "ObjectiveOutput",
     "PoFT",
     "SFT",
+    "dft_loss",
     "dpo_loss",
     "irft_loss",
     "iw_sft_loss",

@@ -1,0 +1,115 @@
+"""DFT's loss against values computed by hand, its gradient in closed form, micro-batch invariance, and a CLI fit."""
+
+import csv
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sft_research.cli import main
+from sft_research.objectives import DFT, ObjectiveInputs, dft_loss, sft_loss
+from tests.conftest import write_jsonl
+
+PROBS = [[0.5, 0.25, 0.8], [0.1, 0.9, 0.6]]
+MASK = [[True, True, False], [True, False, True]]
+
+
+def random_batch(seed, b=6, t=7, vocab=11):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(b, t, vocab, generator=g, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(vocab, (b, t), generator=g)
+    mask = torch.rand(b, t, generator=g) > 0.3
+    mask[:, 0] = True
+    return logits, labels, mask
+
+
+def label_logps(logits, labels):
+    return torch.log_softmax(logits, -1).gather(-1, labels[..., None])[..., 0]
+
+
+def test_dft_loss_by_hand():
+    logps = torch.tensor(PROBS, dtype=torch.float64).log()
+    loss = dft_loss(logps, torch.tensor(MASK))
+    expected = -(0.5 * math.log(0.5) + 0.25 * math.log(0.25) + 0.1 * math.log(0.1) + 0.6 * math.log(0.6)) / 4
+    assert loss.item() == pytest.approx(expected, abs=1e-12)
+    assert dft_loss(logps, torch.tensor(MASK), num_tokens=8).item() == pytest.approx(expected / 2, abs=1e-12)
+
+
+def test_dft_gradient_is_the_probability_scaled_sft_gradient():
+    logits, labels, mask = random_batch(0)
+    (dft_grad,) = torch.autograd.grad(dft_loss(label_logps(logits, labels), mask), logits)
+
+    # Per token, SFT's gradient on the logits is (softmax - onehot) / N; DFT scales each token's by its p_t.
+    probs = torch.softmax(logits.detach(), -1)
+    onehot = F.one_hot(labels, logits.shape[-1]).double()
+    p_label = probs.gather(-1, labels[..., None])
+    closed_form = p_label * (probs - onehot) * mask[..., None] / mask.sum()
+    torch.testing.assert_close(dft_grad, closed_form, rtol=0, atol=1e-12)
+
+    # The same, token by token, from autograd on SFT: DFT's gradient is sum_t sg(p_t) * grad(SFT_t) = -grad(p) / N.
+    logps = label_logps(logits, labels)
+    per_token_sft = [torch.autograd.grad(-logps[i, t] / mask.sum(), logits, retain_graph=True)[0] * logps[i, t].exp().detach() for i, t in mask.nonzero().tolist()]
+    torch.testing.assert_close(dft_grad, torch.stack(per_token_sft).sum(0), rtol=0, atol=1e-12)
+    (minus_prob_grad,) = torch.autograd.grad(-(label_logps(logits, labels).exp() * mask).sum() / mask.sum(), logits)
+    torch.testing.assert_close(dft_grad, minus_prob_grad, rtol=0, atol=1e-12)
+
+
+def test_dft_is_sft_where_the_model_is_certain():
+    logps = torch.zeros(3, 4, dtype=torch.float64, requires_grad=True)  # p = 1 on every label token
+    mask = torch.tensor([[True, True, False, False], [True, True, True, True], [False, True, False, True]])
+    (dft_grad,) = torch.autograd.grad(dft_loss(logps, mask), logps)
+    (sft_grad,) = torch.autograd.grad(sft_loss(logps, mask), logps)
+    torch.testing.assert_close(dft_grad, sft_grad)
+
+
+@pytest.mark.parametrize("split", [1, 2, 4])
+def test_dft_adds_up_over_micro_batches(split):
+    logits, labels, mask = random_batch(1, b=4)
+    (whole,) = torch.autograd.grad(dft_loss(label_logps(logits, labels), mask), logits)
+    parts = sum(dft_loss(label_logps(logits[i : i + split], labels[i : i + split]), mask[i : i + split], mask.sum()) for i in range(0, 4, split))
+    (summed,) = torch.autograd.grad(parts, logits)
+    torch.testing.assert_close(summed, whole, rtol=0, atol=1e-12)
+    torch.testing.assert_close(parts, dft_loss(label_logps(logits, labels), mask))
+
+
+def test_dft_objective_diagnostics_are_per_example():
+    logps = torch.tensor(PROBS, dtype=torch.float64).log()[:, None]
+    mask = torch.tensor(MASK)[:, None]
+    output = DFT()(ObjectiveInputs(logps, mask, torch.ones(2), num_tokens=mask.sum(), num_examples=2))
+    torch.testing.assert_close(output.diagnostics["dft/token_prob"], torch.tensor([0.375, 0.35], dtype=torch.float64))
+    nll = torch.tensor([-(math.log(0.5) + math.log(0.25)) / 2, -(math.log(0.1) + math.log(0.6)) / 2], dtype=torch.float64)
+    torch.testing.assert_close(output.diagnostics["nll"], nll)
+    assert not any(value.requires_grad for value in output.diagnostics.values())
+
+
+def test_dft_trains_a_tiny_model_from_the_cli(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("SFT_RESEARCH_CACHE", str(tmp_path / "cache"))
+    rows = [{"prompt": f"{a} + {b} =", "completion": str(a + b)} for a, b in zip(range(1, 13), range(20, 8, -1))]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    cli = main(
+        [
+            "fit",
+            f"--model.pretrained.name_or_path={tiny_model_dir}",
+            "--model.objective=sft_research.objectives.DFT",
+            "--model.optimizer.lr=1e-2",
+            "--model.micro_batch_size=2",
+            "--data.train=sft_research.data.FileDataset",
+            f"--data.train.path={path}",
+            "--data.batch_size=4",
+            "--trainer.max_steps=6",
+            "--trainer.accelerator=cpu",
+            "--trainer.log_every_n_steps=1",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_checkpointing=false",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    with open(cli.trainer.logger.log_dir + "/metrics.csv") as file:
+        logged = [row for row in csv.DictReader(file) if row.get("train/loss")]
+    assert len(logged) == 6
+    probs = [float(row["train/dft/token_prob"]) for row in logged]
+    assert all(0 < float(row["train/dft/token_prob_min"]) <= p <= float(row["train/dft/token_prob_max"]) <= 1 for row, p in zip(logged, probs))
+    assert all(math.isfinite(float(row["train/loss"])) and math.isfinite(float(row["train/nll"])) for row in logged)
+    assert probs[-1] > probs[0], "training raised the probability of the completion tokens"
