@@ -65,7 +65,7 @@ def bench_main(args: list[str]) -> list[dict]:
     config = parser.parse_args(args)
     suite_config = parser.dump(config, skip_none=False, format="json")
     init = parser.instantiate(config)
-    return run_suite(init.suite, init.output_dir, json.loads(suite_config)["suite"])
+    return run_suite(init.suite, init.output_dir, json.loads(suite_config)["suite"], reference_arm=init.suite.reference_arm)
 
 
 def main(args: list[str] | None = None, run: bool = True):

@@ -24,8 +24,9 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics import MeanMetric
 
 from sft_research.evaluation.task_accuracy import GenerationConfig, TaskAccuracy, generate
-from sft_research.data.records import parse_record
-from sft_research.data.tokenize import Tokenizer
+from sft_research.data.errors import DataError
+from sft_research.data.records import Conversation, parse_record
+from sft_research.data.tokenize import Sequence, TokenizedExample, Tokenizer
 from sft_research.model.frozen import frozen_label_logprobs, mean_completion_logprob
 from sft_research.model.loading import ModelConfig, load_model, load_tokenizer
 from sft_research.model.logprobs import sequence_logprobs
@@ -98,6 +99,7 @@ class FineTuningModule(L.LightningModule):
         self.frozen_logprobs = frozen_logprobs
         self.frozen_batch_size = frozen_batch_size
         self.on_nonfinite = on_nonfinite
+        check_baselines(objective, pretrained.name_or_path)
         self.packing, self.logprob_chunk_size, self.compile_model = packing, logprob_chunk_size, compile
         self.skipped_batches = 0
         self.on_the_fly_reference: tuple = ()  # a tuple hides the frozen model from the optimizer and checkpoints
@@ -112,9 +114,14 @@ class FineTuningModule(L.LightningModule):
             self.model = load_model(self.pretrained).train()
             if self.compile_model:
                 self.model.compile()
-            self.tokenizer = load_tokenizer(self.pretrained.name_or_path)
+            if self.tokenizer is None:
+                self.tokenizer = load_tokenizer(self.pretrained.name_or_path)
 
     def setup(self, stage: str) -> None:
+        # The data's tokenizer carries a configured chat template: generate with it and save it with the model.
+        data_tokenizer = getattr(self.trainer.datamodule, "tokenizer", None)
+        if data_tokenizer is not None:
+            self.tokenizer = data_tokenizer
         if stage == "fit":
             self.prepare_frozen_inputs(self.trainer.datamodule, self.trainer.strategy.root_device)
 
@@ -129,16 +136,12 @@ class FineTuningModule(L.LightningModule):
             self.on_the_fly_reference = (load_model(self.reference).to(device).eval().requires_grad_(False),)
         if self.objective.needs_baseline_scores:
             scores = torch.zeros(len(examples), dtype=torch.float64)
-            baselines = list(self.objective.baselines) or [self.pretrained.name_or_path]
-            for baseline in baselines:
-                tokenizer = load_tokenizer(baseline)
-                # Each baseline reads the response through its own tokenizer and chat template.
-                renderer = Tokenizer(tokenizer, data.prompt_format, data.max_length, data.truncation)
-                rendered = [renderer(example.raw, parse_record(example.raw)) for example in examples]
+            for baseline in self.objective.baselines:
+                rendered = baseline_examples(baseline, examples, data.renderer)
                 config = ModelConfig(baseline, dtype=self.pretrained.dtype)
-                logps = self.shared_frozen_logprobs(config, rendered, tokenizer.pad_token_id, device)
+                logps = self.shared_frozen_logprobs(config, rendered, load_tokenizer(baseline).pad_token_id, device)
                 scores += torch.tensor([mean_completion_logprob(lp, ex) for lp, ex in zip(logps, rendered)], dtype=torch.float64)
-            for example, score in zip(examples, (scores / len(baselines)).tolist()):
+            for example, score in zip(examples, (scores / len(self.objective.baselines)).tolist()):
                 example.baseline_score = score
 
     def shared_frozen_logprobs(self, config: ModelConfig, examples, pad_token_id: int, device) -> list[torch.Tensor]:
@@ -305,6 +308,14 @@ class FineTuningModule(L.LightningModule):
 
     def on_fit_end(self) -> None:
         target = self.hf_checkpoint_dir()  # every process asks: the log folder is agreed on collectively
+        lora = self.pretrained.lora
+        if lora is not None and lora.merge:
+            # Training is over: the adapters are folded into the weights, and the plain model is what is saved.
+            self.model = self.model.merge_and_unload()
+            if self.trainer.is_global_zero:
+                self.save_hf_checkpoint(target)
+                rank_zero_info(f"final model (LoRA adapters merged): {target}")
+            return
         state = self.trainer.strategy.lightning_module_state_dict()  # gathered from every process under FSDP
         if self.trainer.is_global_zero:
             self.save_hf_checkpoint(target, {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
@@ -327,6 +338,51 @@ class FineTuningModule(L.LightningModule):
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
+
+
+def same_model(a: str, b: str) -> bool:
+    paths = [Path(name).expanduser() for name in (a, b)]
+    if all(path.exists() for path in paths):
+        return paths[0].resolve() == paths[1].resolve()
+    return a == b
+
+
+def check_baselines(objective: Objective, policy_start: str) -> None:
+    """At least one baseline is a frozen model other than the policy's start: against itself alone, PoFT's weight is
+    0.5 for every example at the first step whatever its quality, and then falls fastest on the examples the model
+    fits best, the opposite of the paper's soft data filter."""
+    if not objective.needs_baseline_scores:
+        return
+    if not any(not same_model(baseline, policy_start) for baseline in objective.baselines):
+        raise ValueError(
+            f"{type(objective).__name__} needs at least one baseline model that is not the model being trained at its "
+            f"start ({policy_start}); got {list(objective.baselines)}. Use baselines that know the task better than the "
+            "start model, e.g. a model fine-tuned on clean demonstrations by an earlier pipeline stage (see papers/poft.md)"
+        )
+
+
+def baseline_examples(baseline: str, examples: list, target: Tokenizer) -> list[TokenizedExample]:
+    """The training examples as a baseline model reads them: its own tokenizer and chat template (plain text where it
+    has none), whatever the target's prompt format, and the same part of each response that the target trains on."""
+    tokenizer = load_tokenizer(baseline)
+    renderer = Tokenizer(tokenizer, "chat" if tokenizer.chat_template else "plain", max_length=2**31 - 1)
+    rendered = []
+    for example in examples:
+        record = parse_record(example.raw)
+        if not isinstance(record, Conversation):
+            raise DataError(example.raw.source, "baseline scores are for SFT records, got a preference pair", example.raw.row)
+        kept = example.sequences[0].kept_characters
+        try:
+            if kept is None:
+                sequence = renderer.render(record.messages)
+            else:
+                sequence = renderer.render(target.kept_messages(record.messages, kept), finished=False)
+        except ValueError as error:
+            raise DataError(example.raw.source, f"baseline {baseline}: {error}", example.raw.row) from error
+        if not any(sequence.completion_mask):
+            raise DataError(example.raw.source, f"baseline {baseline}: no response token left to score", example.raw.row)
+        rendered.append(TokenizedExample(example.example_id, [Sequence(sequence.input_ids, sequence.completion_mask)], example.quality, example.raw))
+    return rendered
 
 
 def rng_states() -> dict:

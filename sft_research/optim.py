@@ -1,4 +1,4 @@
-"""AdamW (or RMSprop) with linear warmup and cosine decay."""
+"""AdamW (or RMSprop) with linear warmup, then cosine or linear decay."""
 
 from __future__ import annotations
 
@@ -14,39 +14,44 @@ class OptimizerConfig:
     """The optimizer and its learning-rate schedule.
 
     Args:
-        name: ``adamw``, or ``rmsprop`` (the DPO paper's and the IRFT code's choice; ``betas[1]`` is its alpha).
+        name: ``adamw``, or ``rmsprop`` (the DPO paper's and the IRFT code's choice).
         lr: peak learning rate.
         weight_decay: decoupled weight decay.
         betas: Adam's moment decay rates.
-        eps: Adam's epsilon.
+        alpha: RMSprop's smoothing constant (0.99, as in torch and the Hugging Face runs of the official code).
+        eps: the optimizer's epsilon.
         warmup_ratio: fraction of the optimizer steps spent warming up linearly from 0.
-        min_lr_ratio: the cosine decays to ``lr * min_lr_ratio`` at the last step.
+        schedule: the decay after warmup, ``cosine`` or ``linear`` (HF's ``linear``, the IRFT code's).
+        min_lr_ratio: the decay ends at ``lr * min_lr_ratio`` at the last step.
     """
 
     name: Literal["adamw", "rmsprop"] = "adamw"
     lr: float = 1e-5
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
+    alpha: float = 0.99
     eps: float = 1e-8
     warmup_ratio: float = 0.0
+    schedule: Literal["cosine", "linear"] = "cosine"
     min_lr_ratio: float = 0.0
 
 
-def warmup_cosine(step: int, total_steps: int, warmup_ratio: float, min_lr_ratio: float) -> float:
+def lr_multiplier(step: int, total_steps: int, warmup_ratio: float, min_lr_ratio: float, schedule: str = "cosine") -> float:
     """The learning-rate multiplier at ``step`` (0-based) of ``total_steps``."""
     warmup = math.ceil(warmup_ratio * total_steps)
     if step < warmup:
         return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total_steps - warmup)
-    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    progress = min((step - warmup) / max(1, total_steps - warmup), 1.0)
+    decay = 1 - progress if schedule == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
+    return min_lr_ratio + (1 - min_lr_ratio) * decay
 
 
 def build_optimizer(parameters, config: OptimizerConfig, total_steps: int):
     if config.name == "adamw":
         optimizer = torch.optim.AdamW(parameters, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay)
     else:
-        optimizer = torch.optim.RMSprop(parameters, lr=config.lr, alpha=config.betas[1], eps=config.eps, weight_decay=config.weight_decay)
+        optimizer = torch.optim.RMSprop(parameters, lr=config.lr, alpha=config.alpha, eps=config.eps, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, total_steps, config.warmup_ratio, config.min_lr_ratio)
+        optimizer, lambda step: lr_multiplier(step, total_steps, config.warmup_ratio, config.min_lr_ratio, config.schedule)
     )
     return optimizer, scheduler

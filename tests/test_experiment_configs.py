@@ -1,5 +1,6 @@
 """Every experiment YAML parses with the command it is meant for (full-scale ones too, though they need GPUs)."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,64 @@ def test_experiment_config_parses(path):
     else:
         parsed = parse_fit(config)
         assert parsed.model.objective.class_path.startswith("sft_research.objectives.")
+
+
+FULL_SCALE = sorted(Path(__file__).parents[1].glob("experiments/*/full_scale.yaml"))
+BASE_MODELS = ("mistralai/Mistral-7B-v0.1", "meta-llama/Meta-Llama-3-8B")  # no chat template of their own
+
+
+def paper_setting(experiment: str, name: str, stage: str | None) -> str:
+    """A value of the full-scale settings table of the experiment's papers/ note (``name (stage)`` rows first)."""
+    note = (Path(__file__).parents[1] / "papers" / f"{experiment}.md").read_text()
+    for row in ([f"{name} ({stage})"] if stage else []) + [name]:
+        match = re.search(rf"^\| {re.escape(row)} \| ([^|]+) \|$", note, re.MULTILINE)
+        if match:
+            return match.group(1).strip()
+    raise AssertionError(f"papers/{experiment}.md has no full-scale '{name}' row")
+
+
+def fit_configs(path: Path) -> list[tuple[str | None, dict]]:
+    config = yaml.safe_load(path.read_text())
+    if "stages" in config:
+        return [(stage["init_args"]["name"], stage["init_args"]["fit"]) for stage in config["stages"]]
+    return [(None, config)]
+
+
+@pytest.mark.parametrize("path", FULL_SCALE, ids=[p.parent.name for p in FULL_SCALE])
+def test_full_scale_configs_build_for_their_world_size_as_their_paper_note_says(path):
+    from sft_research.data.sampler import ResumableShuffleSampler
+
+    experiment = path.parent.name
+    for stage, fit in fit_configs(path):
+        parsed = parse_fit(fit)
+        world = parsed.trainer.devices * parsed.trainer.num_nodes
+        batch, micro = parsed.data.batch_size, parsed.model.micro_batch_size
+        for rank in range(world):  # a fake process count: what each process's sampler would see
+            ResumableShuffleSampler(4 * batch, batch, 0, rank, world)
+        per_process = batch // world
+        assert micro is None or per_process % micro == 0, "each process splits its share into whole micro-batches"
+        assert str(world) == paper_setting(experiment, "GPUs", stage)
+        assert str(batch) == paper_setting(experiment, "global batch", stage)
+        assert str(micro or per_process) == paper_setting(experiment, "micro-batch per GPU", stage)
+        assert str(per_process // (micro or per_process)) == paper_setting(experiment, "accumulation steps", stage)
+        strategy = parsed.trainer.strategy
+        if not isinstance(strategy, str) and strategy.class_path.endswith("FSDPStrategy"):
+            assert strategy.init_args.state_dict_type == "full", "the final Hugging Face export needs the full state dict"
+        if parsed.model.pretrained.name_or_path in BASE_MODELS:
+            assert parsed.data.chat_template, "a base model needs the chat template its recipe uses"
+
+
+@pytest.mark.parametrize("template", sorted(Path(__file__).parents[1].glob("experiments/templates/*.jinja")), ids=lambda p: p.name)
+def test_shipped_chat_templates_render_prefix_by_prefix(template, tiny_model_dir, tmp_path):
+    from sft_research.data import FileDataset, SFTDataModule
+    from tests.conftest import write_jsonl
+
+    rows = [{"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "1 + 1 ="}, {"role": "assistant", "content": "2"}]}]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    data = SFTDataModule(FileDataset(str(path)), tokenizer=str(tiny_model_dir), chat_template=str(template))
+    data.setup("fit")
+    (example,) = data.train_examples
+    sequence = example.sequences[0]
+    trained = data.tokenizer.decode([t for t, m in zip(sequence.input_ids, sequence.completion_mask) if m])
+    assert trained == f"2{data.tokenizer.eos_token}\n"
+    assert data.tokenizer.decode(sequence.input_ids).startswith("<|system|>\nbe brief")

@@ -62,6 +62,8 @@ CASES = [
 @pytest.mark.parametrize("objective,rows,diagnostics,extra", CASES, ids=[f"{c[0].split('.')[-1]}-{i}" for i, c in enumerate(CASES)])
 def test_objective_trains_from_the_cli_and_logs_its_diagnostics(tiny_model_dir, tmp_path, objective, rows, diagnostics, extra):
     path = write_jsonl(tmp_path / "d.jsonl", rows)
+    if "PoFT" in objective:
+        extra = [*extra, f"--model.objective.baselines=[{build_tiny_checkpoint(tmp_path / 'baseline', seed=5)}]"]
     cli, logged = fit(tiny_model_dir, path, tmp_path, objective, *extra)
     assert len(logged) == 3
     for name in diagnostics:
@@ -71,6 +73,11 @@ def test_objective_trains_from_the_cli_and_logs_its_diagnostics(tiny_model_dir, 
     assert all(torch.isfinite(torch.tensor(losses)))
     if "IwSFT" in objective and not extra:
         assert float(logged[0]["train/iw/weight"]) == pytest.approx(1.0, abs=1e-4), "the first step is plain SFT"
+    if "PoFT" in objective:
+        # A baseline other than the start model: the per-example weights differ from 0.5 and from each other.
+        weights = [float(row["train/poft/effective_weight"]) for row in logged]
+        assert abs(weights[0] - 0.5) > 1e-3
+        assert float(logged[0]["train/poft/effective_weight_max"]) > float(logged[0]["train/poft/effective_weight_min"]) + 1e-4
     if "DPO" in objective and not extra:
         assert float(logged[0]["train/rewards/margins"]) == pytest.approx(0.0, abs=1e-4), "policy == reference at step 0"
         assert float(logged[-1]["train/rewards/margins"]) > 0, "training separates chosen from rejected"
@@ -123,10 +130,11 @@ def test_frozen_logprobs_are_cached_checked_and_reused(tiny_model_dir, tmp_path,
 def test_poft_baselines_use_their_own_tokenizer(tiny_model_dir, tmp_path):
     other = build_tiny_checkpoint(tmp_path / "other", seed=3, vocab_size=262)  # almost no merges: longer sequences
     path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
-    cli, logged = fit(tiny_model_dir, path, tmp_path, "sft_research.objectives.PoFT", f"--model.objective.baselines=[{tiny_model_dir}, {other}]", steps=1)
+    same_tokenizer = build_tiny_checkpoint(tmp_path / "same_tokenizer", seed=9)
+    cli, logged = fit(tiny_model_dir, path, tmp_path, "sft_research.objectives.PoFT", f"--model.objective.baselines=[{same_tokenizer}, {other}]", steps=1)
     examples = cli.datamodule.train_examples
     scores = []
-    for model_dir in (tiny_model_dir, other):
+    for model_dir in (same_tokenizer, other):
         data = SFTDataModule(FileDataset(str(path)), tokenizer=str(model_dir))
         data.setup("fit")
         model = load_model(ModelConfig(str(model_dir))).eval()
@@ -141,3 +149,32 @@ def test_poft_baselines_use_their_own_tokenizer(tiny_model_dir, tmp_path):
     assert any(len(a.sequences[0].input_ids) != len(b.sequences[0].input_ids) for a, b in zip(data.train_examples, examples))
     expected = [(a + b) / 2 for a, b in zip(*scores)]
     assert [e.baseline_score for e in examples] == pytest.approx(expected, abs=1e-5)
+
+
+def test_poft_refuses_the_policy_start_or_no_baseline(tiny_model_dir, tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
+    with pytest.raises(ValueError, match=r"PoFT needs at least one baseline model that is not the model being trained at its start"):
+        fit(tiny_model_dir, path, tmp_path, "sft_research.objectives.PoFT", f"--model.objective.baselines=[{tiny_model_dir}]")
+    from sft_research.objectives import PoFT
+
+    with pytest.raises(ValueError, match="PoFT needs at least one baseline model"):
+        PoFT(baselines=[])
+
+
+def test_baselines_score_the_part_of_a_cut_response_that_the_target_trains_on(tiny_model_dir, tmp_path):
+    from sft_research.module import baseline_examples
+
+    rows = [{"prompt": "1 + 1 =", "completion": "the quick brown fox jumps over the lazy dog " * 3}, {"prompt": "2 + 2 =", "completion": "4"}]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    data = SFTDataModule(FileDataset(str(path)), tokenizer=str(tiny_model_dir), max_length=40, truncation="truncate_completion")
+    data.setup("fit")
+    cut, whole = data.train_examples
+    assert cut.sequences[0].kept_characters is not None and whole.sequences[0].kept_characters is None
+    baseline = build_tiny_checkpoint(tmp_path / "baseline", seed=4)  # same tokenizer, other weights
+    scored = baseline_examples(str(baseline), data.train_examples, data.renderer)
+    # With the same tokenizer, the baseline reads exactly the target's tokens: the kept part of the cut answer, and
+    # no end-of-turn token that the target never saw; the whole answer keeps its end of turn.
+    for target, seen in zip((cut, whole), scored):
+        assert seen.sequences[0].input_ids == target.sequences[0].input_ids
+        assert seen.sequences[0].completion_mask == target.sequences[0].completion_mask
+    assert data.tokenizer.eos_token_id not in cut.sequences[0].input_ids[-3:]

@@ -85,28 +85,65 @@ def test_pipeline_checks_every_stage_before_running(tiny_model_dir, tmp_path):
     assert not (tmp_path / "run" / "sft" / "hf_model").exists()
 
 
-def test_irft_rounds(tiny_model_dir, tmp_path):
+def scripted_generations(monkeypatch):
+    """Generations that the test controls: every fourth one stops at max_new_tokens without an end of turn."""
+    from sft_research.pipelines import irft
+
+    def fake(model, tokenizer, prompt_ids, attention_mask, config):
+        assert next(model.parameters()).device.type == "cpu"
+        texts = [f"{n}0" for n in range(len(prompt_ids))]
+        return texts, [n % 4 != 3 for n in range(len(prompt_ids))]
+
+    monkeypatch.setattr(irft, "generate_with_status", fake)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "lora,unfinished", [(None, "drop"), ({"r": 4, "alpha": 8, "target_modules": "all-linear"}, "keep")], ids=["full-drop", "lora-keep"]
+)
+def test_irft_rounds(tiny_model_dir, tmp_path, monkeypatch, lora, unfinished):
+    import random
+
+    from transformers import AutoModelForCausalLM
+
+    scripted_generations(monkeypatch)
     demos = write_jsonl(tmp_path / "demos.jsonl", [{"prompt": r["prompt"], "completion": r["completion"]} for r in SFT_ROWS[:8]])
     out = tmp_path / "run"
-    stage = {
-        "name": "irft",
-        "rounds": 2,
-        "generation": {"max_new_tokens": 6, "do_sample": True, "temperature": 1.0, "top_p": 1.0},
-        "fit": fit_config(tiny_model_dir, {"class_path": "sft_research.objectives.IRFT", "init_args": {"beta": 0.1}}, demos, steps=1),
-    }
+    fit = fit_config(tiny_model_dir, {"class_path": "sft_research.objectives.IRFT", "init_args": {"beta": 0.1}}, demos, steps=1)
+    if lora is not None:
+        fit["model"]["pretrained"]["lora"] = lora
+    stage = {"name": "irft", "rounds": 2, "generation": {"max_new_tokens": 6, "do_sample": True}, "generation_batch_size": 4, "unfinished": unfinished, "fit": fit}
     config = tmp_path / "pipeline.yaml"
     config.write_text(yaml.safe_dump({"output_dir": str(out), "stages": [{"class_path": "sft_research.pipelines.IRFTStage", "init_args": stage}]}))
     finals = main(["pipeline", f"--config={config}"])
     assert finals == {"irft": out / "irft" / "round_1" / "hf_model"}
+    order = list(range(8))
+    random.Random(0).shuffle(order)  # the prompts are shuffled with the run's seed before the split into rounds
     for t in range(2):
         report = json.loads((out / "irft" / f"round_{t}" / "generation.json").read_text())
         pairs = [json.loads(line) for line in (out / "irft" / f"round_{t}" / "pairs.jsonl").read_text().splitlines()]
-        assert report["prompts"] == 4 and report["pairs"] == len(pairs) == 4 - len(report["left_out_empty_generations"])
-        assert report["generation"]["max_new_tokens"] == 6
-        expected_prompts = [r["prompt"] for r in SFT_ROWS[4 * t : 4 * t + 4]]
-        assert all(p["prompt"] in expected_prompts for p in pairs), "each round has its own half of the prompts"
-        assert all(p["chosen"] == SFT_ROWS[expected_prompts.index(p["prompt"]) + 4 * t]["completion"] for p in pairs)
+        assert report["unfinished_generations"] == [3], "the generation cut at max_new_tokens is counted"
+        assert report["prompts"] == 4 and report["pairs"] == len(pairs) == (3 if unfinished == "drop" else 4)
+        assert report["device"] == "cpu" and report["generation"]["max_new_tokens"] == 6
+        expected = [SFT_ROWS[i] for i in order[4 * t : 4 * t + len(pairs)]]
+        assert [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs] == [(r["prompt"], r["completion"], f"{n}0") for n, r in enumerate(expected)]
+        assert [p["rejected_finished"] for p in pairs] == [True, True, True, False][: len(pairs)]
         first = train_rows(out / "irft" / f"round_{t}")[0]
         assert float(first["train/rewards/margins"]) == pytest.approx(0.0, abs=1e-5), "the reference is the round-start model"
+        # Each round ends with full weights (LoRA merged), which plain transformers loads and the next round starts from.
+        model = AutoModelForCausalLM.from_pretrained(out / "irft" / f"round_{t}" / "hf_model")
+        assert not any("lora" in name for name, _ in model.named_parameters())
     round1 = yaml.safe_load((out / "irft" / "round_1" / "logs" / "version_0" / "config.yaml").read_text())
     assert round1["model"]["pretrained"]["name_or_path"] == str(out / "irft" / "round_0" / "hf_model")
+
+
+def test_an_unfinished_rejected_answer_has_no_end_of_turn(tiny_tokenizer):
+    from sft_research.data.records import parse_record
+    from sft_research.data.sources import RawRecord
+    from sft_research.data.tokenize import Tokenizer
+
+    raw = RawRecord("pairs.jsonl", 1, {"prompt": "1 + 1 =", "chosen": "2", "rejected": "11 and", "rejected_finished": False})
+    chosen, rejected = Tokenizer(tiny_tokenizer)(raw, parse_record(raw)).sequences
+    trained = [tiny_tokenizer.decode([t for t, m in zip(s.input_ids, s.completion_mask) if m]) for s in (chosen, rejected)]
+    assert trained == ["2<|im_end|>\n", "11 and"]
+    assert tiny_tokenizer.decode(rejected.input_ids).endswith("<|im_start|>assistant\n11 and")

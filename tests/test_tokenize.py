@@ -99,8 +99,42 @@ def test_over_long_completion_under_each_policy(tiny_tokenizer):
     (sequence,) = example.sequences
     assert len(sequence.input_ids) == 32 and any(sequence.completion_mask)
     assert renderer.report.truncated == ["row 3"] and "1 truncated (row 3)" in renderer.report.summary()
-    with pytest.raises(DataError, match=r"row 3, field 'completion': the completion alone .* would cut into it"):
-        tokenize(tiny_tokenizer, LONG_COMPLETION, max_length=32, truncation="truncate_prompt")
+    renderer, example = tokenize(tiny_tokenizer, LONG_COMPLETION, max_length=32, truncation="truncate_prompt", max_prompt_length=24)
+    (sequence,) = example.sequences
+    full = tokenize(tiny_tokenizer, LONG_COMPLETION, max_length=4096)[1].sequences[0]
+    prompt_length = full.completion_mask.index(True)
+    assert prompt_length <= 24, "the prompt fits its budget, so only the completion is cut"
+    assert sequence.input_ids == full.input_ids[:32] and sequence.completion_mask == full.completion_mask[:32]
+    assert (renderer.report.prompt_cut, renderer.report.completion_cut) == ([], ["row 3"])
+
+
+def test_truncate_prompt_cuts_the_prompt_to_its_budget_then_the_completion(tiny_tokenizer):
+    fields = {"prompt": "the quick brown fox " * 20, "completion": "jumps over the lazy dog " * 10}
+    full = tokenize(tiny_tokenizer, fields, max_length=4096)[1].sequences[0]
+    prompt_length = full.completion_mask.index(True)
+    renderer, example = tokenize(tiny_tokenizer, fields, max_length=48, truncation="truncate_prompt", max_prompt_length=16)
+    (sequence,) = example.sequences
+    assert len(sequence.input_ids) == 48
+    assert sequence.completion_mask.index(True) == 16, "the prompt keeps exactly its budget"
+    # The leading BOS stays (a model expects it first); the tokens after it are cut.
+    assert full.input_ids[0] == tiny_tokenizer.bos_token_id
+    cut = prompt_length - 16
+    assert sequence.input_ids == full.input_ids[:1] + full.input_ids[cut + 1 : cut + 48]
+    assert (renderer.report.prompt_cut, renderer.report.completion_cut) == (["row 3"], ["row 3"])
+    assert "prompt cut in 1, completion cut in 1" in renderer.report.summary()
+
+
+def test_preference_pairs_share_one_prompt_cut(tiny_tokenizer):
+    fields = {"prompt": "the quick brown fox " * 20, "chosen": "yes", "rejected": "no, the answer is " + "very long " * 6}
+    full = tokenize(tiny_tokenizer, fields, max_length=4096)[1].sequences
+    renderer, example = tokenize(tiny_tokenizer, fields, max_length=48, truncation="truncate_prompt", max_prompt_length=24)
+    chosen, rejected = example.sequences
+    assert len(rejected.input_ids) <= 48 and len(chosen.input_ids) < len(rejected.input_ids)
+    prompt = [ids[: s.completion_mask.index(True)] for ids, s in ((chosen.input_ids, chosen), (rejected.input_ids, rejected))]
+    assert prompt[0] == prompt[1], "chosen and rejected see the same prompt"
+    cut = full[1].completion_mask.index(True) - len(prompt[1])
+    expected = full[0].input_ids[:1] + full[0].input_ids[cut + 1 :]  # the leading BOS stays
+    assert chosen.input_ids == expected, "the short answer loses the same prompt tokens and nothing else"
 
 
 def test_trl_conversational_preference_format(tiny_tokenizer):
@@ -122,3 +156,43 @@ def test_column_renames(tiny_model_dir, tmp_path):
     assert records[0].fields == {"prompt": "1 + 1 =", "completion": "2"}
     with pytest.raises(DataError, match=r"has no column\(s\) \['query'\] to rename"):
         FileDataset(str(path), columns={"query": "prompt"}).records()
+
+
+def sentencepiece_tokenizer():
+    """A Llama-2-style tokenizer built offline: Unigram model, Metaspace word-start marker at every call's start."""
+    from tokenizers import Tokenizer as RawTokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = RawTokenizer(models.Unigram())
+    raw.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    raw.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    corpus = ["[INST] what is the sum of 12 and 7 [/INST] the answer is 19", "paris is the capital of france"] * 50
+    raw.train_from_iterator(corpus, trainers.UnigramTrainer(vocab_size=60, special_tokens=["<unk>", "<s>", "</s>"], unk_token="<unk>"))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    tokenizer.chat_template = (
+        "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
+        "{% else %}{{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
+    )
+    return tokenizer
+
+
+@pytest.mark.parametrize("prompt_format", ["chat", "plain"])
+def test_sentencepiece_tokenization_is_the_joint_one(prompt_format):
+    tokenizer = sentencepiece_tokenizer()
+    prompt, answer = "what is the sum of 12 and 7", "the answer is 19"
+    raw = RawRecord("d.jsonl", 1, {"prompt": prompt, "completion": answer})
+    (sequence,) = Tokenizer(tokenizer, prompt_format=prompt_format)(raw, parse_record(raw)).sequences
+    if prompt_format == "chat":
+        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+        text = tokenizer.apply_chat_template(messages, tokenize=False)
+        joint = tokenizer(text, add_special_tokens=False)["input_ids"]
+        before = text[: text.index(answer)]
+    else:
+        joint = tokenizer(prompt + answer)["input_ids"] + [tokenizer.eos_token_id]
+        before, text = prompt, prompt + answer
+    # Tokenizing the two parts separately adds a word-start marker at the completion's start: not the joint ids.
+    separate = tokenizer(before, add_special_tokens=False)["input_ids"] + tokenizer(text[len(before) :], add_special_tokens=False)["input_ids"]
+    assert separate != tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert sequence.input_ids == joint
+    completion = tokenizer.decode([t for t, m in zip(sequence.input_ids, sequence.completion_mask) if m])
+    assert completion.replace(" ", "") == "theansweris19</s>"

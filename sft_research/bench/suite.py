@@ -4,6 +4,7 @@ the arms (objectives or pipelines) trained on the same data under the same budge
 from __future__ import annotations
 
 import copy
+import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 
@@ -101,16 +102,42 @@ class ObjectiveArm(Arm):
         return [FitStage("fit", suite.fit_config(self.label(seed), seed, self.objective, lr=self.lr))]
 
 
+class PoFTArm(Arm):
+    """PoFT against a baseline that knows the task better than the start model: the start model fine-tuned with SFT
+    on clean demonstrations of the task (other items than the training data's, none corrupted), as a first stage.
+
+    Args:
+        beta: PoFT's beta.
+        gamma: PoFT's margin.
+        baseline_steps: SFT steps of the baseline (None: the budget's).
+    """
+
+    def __init__(self, name: str, beta: float = 1.0, gamma: float = 0.0, baseline_steps: int | None = None):
+        super().__init__(name)
+        self.beta, self.gamma, self.baseline_steps = beta, gamma, baseline_steps
+
+    def stages(self, suite: Suite, seed: int) -> list[Stage]:
+        clean = dataclasses.replace(suite.task, noise_fraction=0.0, seed=suite.task.seed + 1)
+        poft = {"class_path": "sft_research.objectives.PoFT", "init_args": {"beta": self.beta, "gamma": self.gamma}}
+        return [
+            FitStage(
+                "baseline",
+                suite.fit_config(f"{self.label(seed)} · baseline", seed, {"class_path": "sft_research.objectives.SFT"}, self.baseline_steps, task=clean),
+            ),
+            FitStage("poft", suite.fit_config(self.label(seed), seed, poft), baselines_from=["baseline"]),
+        ]
+
+
 class SFTThenDPOArm(Arm):
     """SFT, then DPO from the SFT model (its frozen reference) on pairs of a right answer over a wrong one.
 
     Args:
         beta: DPO's beta.
         dpo_steps: DPO steps.
-        dpo_lr: DPO's learning rate.
+        dpo_lr: DPO's learning rate (the official recipes': 5e-7 to 1e-6 at 7B; a 135M model takes a larger one).
     """
 
-    def __init__(self, name: str, beta: float = 0.1, dpo_steps: int = 15, dpo_lr: float = 1e-5):
+    def __init__(self, name: str, beta: float = 0.1, dpo_steps: int = 15, dpo_lr: float = 5e-6):
         super().__init__(name)
         self.beta, self.dpo_steps, self.dpo_lr = beta, dpo_steps, dpo_lr
 
@@ -133,8 +160,11 @@ class IRFTArm(Arm):
         rounds: T.
         beta: the implicit reward's beta.
         steps_per_round: optimizer steps in each round.
-        lr: overrides the budget's learning rate.
+        lr: the learning rate (the official run's is 5e-7 at 7B; a 135M model takes a larger one, but not SFT's:
+            at SFT's rate the demonstrations' likelihood falls together with the samples').
         generation: how each round samples its responses.
+
+    The optimizer is the official run's: RMSprop with a linear decay.
     """
 
     def __init__(
@@ -143,7 +173,7 @@ class IRFTArm(Arm):
         rounds: int = 2,
         beta: float = 0.1,
         steps_per_round: int = 15,
-        lr: float | None = None,
+        lr: float = 5e-6,
         generation: GenerationConfig = GenerationConfig(max_new_tokens=8, do_sample=True),
     ):
         super().__init__(name)
@@ -151,7 +181,7 @@ class IRFTArm(Arm):
 
     def stages(self, suite: Suite, seed: int) -> list[Stage]:
         objective = {"class_path": "sft_research.objectives.IRFT", "init_args": {"beta": self.beta}}
-        fit = suite.fit_config(self.label(seed), seed, objective, self.steps_per_round, self.lr)
+        fit = suite.fit_config(self.label(seed), seed, objective, self.steps_per_round, self.lr, optimizer={"name": "rmsprop", "schedule": "linear"})
         return [IRFTStage("irft", fit, self.rounds, copy.deepcopy(self.generation), generation_batch_size=suite.eval_batch_size)]
 
 
@@ -167,6 +197,7 @@ class Suite:
         budget: the training budget.
         eval_batch_size: prompts per generation batch in evaluation.
         keep_checkpoints: keep each run's fine-tuned model (deleted once evaluated otherwise).
+        reference_arm: the arm every other is compared with, item by item and seed by seed.
     """
 
     def __init__(
@@ -179,10 +210,14 @@ class Suite:
         budget: Budget = Budget(),
         eval_batch_size: int = 50,
         keep_checkpoints: bool = False,
+        reference_arm: str = "sft",
     ):
         names = [arm.name for arm in arms]
         if not arms or len(set(names)) != len(names):
             raise ValueError(f"a suite needs arms with unique names, got {names}")
+        if reference_arm not in names:
+            raise ValueError(f"reference_arm {reference_arm!r} is not one of the arms {names}")
+        self.reference_arm = reference_arm
         self.base_model, self.task, self.probes, self.arms = base_model, task, probes, arms
         self.seeds, self.budget, self.eval_batch_size, self.keep_checkpoints = list(seeds), budget, eval_batch_size, keep_checkpoints
 
@@ -194,9 +229,12 @@ class Suite:
         steps: int | None = None,
         lr: float | None = None,
         preference_pairs: bool = False,
+        task: TaskSpec | None = None,
+        optimizer: dict[str, str | float] | None = None,
     ) -> FitConfig:
         """The fit config of one training run of this suite; the harness evaluates, so the fit does not validate.
-        ``label`` names the run on its progress bar."""
+        ``label`` names the run on its progress bar; ``task`` replaces the suite's training data, ``optimizer`` adds
+        optimizer settings."""
         budget = self.budget
         return {
             "seed_everything": seed,
@@ -213,11 +251,11 @@ class Suite:
             "model": {
                 "pretrained": {"name_or_path": self.base_model},
                 "objective": copy.deepcopy(objective),
-                "optimizer": {"lr": lr or budget.lr, "warmup_ratio": budget.warmup_ratio},
+                "optimizer": {"lr": lr or budget.lr, "warmup_ratio": budget.warmup_ratio, **(optimizer or {})},
                 "micro_batch_size": budget.micro_batch_size,
             },
             "data": {
-                "train": self.task.source(preference_pairs),
+                "train": (task or self.task).source(preference_pairs),
                 "max_length": budget.max_length,
                 "batch_size": budget.batch_size,
                 "eval_batch_size": self.eval_batch_size,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -30,6 +31,10 @@ class SFTDataModule(L.LightningDataModule):
         prompt_format: ``chat`` (the tokenizer's chat template) or ``plain`` (prompt + completion + EOS).
         max_length: longest training sequence, in tokens.
         truncation: what to do with longer examples (see :class:`~sft_research.data.tokenize.Tokenizer`).
+        max_prompt_length: under ``truncation: truncate_prompt``, the prompt tokens kept at most when an example is
+            too long (None: half of ``max_length``).
+        chat_template: a Jinja chat template, or the path of a file holding one, for tokenizers that have none (base
+            models such as Mistral-7B-v0.1) or to replace theirs; it is saved with the fine-tuned model.
         batch_size: examples per optimizer step, across all processes (each takes its share).
         eval_batch_size: prompts per generation batch.
         max_eval_prompts: evaluate only the first n held-out prompts.
@@ -44,6 +49,8 @@ class SFTDataModule(L.LightningDataModule):
         prompt_format: PromptFormat = "chat",
         max_length: int = 1024,
         truncation: Truncation = "error",
+        max_prompt_length: int | None = None,
+        chat_template: str | None = None,
         batch_size: int = 8,
         eval_batch_size: int = 32,
         max_eval_prompts: int | None = None,
@@ -56,6 +63,8 @@ class SFTDataModule(L.LightningDataModule):
         self.prompt_format = prompt_format
         self.max_length = max_length
         self.truncation = truncation
+        self.max_prompt_length = max_prompt_length
+        self.chat_template = chat_template
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.max_eval_prompts = max_eval_prompts
@@ -74,7 +83,9 @@ class SFTDataModule(L.LightningDataModule):
 
         if self.tokenizer is None:
             self.tokenizer = load_tokenizer(self.tokenizer_name)
-            self.renderer = Tokenizer(self.tokenizer, self.prompt_format, self.max_length, self.truncation)
+            if self.chat_template is not None:
+                self.tokenizer.chat_template = read_chat_template(self.chat_template)
+            self.renderer = Tokenizer(self.tokenizer, self.prompt_format, self.max_length, self.truncation, self.max_prompt_length)
         if stage == "fit" and self.train_examples is None:
             self.train_examples = self.tokenize(self.train_source)
         if self.val_source is not None and self.val_examples is None:
@@ -141,3 +152,13 @@ class SFTDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader | list:
         return self.val_dataloader()
+
+
+def read_chat_template(template: str) -> str:
+    """A Jinja template given inline, or read from the file it names (a string without Jinja tags is a path)."""
+    if "{%" in template or "{{" in template:
+        return template
+    path = Path(template).expanduser()
+    if not path.is_file():
+        raise DataError(template, "chat_template is neither a Jinja template ({% ... %} / {{ ... }}) nor an existing file")
+    return path.read_text()

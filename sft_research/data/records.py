@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -32,12 +33,17 @@ class Conversation:
 
 @dataclass(frozen=True)
 class Preference:
-    """Two answers to one prompt; ``prompt`` holds the conversation before the answer."""
+    """Two answers to one prompt; ``prompt`` holds the conversation before the answer.
+
+    ``rejected_finished`` false marks a rejected answer that was cut (a sample stopped at its token limit): it is
+    rendered without an end of turn, so that it is never trained on as a complete answer.
+    """
 
     prompt: tuple[Message, ...]
     chosen: str
     rejected: str
     quality: float = 1.0
+    rejected_finished: bool = True
 
 
 def parse_record(record: RawRecord) -> Conversation | Preference:
@@ -61,6 +67,13 @@ def parse_record(record: RawRecord) -> Conversation | Preference:
 
 def _preference(record: RawRecord, quality: float) -> Preference:
     """Standard (strings) or TRL's conversational form (message lists ending in the assistant's answer)."""
+    finished = record.fields.get("rejected_finished", True)
+    if not isinstance(finished, bool):
+        raise _fail(record, "rejected_finished", f"must be true or false, got {finished!r}")
+    return dataclasses.replace(_answers(record, quality), rejected_finished=finished)
+
+
+def _answers(record: RawRecord, quality: float) -> Preference:
     if isinstance(record.fields.get("chosen"), list):
         chosen = _messages(record, "chosen")
         rejected = _messages(record, "rejected")

@@ -23,6 +23,10 @@ Truncation = Literal["error", "truncate_completion", "truncate_prompt", "drop"]
 class Sequence:
     input_ids: list[int]
     completion_mask: list[bool]
+    # Where each token ends in the rendered text, while truncation needs it; then how many characters of the text
+    # the kept tokens cover when the completion was cut (None: kept whole), so other tokenizers can score that part.
+    char_ends: list[int] | None = field(default=None, repr=False)
+    kept_characters: int | None = None
 
 
 @dataclass
@@ -39,10 +43,12 @@ class TokenizedExample:
 
 @dataclass
 class TruncationReport:
-    """Which rows were truncated or dropped, so that nothing happens silently."""
+    """Which rows were truncated (and which part was cut) or dropped, so that nothing happens silently."""
 
     truncated: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    prompt_cut: list[str] = field(default_factory=list)
+    completion_cut: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         parts = []
@@ -50,11 +56,19 @@ class TruncationReport:
             if rows:
                 shown = ", ".join(rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
                 parts.append(f"{len(rows)} {name} ({shown})")
+        if self.truncated:
+            parts.append(f"prompt cut in {len(self.prompt_cut)}, completion cut in {len(self.completion_cut)}")
         return "; ".join(parts) or "no examples truncated or dropped"
 
 
 class Tokenizer:
     """Renders records with a Hugging Face tokenizer.
+
+    The rendered text is tokenized once, as a whole, and the completion tokens are found by their character offsets:
+    tokenizing prompt and completion separately and concatenating them differs from the joint tokenization with
+    SentencePiece tokenizers (Llama 2, Mistral, Gemma), which add a word-start marker at the start of every call. A
+    token that straddles the prompt/completion boundary counts as completion. Tokenizers without offsets (slow, pure
+    Python ones) are tokenized piecewise and checked against the joint tokenization.
 
     Args:
         tokenizer: a ``transformers`` tokenizer.
@@ -62,67 +76,129 @@ class Tokenizer:
             completion and appends EOS (conversations with several turns need ``chat``).
         max_length: the longest sequence, in tokens.
         truncation: what to do with longer examples. ``error`` stops with the row named; ``truncate_completion``
-            cuts the end; ``truncate_prompt`` cuts the start of the prompt; ``drop`` leaves the example out. Truncation
-            that would leave no completion token is an error under every policy except ``drop``.
+            cuts the end; ``truncate_prompt`` cuts the start of the prompt down to ``max_prompt_length`` tokens at
+            most, then the end of the completion if it still does not fit (TRL's and the official recipes' order);
+            ``drop`` leaves the example out. Truncation that would leave no completion token is an error under every
+            policy except ``drop``. For preference pairs the shared prompt is cut once, identically for both answers.
+        max_prompt_length: under ``truncate_prompt``, the prompt tokens that may be kept when an example is too long
+            (None: half of ``max_length``).
     """
 
-    def __init__(self, tokenizer, prompt_format: PromptFormat = "chat", max_length: int = 1024, truncation: Truncation = "error"):
+    def __init__(
+        self,
+        tokenizer,
+        prompt_format: PromptFormat = "chat",
+        max_length: int = 1024,
+        truncation: Truncation = "error",
+        max_prompt_length: int | None = None,
+    ):
         if prompt_format == "chat" and not getattr(tokenizer, "chat_template", None):
-            raise ValueError("prompt_format='chat' needs a tokenizer with a chat template; use prompt_format='plain'")
+            raise ValueError(
+                "prompt_format='chat' needs a tokenizer with a chat template: set data.chat_template, "
+                "or use prompt_format='plain'"
+            )
         if prompt_format == "plain" and tokenizer.eos_token_id is None:
             raise ValueError("prompt_format='plain' needs a tokenizer with an EOS token")
+        if max_prompt_length is not None and not 0 < max_prompt_length < max_length:
+            raise ValueError(f"max_prompt_length must be between 1 and max_length - 1, got {max_prompt_length}")
         self.tokenizer = tokenizer
         self.prompt_format = prompt_format
         self.max_length = max_length
         self.truncation = truncation
+        self.max_prompt_length = max_prompt_length if max_prompt_length is not None else max_length // 2
         self.report = TruncationReport()
 
     def __call__(self, raw: RawRecord, record: Conversation | Preference) -> TokenizedExample | None:
         if isinstance(record, Preference):
             pairs = [(*record.prompt, Message("assistant", answer)) for answer in (record.chosen, record.rejected)]
-            fields = ("chosen", "rejected")
+            fields, finished = ("chosen", "rejected"), (True, record.rejected_finished)
         else:
-            pairs, fields = [record.messages], ("messages" if len(record.messages) > 2 else "completion",)
+            pairs, fields, finished = [record.messages], ("messages" if len(record.messages) > 2 else "completion",), (True,)
         sequences = []
-        for messages, name in zip(pairs, fields):
+        for messages, name, done in zip(pairs, fields, finished):
             try:
-                rendered = self.render(messages)
+                sequences.append(self.render(messages, finished=done))
             except ValueError as error:
                 raise DataError(raw.source, str(error), raw.row, name) from error
-            sequence = self._fit(raw, rendered, name)
-            if sequence is None:
-                return None
-            sequences.append(sequence)
+        sequences = self._fit(raw, sequences, fields)
+        if sequences is None:
+            return None
         return TokenizedExample(raw.row - 1, sequences, record.quality, raw)
 
-    def render(self, messages) -> Sequence:
-        """Token ids of a conversation, with the mask on assistant turns."""
+    def render(self, messages, finished: bool = True) -> Sequence:
+        """Token ids of a conversation, with the mask on assistant turns (and, for ``plain``, the final EOS).
+
+        ``finished=False`` renders the last assistant turn as an unfinished answer: its text without the end-of-turn
+        scaffolding or EOS, so that a cut answer is never trained or scored as complete.
+        """
+        text, spans = self.rendered_text(messages, finished)
+        sequence = self._tokenize(text, spans, self.prompt_format == "plain")
+        if self.prompt_format == "plain" and finished:
+            sequence.input_ids.append(self.tokenizer.eos_token_id)
+            sequence.completion_mask.append(True)
+            sequence.char_ends.append(len(text))
+        return sequence
+
+    def rendered_text(self, messages, finished: bool = True) -> tuple[str, list[tuple[int, int]]]:
+        """The conversation as text, and the character spans of its assistant turns (scaffolding included)."""
         if self.prompt_format == "plain":
             if len(messages) != 2 or messages[0].role != "user":
                 raise ValueError("prompt_format='plain' takes prompt/completion records only")
-            prompt = self.tokenizer(messages[0].content)["input_ids"]
-            completion = self.tokenizer(messages[1].content, add_special_tokens=False)["input_ids"]
-            completion = completion + [self.tokenizer.eos_token_id]
-            return Sequence(prompt + completion, [False] * len(prompt) + [True] * len(completion))
-        ids: list[int] = []
-        mask: list[bool] = []
+            prompt, completion = messages[0].content, messages[1].content
+            return prompt + completion, [(len(prompt), len(prompt) + len(completion))]
+        spans: list[tuple[int, int]] = []
         rendered = ""
         for turn, message in enumerate(messages):
             if message.role != "assistant":
                 continue
             before = self._template(messages[:turn], add_generation_prompt=True)
-            through = self._template(messages[: turn + 1], add_generation_prompt=False)
+            if not finished and turn == len(messages) - 1:
+                through = before + message.content
+            else:
+                through = self._template(messages[: turn + 1], add_generation_prompt=False)
             if not (before.startswith(rendered) and through.startswith(before)):
                 raise ValueError("the tokenizer's chat template does not render conversations prefix by prefix")
-            for text, is_completion in ((before[len(rendered) :], False), (through[len(before) :], True)):
-                tokens = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-                ids += tokens
-                mask += [is_completion] * len(tokens)
+            spans.append((len(before), len(through)))
             rendered = through
-        return Sequence(ids, mask)
+        return rendered, spans
+
+    def kept_messages(self, messages, kept_characters: int) -> tuple:
+        """The conversation as far as ``kept_characters`` of its rendered text: later turns go, and the assistant turn
+        that was cut keeps the part of its text that was kept (to be rendered with ``finished=False``)."""
+        text, spans = self.rendered_text(messages)
+        assistant_turns = [turn for turn, message in enumerate(messages) if message.role == "assistant"]
+        for turn, (start, end) in zip(assistant_turns, spans):
+            if kept_characters < end:
+                content = messages[turn].content
+                offset = text.index(content, start) if self.prompt_format == "chat" else start
+                return (*messages[:turn], Message("assistant", content[: max(0, kept_characters - offset)]))
+        return tuple(messages)
+
+    def _tokenize(self, text: str, spans: list[tuple[int, int]], add_special_tokens: bool) -> Sequence:
+        """Tokenizes ``text`` once; a token is a completion token when its characters overlap a span."""
+        if self.tokenizer.is_fast:
+            encoded = self.tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
+            offsets = encoded["offset_mapping"]
+            mask = [any(start < end_span and end > start_span for start_span, end_span in spans) for start, end in offsets]
+            return Sequence(encoded["input_ids"], mask, [end for _, end in offsets])
+        ids: list[int] = []
+        mask: list[bool] = []
+        ends: list[int] = []
+        cuts = [0] + [point for span in spans for point in span] + [len(text)]
+        for index, (first, last) in enumerate(zip(cuts, cuts[1:])):
+            piece = self.tokenizer(text[first:last], add_special_tokens=add_special_tokens and index == 0)["input_ids"]
+            ids += piece
+            mask += [index % 2 == 1] * len(piece)
+            ends += [last] * len(piece)  # without offsets, a cut inside a piece is known only to the piece's end
+        if ids != self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]:
+            raise ValueError(
+                "tokenizing prompt and completion separately differs from tokenizing the whole text, and this "
+                "(slow) tokenizer gives no character offsets to find the completion: use its fast version"
+            )
+        return Sequence(ids, mask, ends)
 
     def prompt_ids(self, prompt: str) -> list[int]:
-        """The tokens that precede a generated answer, for evaluation."""
+        """The tokens that precede a generated answer, for evaluation and generation."""
         if self.prompt_format == "plain":
             return self.tokenizer(prompt)["input_ids"]
         return self.tokenizer(self._template([Message("user", prompt)], True), add_special_tokens=False)["input_ids"]
@@ -134,27 +210,48 @@ class Tokenizer:
             add_generation_prompt=add_generation_prompt,
         )
 
-    def _fit(self, raw: RawRecord, sequence: Sequence, field: str) -> Sequence | None:
-        excess = len(sequence.input_ids) - self.max_length
-        if excess <= 0:
-            return sequence
-        first_completion = sequence.completion_mask.index(True)
+    def _fit(self, raw: RawRecord, sequences: list[Sequence], fields: tuple[str, ...]) -> list[Sequence] | None:
+        """Applies the truncation policy to an example's sequences (one, or chosen and rejected)."""
+        longest = max(len(sequence.input_ids) for sequence in sequences)
+        if longest <= self.max_length:
+            return [Sequence(s.input_ids, s.completion_mask) for s in sequences]
         where = f"row {raw.row}"
         if self.truncation == "drop":
             self.report.dropped.append(where)
             return None
-        message = f"is {len(sequence.input_ids)} tokens long, over max_length={self.max_length}"
-        prompt_field = "messages" if field == "messages" else "prompt"
+        prompt_length = min(sequence.completion_mask.index(True) for sequence in sequences)
+        message = f"is {longest} tokens long, over max_length={self.max_length}"
+        prompt_field = "messages" if fields[0] == "messages" else "prompt"
+        too_long = next(name for name, sequence in zip(fields, sequences) if len(sequence.input_ids) == longest)
         if self.truncation == "error":
-            blame = prompt_field if first_completion >= self.max_length else field
+            blame = prompt_field if prompt_length >= self.max_length else too_long
             raise DataError(raw.source, f"{message} (truncation='error'; raise max_length or choose a truncation policy)", raw.row, blame)
-        if self.truncation == "truncate_completion":
-            if first_completion >= self.max_length:
-                raise DataError(raw.source, f"the prompt alone {message}: truncate_completion would leave no completion", raw.row, prompt_field)
-            kept = Sequence(sequence.input_ids[: self.max_length], sequence.completion_mask[: self.max_length])
-        else:
-            if any(sequence.completion_mask[:excess]):
-                raise DataError(raw.source, f"the completion alone {message}: truncate_prompt would cut into it", raw.row, field)
-            kept = Sequence(sequence.input_ids[excess:], sequence.completion_mask[excess:])
+        cut_prompt = 0
+        if self.truncation == "truncate_prompt":
+            # The same leading tokens go from every sequence: they share the prompt.
+            cut_prompt = max(0, min(longest - self.max_length, prompt_length - self.max_prompt_length))
+            sequences = [self._cut_start(sequence, cut_prompt) for sequence in sequences]
+        if prompt_length - cut_prompt >= self.max_length:
+            raise DataError(raw.source, f"the prompt alone {message}: {self.truncation} would leave no completion", raw.row, prompt_field)
+        cut = [
+            Sequence(s.input_ids[: self.max_length], s.completion_mask[: self.max_length], kept_characters=s.char_ends[self.max_length - 1])
+            if len(s.input_ids) > self.max_length
+            else Sequence(s.input_ids, s.completion_mask)
+            for s in sequences
+        ]
         self.report.truncated.append(where)
-        return kept
+        if cut_prompt:
+            self.report.prompt_cut.append(where)
+        if any(s.kept_characters is not None for s in cut):
+            self.report.completion_cut.append(where)
+        return cut
+
+    def _cut_start(self, sequence: Sequence, count: int) -> Sequence:
+        """Drops ``count`` prompt tokens after a leading BOS, which a model expects to see first."""
+        bos = self.tokenizer.bos_token_id
+        keep = 1 if count and bos is not None and sequence.input_ids[0] == bos else 0
+        return Sequence(
+            sequence.input_ids[:keep] + sequence.input_ids[keep + count :],
+            sequence.completion_mask[:keep] + sequence.completion_mask[keep + count :],
+            sequence.char_ends[:keep] + sequence.char_ends[keep + count :],
+        )

@@ -11,13 +11,12 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from sft_research.data.collate import collate_examples
+from sft_research.files import atomic_write
 from sft_research.data.tokenize import TokenizedExample
 from sft_research.model.embedded import cache_dir
 from sft_research.model.loading import ModelConfig, load_model, resolve
@@ -103,17 +102,9 @@ def frozen_label_logprobs(
 def _write(path: Path, key: str, logps: list[torch.Tensor]) -> None:
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     shapes = torch.tensor([list(t.shape) for t in logps], dtype=torch.int64)
     values = torch.cat([t.reshape(-1) for t in logps])
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file({"values": values, "shapes": shapes}, temporary, metadata={"fingerprint": key})
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    atomic_write(path, lambda temporary: save_file({"values": values, "shapes": shapes}, str(temporary), metadata={"fingerprint": key}))
 
 
 def _read(path: Path, key: str, count: int) -> list[torch.Tensor] | None:

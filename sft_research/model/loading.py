@@ -19,12 +19,24 @@ class ModelLoadError(OSError):
 
 @dataclass
 class LoraConfig:
-    """LoRA adapters through ``peft``."""
+    """LoRA adapters through ``peft``.
+
+    Args:
+        r: the adapters' rank.
+        alpha: their scale numerator (the update is scaled by ``alpha / r``).
+        dropout: dropout on the adapters' input.
+        target_modules: the module names to adapt, or ``all-linear`` (every linear layer but the output head).
+        modules_to_save: modules trained in full beside the adapters (e.g. ``lm_head``, ``embed_tokens``).
+        merge: save the final model with the adapters merged into full weights (loadable by plain
+            ``transformers``) instead of the adapter alone.
+    """
 
     r: int = 8
     alpha: int = 16
     dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    target_modules: list[str] | Literal["all-linear"] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    modules_to_save: list[str] | None = None
+    merge: bool = False
 
 
 @dataclass
@@ -100,7 +112,8 @@ def load_model(config: ModelConfig):
             r=config.lora.r,
             lora_alpha=config.lora.alpha,
             lora_dropout=config.lora.dropout,
-            target_modules=list(config.lora.target_modules),
+            target_modules=config.lora.target_modules if isinstance(config.lora.target_modules, str) else list(config.lora.target_modules),
+            modules_to_save=config.lora.modules_to_save,
             task_type="CAUSAL_LM",
         )
         model = peft.get_peft_model(model, lora)

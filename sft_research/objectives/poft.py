@@ -45,7 +45,8 @@ class PoFT(Objective):
 
     Args:
         baselines: the frozen baseline models (hub ids or folders), each scored with its own tokenizer and chat template
-            on the response tokens. Empty: the model being fine-tuned, frozen at its start.
+            on the response tokens; at least one of them must not be the model being fine-tuned (against its own start
+            alone, PoFT's weight is 0.5 for every example, then falls fastest on the examples the model fits best).
         beta: scale of the reward difference (paper and code: 1).
         gamma: margin (paper and code: 0).
     """
@@ -53,8 +54,10 @@ class PoFT(Objective):
     needs_baseline_scores = True
     spread_diagnostics = ("poft/effective_weight",)
 
-    def __init__(self, baselines: list[str] | None = None, beta: float = 1.0, gamma: float = 0.0):
-        self.baselines = list(baselines or [])
+    def __init__(self, baselines: list[str], beta: float = 1.0, gamma: float = 0.0):
+        if not baselines:
+            raise ValueError("PoFT needs at least one baseline model that is not the model being fine-tuned (see papers/poft.md)")
+        self.baselines = list(baselines)
         self.beta, self.gamma = beta, gamma
 
     def __call__(self, inputs: ObjectiveInputs) -> ObjectiveOutput:

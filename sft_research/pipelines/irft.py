@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import copy
 import json
-import os
+import random
 from dataclasses import asdict
 from pathlib import Path
+from typing import Literal
+
 import torch
 
 from sft_research.data.collate import collate_prompts
 from sft_research.data.errors import DataError
 from sft_research.data.records import Conversation, parse_record
-from sft_research.evaluation.task_accuracy import GenerationConfig, generate
+from sft_research.files import atomic_write_text
+from sft_research.model.generation import GenerationConfig, generate_with_status
 from sft_research.model.loading import ModelConfig, load_model
 from sft_research.objectives.irft import IRFT
 from sft_research.pipelines.stages import FitConfig, Stage, is_done, parse_fit, run_fit
@@ -34,6 +37,9 @@ class IRFTStage(Stage):
         split_prompts: give each round its own 1/T of the prompts (the official stage-wise run); otherwise every
             round uses them all.
         generation_batch_size: prompts per generation batch.
+        unfinished: what to do with a generation that reached ``max_new_tokens`` without an end of turn: ``keep`` it
+            as an unfinished answer (no end-of-turn token, so none is trained on), or ``drop`` its pair. Either way
+            ``generation.json`` lists them.
     """
 
     def __init__(
@@ -44,9 +50,11 @@ class IRFTStage(Stage):
         generation: GenerationConfig = GenerationConfig(max_new_tokens=64, do_sample=True),
         split_prompts: bool = True,
         generation_batch_size: int = 32,
+        unfinished: Literal["keep", "drop"] = "keep",
         start_from: str | None = None,
     ):
         super().__init__(name, start_from)
+        self.unfinished = unfinished
         if rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {rounds}")
         self.fit, self.rounds, self.generation = fit, rounds, generation
@@ -63,7 +71,7 @@ class IRFTStage(Stage):
     def final_model(self, stage_dir: Path) -> Path:
         return stage_dir / f"round_{self.rounds - 1}" / "hf_model"
 
-    def run(self, stage_dir: Path, start_model: str | None) -> None:
+    def run(self, stage_dir: Path, start_model: str | None, earlier: dict[str, Path]) -> None:
         model = start_model
         for t in range(self.rounds):
             round_dir = stage_dir / f"round_{t}"
@@ -76,47 +84,70 @@ class IRFTStage(Stage):
                 if data.get("val") is None:
                     data["val"] = data.get("train")  # keep evaluating on the demonstrations' task
                 data["train"] = {"class_path": "sft_research.data.FileDataset", "init_args": {"path": str(pairs)}}
+                lora = config.get("model", {}).get("pretrained", {}).get("lora")
+                if lora is not None:
+                    lora["merge"] = True  # the next round starts from full weights, as the official run merges
                 run_fit(config, round_dir, model)
             model = str(round_dir / "hf_model")
 
     def write_pairs(self, round_dir: Path, model: str | None, t: int) -> Path:
-        """Generates with the round-start model and writes (prompt, chosen = demonstration, rejected = generation)."""
+        """Generates with the round-start model and writes (prompt, chosen = demonstration, rejected = generation).
+
+        The prompts are rendered exactly as for training (the data's prompt format and chat template); the official
+        code instead prompts with ``### Instruction: ...\n\n### Response: ``, a format its chat model never trained on.
+        """
         cli = run_fit(copy.deepcopy(self.fit), round_dir, model, run=False)
         data = cli.datamodule
         data.setup("fit")
-        examples = data.train_examples
+        seed = self.fit.get("seed_everything", 0)
+        seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
+        examples = list(data.train_examples)
+        # The official run shuffles the prompts (seeded) before splitting them into rounds.
+        random.Random(seed).shuffle(examples)
         if self.split_prompts:
             examples = examples[t * len(examples) // self.rounds : (t + 1) * len(examples) // self.rounds]
         demos = [self.demonstration(example.raw) for example in examples]
-        policy = load_model(ModelConfig(cli.model.pretrained.name_or_path, dtype=cli.model.pretrained.dtype)).eval()
-        seed = self.fit.get("seed_everything", 0)
-        torch.manual_seed((seed if isinstance(seed, int) and not isinstance(seed, bool) else 0) + t)
+        device = cli.trainer.strategy.root_device
+        policy = load_model(ModelConfig(cli.model.pretrained.name_or_path, dtype=cli.model.pretrained.dtype)).to(device).eval()
+        torch.manual_seed(seed + t)
         generations: list[str] = []
+        finished: list[bool] = []
         for first in range(0, len(demos), self.generation_batch_size):
             chunk = demos[first : first + self.generation_batch_size]
             batch = collate_prompts([(i, data.renderer.prompt_ids(prompt)) for i, (prompt, _) in enumerate(chunk)], data.tokenizer.pad_token_id)
-            generations += generate(policy, data.tokenizer, batch["prompt_ids"], batch["prompt_attention_mask"], self.generation)
-        rows = [{"prompt": p, "chosen": demo, "rejected": gen.strip()} for (p, demo), gen in zip(demos, generations)]
-        empty = [i for i, row in enumerate(rows) if not row["rejected"]]
-        # An empty generation would be an empty rejected response: there is nothing to contrast, so it is left out.
-        kept = [row for row in rows if row["rejected"]]
+            texts, ended = generate_with_status(policy, data.tokenizer, batch["prompt_ids"], batch["prompt_attention_mask"], self.generation)
+            generations += texts
+            finished += ended
+        del policy
+        # A generation cut at max_new_tokens is not an answer the model finished: it is kept without an end of turn
+        # (``unfinished: keep``), so that the loss never treats the cut as the place to stop, or left out (``drop``).
+        # An empty one leaves nothing to contrast and is left out.
+        rows = [
+            {"prompt": p, "chosen": demo, "rejected": gen if not ended else gen.strip(), "rejected_finished": ended}
+            for (p, demo), gen, ended in zip(demos, generations, finished)
+        ]
+        unfinished = [i for i, ended in enumerate(finished) if not ended]
+        empty = [i for i, row in enumerate(rows) if not row["rejected"].strip()]
+        dropped = set(empty) | (set(unfinished) if self.unfinished == "drop" else set())
+        kept = [row for i, row in enumerate(rows) if i not in dropped]
         if not kept:
-            raise ValueError(f"IRFT round {t}: every generation was empty")
+            raise ValueError(f"IRFT round {t}: no usable generation ({len(empty)} empty, {len(unfinished)} unfinished)")
         pairs = round_dir / "pairs.jsonl"
-        temporary = pairs.with_suffix(".jsonl.tmp")
-        temporary.write_text("".join(json.dumps(row) + "\n" for row in kept))
-        os.replace(temporary, pairs)
+        atomic_write_text(pairs, "".join(json.dumps(row) + "\n" for row in kept))
         report = {
             "round": t,
             "start_model": cli.model.pretrained.name_or_path,
+            "device": str(device),
             "generation": asdict(self.generation),
             "prompts": len(rows),
             "pairs": len(kept),
+            "unfinished_generations": unfinished,
+            "unfinished": self.unfinished,
             "left_out_empty_generations": empty,
             "generation_equal_to_demonstration": sum(row["chosen"].strip() == row["rejected"] for row in kept),
         }
-        (round_dir / "generation.json").write_text(json.dumps(report, indent=1))
-        print(f"IRFT round {t}: {json.dumps(report)}")
+        atomic_write_text(round_dir / "generation.json", json.dumps(report, indent=1))
+        print(f"IRFT round {t}: {json.dumps({k: v if not isinstance(v, list) else len(v) for k, v in report.items()})}")
         return pairs
 
     @staticmethod

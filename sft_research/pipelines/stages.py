@@ -76,8 +76,13 @@ class Stage(ABC):
     def check(self) -> None:
         """Parses the stage's config, so that a mistake in a late stage fails before the first one runs."""
 
+    def frozen_from(self) -> list[str]:
+        """Earlier stages whose final models this stage reads as frozen models (besides ``start_from``)."""
+        return []
+
     @abstractmethod
-    def run(self, stage_dir: Path, start_model: str | None) -> None: ...
+    def run(self, stage_dir: Path, start_model: str | None, earlier: dict[str, Path]) -> None:
+        """Runs the stage; ``earlier`` maps each earlier stage to its final model."""
 
     @abstractmethod
     def final_model(self, stage_dir: Path) -> Path: ...
@@ -88,17 +93,32 @@ class FitStage(Stage):
 
     Args:
         fit: the run's config, as in a ``sft-research fit --config`` YAML.
+        baselines_from: earlier stages whose final models are the objective's frozen baseline models (PoFT's),
+            after any the config lists itself.
     """
 
-    def __init__(self, name: str, fit: FitConfig, start_from: str | None = None):
+    def __init__(self, name: str, fit: FitConfig, start_from: str | None = None, baselines_from: list[str] | None = None):
         super().__init__(name, start_from)
-        self.fit = fit
+        self.fit, self.baselines_from = fit, list(baselines_from or [])
+
+    def frozen_from(self) -> list[str]:
+        return self.baselines_from
+
+    def config(self, earlier: dict[str, Path]) -> dict[str, Any]:
+        config = copy.deepcopy(self.fit)
+        if self.baselines_from:
+            objective = config.setdefault("model", {}).setdefault("objective", {})
+            if isinstance(objective, str):
+                objective = config["model"]["objective"] = {"class_path": objective}
+            init = objective.setdefault("init_args", {})
+            init["baselines"] = list(init.get("baselines") or []) + [str(earlier.get(name, f"<stage {name}>")) for name in self.baselines_from]
+        return config
 
     def check(self) -> None:
-        parse_fit(self.fit)
+        parse_fit(self.config({}))
 
-    def run(self, stage_dir: Path, start_model: str | None) -> None:
-        run_fit(copy.deepcopy(self.fit), stage_dir, start_model)
+    def run(self, stage_dir: Path, start_model: str | None, earlier: dict[str, Path]) -> None:
+        run_fit(self.config(earlier), stage_dir, start_model)
 
     def final_model(self, stage_dir: Path) -> Path:
         return stage_dir / "hf_model"
@@ -117,8 +137,9 @@ class Pipeline:
         if len(set(names)) != len(names):
             raise ValueError(f"stage names must be unique, got {names}")
         for index, stage in enumerate(stages):
-            if stage.start_from is not None and stage.start_from not in names[:index]:
-                raise ValueError(f"stage {stage.name!r} starts from {stage.start_from!r}, which is not an earlier stage")
+            for earlier in ([stage.start_from] if stage.start_from is not None else []) + stage.frozen_from():
+                if earlier not in names[:index]:
+                    raise ValueError(f"stage {stage.name!r} reads the model of {earlier!r}, which is not an earlier stage")
         self.output_dir, self.stages = Path(output_dir), stages
 
     def run(self) -> dict[str, Path]:
@@ -132,6 +153,6 @@ class Pipeline:
                 print(f"stage {stage.name}: done already ({stage.final_model(stage_dir)}), skipped")
             else:
                 print(f"stage {stage.name}: running in {stage_dir}")
-                stage.run(stage_dir, start)
+                stage.run(stage_dir, start, dict(finals))
             finals[stage.name] = stage.final_model(stage_dir)
         return finals

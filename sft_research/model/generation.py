@@ -1,0 +1,49 @@
+"""Batched generation from left-padded prompts, for evaluation and for building training data (IRFT's samples)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class GenerationConfig:
+    """Decoding settings (greedy unless ``do_sample``).
+
+    Args:
+        max_new_tokens: longest generated answer.
+        do_sample: sample instead of taking the most likely token.
+        temperature: sampling temperature.
+        top_p: nucleus-sampling mass.
+    """
+
+    max_new_tokens: int = 16
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
+@torch.no_grad()
+def generate_with_status(model, tokenizer, prompt_ids: torch.Tensor, attention_mask: torch.Tensor, config: GenerationConfig) -> tuple[list[str], list[bool]]:
+    """Continuations of left-padded prompts, decoded without special tokens, on the model's device; and whether each
+    ended with the end-of-sequence token (False: it stopped at ``max_new_tokens``, an unfinished answer)."""
+    sampling = {"temperature": config.temperature, "top_p": config.top_p} if config.do_sample else {}
+    device = next(model.parameters()).device
+    output = model.generate(
+        input_ids=prompt_ids.to(device),
+        attention_mask=attention_mask.to(device),
+        max_new_tokens=config.max_new_tokens,
+        do_sample=config.do_sample,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **sampling,
+    )
+    new_tokens = output[:, prompt_ids.shape[1] :]
+    finished = (new_tokens == tokenizer.eos_token_id).any(-1).tolist()
+    return tokenizer.batch_decode(new_tokens, skip_special_tokens=True), finished
+
+
+def generate(model, tokenizer, prompt_ids: torch.Tensor, attention_mask: torch.Tensor, config: GenerationConfig) -> list[str]:
+    """The continuations of :func:`generate_with_status`, for scoring by a verifier."""
+    return generate_with_status(model, tokenizer, prompt_ids, attention_mask, config)[0]
