@@ -1,4 +1,5 @@
-"""The ``sft-research`` command: LightningCLI over :class:`FineTuningModule` and :class:`SFTDataModule`."""
+"""The ``sft-research`` command: dispatches to a fit (``fit``/``validate``/``test``, :mod:`sft_research.fit`), a
+pipeline, or a benchmark suite."""
 
 from __future__ import annotations
 
@@ -7,25 +8,15 @@ import os
 import sys
 from pathlib import Path
 
-from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import CSVLogger
-from jsonargparse import lazy_instance
-
-from sft_research.data.datamodule import SFTDataModule
 from sft_research.data.errors import DataError
-from sft_research.model.embedded import MissingAssetError
-from sft_research.model.loading import ModelLoadError
-from sft_research.module import FineTuningModule, NonFiniteError
+from sft_research.fit import FitCLI, cli_arguments
+from sft_research.checkpoints.embedded import MissingAssetError
+from sft_research.checkpoints.names import ModelLoadError
+from sft_research.module import NonFiniteError
 from sft_research.preflight import PreflightError
 
 # The project's own errors carry a complete message for the user; anything else is a bug and keeps its traceback.
 USER_ERRORS = (DataError, ModelLoadError, MissingAssetError, PreflightError, NonFiniteError)
-
-
-class SFTResearchCLI(LightningCLI):
-    def add_arguments_to_parser(self, parser) -> None:
-        # The data must be tokenized by the model's own tokenizer.
-        parser.link_arguments("model.pretrained.name_or_path", "data.tokenizer")
 
 
 def build_pipeline(args: list[str]):
@@ -68,31 +59,19 @@ def bench_main(args: list[str]) -> list[dict]:
     return run_suite(init.suite, init.output_dir, json.loads(suite_config)["suite"], reference_arm=init.suite.reference_arm)
 
 
-def main(args: list[str] | None = None, run: bool = True):
-    """The ``sft-research`` command: LightningCLI's ``fit``/``validate``/``test``, plus ``pipeline`` and ``bench``."""
+def main(args: list[str] | None = None):
+    """The ``sft-research`` command: LightningCLI's ``fit``/``validate``/``test``, plus ``pipeline``, ``bench`` and
+    ``data`` (the data report and the first examples with their trained tokens marked)."""
     argv = sys.argv[1:] if args is None else args
     if argv and argv[0] == "pipeline":
         return pipeline_main(argv[1:])
     if argv and argv[0] == "bench":
         return bench_main(argv[1:])
-    return SFTResearchCLI(**cli_arguments(argv, run))
+    if argv and argv[0] == "data":
+        from sft_research.inspect_data import data_main
 
-
-def cli_arguments(args, run: bool) -> dict:
-    """The LightningCLI settings of ``sft-research``, shared by every way of running or checking a config."""
-    return dict(
-        model_class=FineTuningModule,
-        datamodule_class=SFTDataModule,
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={
-            "num_sanity_val_steps": 0,
-            "deterministic": True,
-            "logger": lazy_instance(CSVLogger, save_dir="runs", name="sft"),
-        },
-        args=args,
-        run=run,
-    )
+        return data_main(argv[1:])
+    return FitCLI(**cli_arguments(args, run=True))
 
 
 def console() -> None:

@@ -23,12 +23,12 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics import MeanMetric
 
-from sft_research.evaluation.task_accuracy import GenerationConfig, TaskAccuracy, generate
-from sft_research.data.errors import DataError
-from sft_research.data.records import Conversation, parse_record
-from sft_research.data.tokenize import Sequence, TokenizedExample, Tokenizer
-from sft_research.model.frozen import frozen_label_logprobs, mean_completion_logprob
-from sft_research.model.loading import ModelConfig, load_model, load_tokenizer
+from sft_research.evaluation.task_accuracy import TaskAccuracy
+from sft_research.model.generation import GenerationConfig, generate
+from sft_research.frozen.cache import frozen_label_logprobs
+from sft_research.frozen.inputs import FrozenContext, ReferenceLogprobs
+from sft_research.model.loading import ModelConfig, load_model
+from sft_research.checkpoints.names import load_tokenizer
 from sft_research.model.logprobs import sequence_logprobs
 from sft_research.model.packing import packed_sequence_logprobs
 from sft_research.objectives.base import Objective, ObjectiveInputs
@@ -99,9 +99,11 @@ class FineTuningModule(L.LightningModule):
         self.frozen_logprobs = frozen_logprobs
         self.frozen_batch_size = frozen_batch_size
         self.on_nonfinite = on_nonfinite
-        check_baselines(objective, pretrained.name_or_path)
+        for frozen in objective.frozen_inputs:
+            frozen.check(pretrained.name_or_path)
         self.packing, self.logprob_chunk_size, self.compile_model = packing, logprob_chunk_size, compile
         self.skipped_batches = 0
+        self.val_uses_objective = False
         self.on_the_fly_reference: tuple = ()  # a tuple hides the frozen model from the optimizer and checkpoints
         self.model = None
         self.tokenizer = None
@@ -122,31 +124,38 @@ class FineTuningModule(L.LightningModule):
         data_tokenizer = getattr(self.trainer.datamodule, "tokenizer", None)
         if data_tokenizer is not None:
             self.tokenizer = data_tokenizer
+        data = self.trainer.datamodule
+        device = self.trainer.strategy.root_device
         if stage == "fit":
-            self.prepare_frozen_inputs(self.trainer.datamodule, self.trainer.strategy.root_device)
+            self.prepare_frozen_inputs(data, data.train_examples, device)
+        if data is not None and data.val_examples and data.eval_task is None:
+            # Held-out records of the kind the objective trains on are scored with its own loss (which may need frozen
+            # inputs too); others (demonstrations held out for IRFT) with the NLL of their first completion.
+            self.val_uses_objective = len(data.val_examples[0].sequences) == self.objective.sequences_per_example
+            if self.val_uses_objective:
+                self.prepare_frozen_inputs(data, data.val_examples, device)
+            kind = f"{type(self.objective).__name__}'s own loss" if self.val_uses_objective else "the completion's NLL"
+            rank_zero_info(f"val/loss: {kind} on the held-out records")
 
-    def prepare_frozen_inputs(self, data, device: torch.device) -> None:
-        """Attaches what the objective needs from frozen models to every training example."""
-        examples, pad = data.train_examples, data.tokenizer.pad_token_id
-        if self.objective.needs_reference and self.frozen_logprobs == "cached":
-            ref_logps = self.shared_frozen_logprobs(self.reference, examples, pad, device)
-            for example, logps in zip(examples, ref_logps):
-                example.ref_logps = logps
-        if self.objective.needs_reference and self.frozen_logprobs == "on_the_fly" and not self.on_the_fly_reference:
-            self.on_the_fly_reference = (load_model(self.reference).to(device).eval().requires_grad_(False),)
-        if self.objective.needs_baseline_scores:
-            scores = torch.zeros(len(examples), dtype=torch.float64)
-            for baseline in self.objective.baselines:
-                rendered = baseline_examples(baseline, examples, data.renderer)
-                config = ModelConfig(baseline, dtype=self.pretrained.dtype)
-                logps = self.shared_frozen_logprobs(config, rendered, load_tokenizer(baseline).pad_token_id, device)
-                scores += torch.tensor([mean_completion_logprob(lp, ex) for lp, ex in zip(logps, rendered)], dtype=torch.float64)
-            for example, score in zip(examples, (scores / len(self.objective.baselines)).tolist()):
-                example.baseline_score = score
+    def prepare_frozen_inputs(self, data, examples: list, device: torch.device) -> None:
+        """Attaches what the objective declared it needs from frozen models to every example."""
+        label_logprobs = partial(self.shared_frozen_logprobs, device=device)
+        context = FrozenContext(self.pretrained, self.reference, data.renderer, label_logprobs)
+        for frozen in self.objective.frozen_inputs:
+            if isinstance(frozen, ReferenceLogprobs) and self.frozen_logprobs == "on_the_fly":
+                if not self.on_the_fly_reference:
+                    self.on_the_fly_reference = (load_model(self.reference).to(device).eval().requires_grad_(False),)
+                continue
+            if all(frozen.name in example.frozen for example in examples):
+                continue
+            for example, value in zip(examples, frozen.compute(examples, context)):
+                example.frozen[frozen.name] = value
 
     def shared_frozen_logprobs(self, config: ModelConfig, examples, pad_token_id: int, device) -> list[torch.Tensor]:
         """Frozen-model log-probs, computed once by the first process and read from the on-disk cache by the rest."""
-        compute = partial(frozen_label_logprobs, config, examples, pad_token_id, self.frozen_batch_size, device)
+        compute = partial(
+            frozen_label_logprobs, config, examples, pad_token_id, self.frozen_batch_size, device, chunk_size=self.logprob_chunk_size
+        )
         if self.trainer.world_size == 1:
             return compute()
         if self.trainer.is_global_zero:
@@ -166,7 +175,7 @@ class FineTuningModule(L.LightningModule):
         used = int(attention_mask.sum(-1).max())
         ids, mask = input_ids[..., :used].reshape(b * s, used), attention_mask[..., :used].reshape(b * s, used)
         if self.packing:
-            logps = packed_sequence_logprobs(model or self.model, ids, mask, self.logprob_chunk_size or 1024)
+            logps = packed_sequence_logprobs(model or self.model, ids, mask, self.logprob_chunk_size)
         else:
             logps = sequence_logprobs(model or self.model, ids, mask, self.logprob_chunk_size)
         return torch.nn.functional.pad(logps.reshape(b, s, used - 1), (0, length - used))
@@ -178,22 +187,20 @@ class FineTuningModule(L.LightningModule):
                 f"{type(self.objective).__name__} trains on {kinds[self.objective.sequences_per_example]}, "
                 f"but the data holds {kinds.get(batch['input_ids'].shape[1], 'other records')}"
             )
-        ref_logps = batch.get("ref_logps")
+        frozen = {key.removeprefix("frozen/"): value for key, value in batch.items() if key.startswith("frozen/")}
         if self.on_the_fly_reference:
             with torch.no_grad():
-                ref_logps = self.policy_logprobs(batch, model=self.on_the_fly_reference[0])
-        if self.objective.needs_reference and ref_logps is None:
-            raise ValueError(f"{type(self.objective).__name__} needs reference log-probs, but the batch has none")
-        if self.objective.needs_baseline_scores and "baseline_score" not in batch:
-            raise ValueError(f"{type(self.objective).__name__} needs baseline scores, but the batch has none")
+                frozen["ref_logps"] = self.policy_logprobs(batch, model=self.on_the_fly_reference[0])
+        missing = [f.name for f in self.objective.frozen_inputs if f.name not in frozen]
+        if missing:
+            raise ValueError(f"{type(self.objective).__name__} needs the frozen inputs {missing}, but the batch has none")
         return ObjectiveInputs(
             logps=self.policy_logprobs(batch),
             mask=batch["loss_mask"],
             quality=batch["quality"],
             num_tokens=num_tokens,
             num_examples=num_examples,
-            ref_logps=ref_logps,
-            baseline_score=batch.get("baseline_score"),
+            frozen=frozen,
         )
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -267,7 +274,13 @@ class FineTuningModule(L.LightningModule):
             set_rng_states(checkpoint["rng_states"])
 
     def on_fit_start(self) -> None:
-        """Fails before the first step when a checkpoint could not be written."""
+        """Says what trains, and fails before the first step when a checkpoint could not be written."""
+        total = sum(p.numel() for p in self.model.parameters())
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        rank_zero_info(
+            f"model: {self.pretrained.name_or_path}, {total / 1e6:.1f}M parameters ({trainable / 1e6:.1f}M trained), "
+            f"objective: {type(self.objective).__name__}; final model: {self.hf_checkpoint_dir()}"
+        )
         size = parameter_bytes(self.model)
         check_output_dir(self.hf_checkpoint_dir().parent, size, "model output")
         callback = self.trainer.checkpoint_callback
@@ -300,6 +313,13 @@ class FineTuningModule(L.LightningModule):
             scores = torch.tensor([task.score(int(i), text) for i, text in zip(batch["index"], texts)])
             accuracy.update(scores)
             self.log(f"{stage}/task_accuracy", accuracy, prog_bar=True, batch_size=len(texts))
+        elif self.val_uses_objective:
+            size = batch["input_ids"].shape[0]
+            output = self.objective(self.objective_inputs(batch, batch["loss_mask"].sum(), float(size)))
+            loss.update(output.loss, weight=size)
+            self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size)
+            for name, value in output.diagnostics.items():
+                self.log(f"{stage}/{name}", value.float().mean(), batch_size=size, sync_dist=True)
         else:
             mask = batch["loss_mask"][:, 0]
             nll = sft_loss(self.policy_logprobs(batch)[:, 0], mask)
@@ -338,51 +358,6 @@ class FineTuningModule(L.LightningModule):
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
-
-
-def same_model(a: str, b: str) -> bool:
-    paths = [Path(name).expanduser() for name in (a, b)]
-    if all(path.exists() for path in paths):
-        return paths[0].resolve() == paths[1].resolve()
-    return a == b
-
-
-def check_baselines(objective: Objective, policy_start: str) -> None:
-    """At least one baseline is a frozen model other than the policy's start: against itself alone, PoFT's weight is
-    0.5 for every example at the first step whatever its quality, and then falls fastest on the examples the model
-    fits best, the opposite of the paper's soft data filter."""
-    if not objective.needs_baseline_scores:
-        return
-    if not any(not same_model(baseline, policy_start) for baseline in objective.baselines):
-        raise ValueError(
-            f"{type(objective).__name__} needs at least one baseline model that is not the model being trained at its "
-            f"start ({policy_start}); got {list(objective.baselines)}. Use baselines that know the task better than the "
-            "start model, e.g. a model fine-tuned on clean demonstrations by an earlier pipeline stage (see papers/poft.md)"
-        )
-
-
-def baseline_examples(baseline: str, examples: list, target: Tokenizer) -> list[TokenizedExample]:
-    """The training examples as a baseline model reads them: its own tokenizer and chat template (plain text where it
-    has none), whatever the target's prompt format, and the same part of each response that the target trains on."""
-    tokenizer = load_tokenizer(baseline)
-    renderer = Tokenizer(tokenizer, "chat" if tokenizer.chat_template else "plain", max_length=2**31 - 1)
-    rendered = []
-    for example in examples:
-        record = parse_record(example.raw)
-        if not isinstance(record, Conversation):
-            raise DataError(example.raw.source, "baseline scores are for SFT records, got a preference pair", example.raw.row)
-        kept = example.sequences[0].kept_characters
-        try:
-            if kept is None:
-                sequence = renderer.render(record.messages)
-            else:
-                sequence = renderer.render(target.kept_messages(record.messages, kept), finished=False)
-        except ValueError as error:
-            raise DataError(example.raw.source, f"baseline {baseline}: {error}", example.raw.row) from error
-        if not any(sequence.completion_mask):
-            raise DataError(example.raw.source, f"baseline {baseline}: no response token left to score", example.raw.row)
-        rendered.append(TokenizedExample(example.example_id, [Sequence(sequence.input_ids, sequence.completion_mask)], example.quality, example.raw))
-    return rendered
 
 
 def rng_states() -> dict:

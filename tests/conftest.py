@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from sft_research.model.tiny import build_tiny_checkpoint
+from sft_research.checkpoints.tiny import build_tiny_checkpoint
 
 
 @pytest.fixture(scope="session")
@@ -14,7 +14,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_model_dir):
-    from sft_research.model.loading import load_tokenizer
+    from sft_research.checkpoints.names import load_tokenizer
 
     return load_tokenizer(str(tiny_model_dir))
 
@@ -22,3 +22,14 @@ def tiny_tokenizer(tiny_model_dir):
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
+
+
+# Small SFT and preference data sets shared by the tests: sums, with a quality score on the SFT records.
+SFT_ROWS = [{"prompt": f"{a} + {b} =", "completion": str(a + b), "quality": float(a % 3) / 2} for a, b in zip(range(1, 13), range(20, 8, -1))]
+PAIR_ROWS = [{"prompt": f"{a} + {b} =", "chosen": str(a + b), "rejected": str(a + b + 3)} for a, b in zip(range(1, 13), range(20, 8, -1))]
+
+# Sums with a spread of quality scores (0 to 2), for micro-batching and gradient tests.
+ROWS = [
+    {"prompt": f"{a} + {b} =", "completion": str(a + b), "quality": q}
+    for a, b, q in [(1, 2, 1.0), (13, 4, 0.5), (7, 70, 1.0), (5, 5, 0.0), (12, 19, 2.0), (3, 30, 1.0), (9, 8, 1.0), (100, 1, 0.25)]
+]

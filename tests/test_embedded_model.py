@@ -4,8 +4,8 @@ import pathlib
 
 import pytest
 
-from sft_research.model import embedded
-from sft_research.model.embedded import (
+from sft_research.checkpoints import embedded
+from sft_research.checkpoints.embedded import (
     DEFAULT_MODEL,
     MissingAssetError,
     cache_dir,

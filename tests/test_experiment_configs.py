@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from sft_research.cli import build_pipeline
-from sft_research.pipelines.stages import parse_fit
+from sft_research.fit import parse_fit
 
 EXPERIMENTS = sorted(Path(__file__).parents[1].glob("experiments/**/*.yaml"))
 

@@ -3,7 +3,8 @@ import sys
 import pytest
 import torch
 
-from sft_research.model.loading import LoraConfig, ModelConfig, ModelLoadError, load_model, load_tokenizer
+from sft_research.model.loading import LoraConfig, ModelConfig, load_model
+from sft_research.checkpoints.names import ModelLoadError, load_tokenizer
 
 
 def test_local_folder_loads_with_dtype(tiny_model_dir):

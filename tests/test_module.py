@@ -13,12 +13,7 @@ from sft_research.model.logprobs import sequence_logprobs
 from sft_research.module import FineTuningModule
 from sft_research.objectives import SFT
 from sft_research.optim import OptimizerConfig
-from tests.conftest import write_jsonl
-
-ROWS = [
-    {"prompt": f"{a} + {b} =", "completion": str(a + b), "quality": q}
-    for a, b, q in [(1, 2, 1.0), (13, 4, 0.5), (7, 70, 1.0), (5, 5, 0.0), (12, 19, 2.0), (3, 30, 1.0), (9, 8, 1.0), (100, 1, 0.25)]
-]
+from tests.conftest import ROWS, write_jsonl
 
 
 class GradientCapture(Callback):

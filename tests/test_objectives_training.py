@@ -7,15 +7,13 @@ import torch
 
 from sft_research.cli import main
 from sft_research.data import FileDataset, SFTDataModule
-from sft_research.model import frozen
-from sft_research.model.frozen import frozen_label_logprobs
+from sft_research.frozen import cache as frozen
+from sft_research.frozen.cache import frozen_label_logprobs
 from sft_research.model.loading import ModelConfig, load_model
 from sft_research.model.logprobs import sequence_logprobs
-from sft_research.model.tiny import build_tiny_checkpoint
-from tests.conftest import write_jsonl
+from sft_research.checkpoints.tiny import build_tiny_checkpoint
+from tests.conftest import PAIR_ROWS, SFT_ROWS, write_jsonl
 
-SFT_ROWS = [{"prompt": f"{a} + {b} =", "completion": str(a + b), "quality": float(a % 3) / 2} for a, b in zip(range(1, 13), range(20, 8, -1))]
-PAIR_ROWS = [{"prompt": f"{a} + {b} =", "chosen": str(a + b), "rejected": str(a + b + 3)} for a, b in zip(range(1, 13), range(20, 8, -1))]
 
 
 @pytest.fixture(autouse=True)
@@ -148,7 +146,7 @@ def test_poft_baselines_use_their_own_tokenizer(tiny_model_dir, tmp_path):
         scores.append(row)
     assert any(len(a.sequences[0].input_ids) != len(b.sequences[0].input_ids) for a, b in zip(data.train_examples, examples))
     expected = [(a + b) / 2 for a, b in zip(*scores)]
-    assert [e.baseline_score for e in examples] == pytest.approx(expected, abs=1e-5)
+    assert [float(e.frozen["baseline_score"]) for e in examples] == pytest.approx(expected, abs=1e-5)
 
 
 def test_poft_refuses_the_policy_start_or_no_baseline(tiny_model_dir, tmp_path):
@@ -162,7 +160,7 @@ def test_poft_refuses_the_policy_start_or_no_baseline(tiny_model_dir, tmp_path):
 
 
 def test_baselines_score_the_part_of_a_cut_response_that_the_target_trains_on(tiny_model_dir, tmp_path):
-    from sft_research.module import baseline_examples
+    from sft_research.frozen.inputs import baseline_examples
 
     rows = [{"prompt": "1 + 1 =", "completion": "the quick brown fox jumps over the lazy dog " * 3}, {"prompt": "2 + 2 =", "completion": "4"}]
     path = write_jsonl(tmp_path / "d.jsonl", rows)
@@ -178,3 +176,22 @@ def test_baselines_score_the_part_of_a_cut_response_that_the_target_trains_on(ti
         assert seen.sequences[0].input_ids == target.sequences[0].input_ids
         assert seen.sequences[0].completion_mask == target.sequences[0].completion_mask
     assert data.tokenizer.eos_token_id not in cut.sequences[0].input_ids[-3:]
+
+
+def test_held_out_preference_pairs_report_what_dpo_users_read(tiny_model_dir, tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", PAIR_ROWS[:8])
+    val = write_jsonl(tmp_path / "val.jsonl", PAIR_ROWS[8:])
+    cli, _ = fit(
+        tiny_model_dir, train, tmp_path, "sft_research.objectives.DPO",
+        "--data.val=sft_research.data.FileDataset", f"--data.val.path={val}", "--trainer.val_check_interval=1", steps=2,
+    )
+    with open(cli.trainer.logger.log_dir + "/metrics.csv") as file:
+        rows = [row for row in csv.DictReader(file) if row.get("val/loss")]
+    assert len(rows) == 2
+    first, last = ({k: float(v) for k, v in row.items() if k.startswith("val/") and v} for row in (rows[0], rows[-1]))
+    for name in ("val/loss", "val/rewards/accuracies", "val/rewards/margins", "val/rewards/chosen", "val/rewards/rejected"):
+        assert name in first, name
+    assert first["val/rewards/margins"] == pytest.approx(first["val/rewards/chosen"] - first["val/rewards/rejected"], abs=1e-5)
+    assert 0.0 <= last["val/rewards/accuracies"] <= 1.0
+    # One step from the reference, the held-out margins are still near 0, so the DPO loss is near log 2.
+    assert first["val/loss"] == pytest.approx(-torch.nn.functional.logsigmoid(torch.tensor(0.0)).item(), abs=0.05)

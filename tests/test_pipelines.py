@@ -7,8 +7,7 @@ import pytest
 import yaml
 
 from sft_research.cli import main
-from tests.conftest import write_jsonl
-from tests.test_objectives_training import PAIR_ROWS, SFT_ROWS
+from tests.conftest import PAIR_ROWS, SFT_ROWS, write_jsonl
 
 
 @pytest.fixture(autouse=True)

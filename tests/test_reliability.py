@@ -14,7 +14,7 @@ from sft_research.objectives import SFT
 from sft_research.optim import OptimizerConfig
 from sft_research.preflight import PreflightError
 from tests.conftest import write_jsonl
-from tests.test_module import ROWS
+from tests.conftest import ROWS
 
 
 def poisoned_data(tiny_model_dir, tmp_path, poisoned_id=5):

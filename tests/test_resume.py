@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_jsonl
-from tests.test_objectives_training import SFT_ROWS
+from tests.conftest import SFT_ROWS
 
 
 MEASURED = {"train/tokens_per_s", "train/peak_memory_gib"}

@@ -8,7 +8,8 @@ from sft_research.bench.probes import general_text_loglik, kl_from_base, verifie
 from sft_research.bench.stats import Estimate, differences, flips, mean_se
 from sft_research.data.reasoning_gym_task import ReasoningGymTask
 from sft_research.data.tokenize import Tokenizer
-from sft_research.model.loading import ModelConfig, load_model, load_tokenizer
+from sft_research.model.loading import ModelConfig, load_model
+from sft_research.checkpoints.names import load_tokenizer
 
 METRICS = ("task_score", "general_text_loglik_change", "skill_accuracy_change", "flip_rate", "kl_from_base")
 

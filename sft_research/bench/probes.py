@@ -14,7 +14,7 @@ import torch
 from sft_research.data.collate import collate_prompts
 from sft_research.data.task import VerifiableTask
 from sft_research.data.tokenize import Tokenizer
-from sft_research.evaluation.task_accuracy import GenerationConfig, generate
+from sft_research.model.generation import GenerationConfig, generate
 from sft_research.model.logprobs import label_logprobs
 
 NOVEL = "reasoning_gym:in_the_year_2889.txt"
@@ -104,7 +104,9 @@ def verifier_scores(model, tokenizer, renderer: Tokenizer, task: VerifiableTask,
 @torch.no_grad()
 def general_text_loglik(model, tokenizer, probe: GeneralTextProbe, batch_size: int) -> list[float]:
     """Mean log-likelihood per token of each chunk (plain text, no chat template)."""
-    ids = tokenizer(probe.text(), add_special_tokens=False)["input_ids"]
+    # The whole text is tokenized once and cut into chunks of chunk_tokens: it is never given to the model whole, so
+    # the tokenizer's warning about sequences longer than the model's maximum does not apply.
+    ids = tokenizer(probe.text(), add_special_tokens=False, verbose=False)["input_ids"]
     span = probe.chunk_tokens
     if len(ids) < probe.num_chunks * span:
         raise ValueError(f"{probe.source}: {len(ids)} tokens, too short for {probe.num_chunks} chunks of {span}")

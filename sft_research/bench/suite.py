@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 
 from sft_research.bench.probes import ForgettingProbes
-from sft_research.evaluation.task_accuracy import GenerationConfig
+from sft_research.model.generation import GenerationConfig
 from sft_research.pipelines import FitStage, IRFTStage, Stage
 from sft_research.pipelines.stages import FitConfig
 

@@ -2,7 +2,8 @@
 
 Training batches are ``[B, S, L]``: S sequences per example (1 for SFT records, 2 for preference records:
 chosen then rejected), so that splitting a batch into micro-batches along dim 0 keeps pairs together.
-``loss_mask[b, s, t]`` is true when position t's label (token t+1) is a completion token.
+``loss_mask[b, s, t]`` is true when position t's label (token t+1) is a completion token. Frozen-model inputs that
+the objective declared come as ``frozen/<name>``.
 """
 
 from __future__ import annotations
@@ -35,14 +36,19 @@ def collate_examples(examples: list[TokenizedExample], pad_token_id: int) -> dic
         "example_id": torch.tensor([example.example_id for example in examples]),
         "quality": torch.tensor([example.quality for example in examples], dtype=torch.float32),
     }
-    if examples[0].ref_logps is not None:
-        ref_logps = torch.zeros(len(examples), num_sequences, length - 1)
-        for b, example in enumerate(examples):
-            ref_logps[b, :, : example.ref_logps.shape[-1]] = example.ref_logps
-        batch["ref_logps"] = ref_logps
-    if examples[0].baseline_score is not None:
-        batch["baseline_score"] = torch.tensor([example.baseline_score for example in examples], dtype=torch.float32)
+    for name in examples[0].frozen:
+        batch[f"frozen/{name}"] = collate_frozen([example.frozen[name] for example in examples], length - 1)
     return batch
+
+
+def collate_frozen(values: list[torch.Tensor], label_positions: int) -> torch.Tensor:
+    """Scalars into ``[B]``; tensors whose dim 1 runs over label positions into ``[B, S, T, ...]``, zero-padded."""
+    if values[0].dim() == 0:
+        return torch.stack(values).float()
+    out = values[0].new_zeros(len(values), values[0].shape[0], label_positions, *values[0].shape[2:])
+    for b, value in enumerate(values):
+        out[b, :, : value.shape[1]] = value
+    return out
 
 
 def collate_prompts(prompts: list[tuple[int, list[int]]], pad_token_id: int) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ from sft_research.data.sampler import ResumableShuffleSampler
 from sft_research.data.sources import DataSource
 from sft_research.data.task import VerifiableTask
 from sft_research.data.tokenize import PromptFormat, TokenizedExample, Tokenizer, Truncation
-from sft_research.model.embedded import DEFAULT_MODEL
+from sft_research.checkpoints.embedded import DEFAULT_MODEL
 
 
 class SFTDataModule(L.LightningDataModule):
@@ -79,7 +79,7 @@ class SFTDataModule(L.LightningDataModule):
         return self.val_source if isinstance(self.val_source, VerifiableTask) else None
 
     def setup(self, stage: str) -> None:
-        from sft_research.model.loading import load_tokenizer
+        from sft_research.checkpoints.names import load_tokenizer
 
         if self.tokenizer is None:
             self.tokenizer = load_tokenizer(self.tokenizer_name)

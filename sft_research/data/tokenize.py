@@ -37,8 +37,7 @@ class TokenizedExample:
     sequences: list[Sequence]  # one for SFT records, [chosen, rejected] for preference records
     quality: float
     raw: RawRecord
-    ref_logps: torch.Tensor | None = None  # [S, L - 1] under the frozen reference
-    baseline_score: float | None = None
+    frozen: dict[str, torch.Tensor] = field(default_factory=dict)  # declared by the objective: see sft_research.frozen
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Evaluation of fine-tuned models."""
 
-from sft_research.evaluation.task_accuracy import GenerationConfig, TaskAccuracy, generate
+from sft_research.evaluation.task_accuracy import TaskAccuracy
 
-__all__ = ["GenerationConfig", "TaskAccuracy", "generate"]
+__all__ = ["TaskAccuracy"]

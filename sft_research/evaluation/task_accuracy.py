@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from sft_research.model.generation import GenerationConfig, generate  # noqa: F401  (where evaluation code finds them)
-
 
 class TaskAccuracy(Metric):
     """Fraction of held-out answers that the verifier scores as fully right (score 1).

@@ -1,5 +1,5 @@
-"""Models: loading pretrained causal LMs, and the label log-probs that objectives are built from."""
+"""Models: loading pretrained causal LMs (with LoRA), their label log-probs, and generation."""
 
-from sft_research.model.loading import LoraConfig, ModelConfig, ModelLoadError, load_model, load_tokenizer
+from sft_research.model.loading import LoraConfig, ModelConfig, load_model
 
-__all__ = ["LoraConfig", "ModelConfig", "ModelLoadError", "load_model", "load_tokenizer"]
+__all__ = ["LoraConfig", "ModelConfig", "load_model"]

@@ -1,20 +1,16 @@
-"""Loads a Hugging Face causal LM and its tokenizer by hub id, local path, or the embedded default model."""
+"""Loads a Hugging Face causal LM by hub id, local path, or embedded name, optionally with LoRA adapters."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import torch
 
-from sft_research.model.embedded import DEFAULT_MODEL, EMBEDDED_PREFIX, resolve_embedded
+from sft_research.checkpoints.embedded import DEFAULT_MODEL
+from sft_research.checkpoints.names import from_pretrained
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class ModelLoadError(OSError):
-    """A model or tokenizer could not be found or loaded."""
 
 
 @dataclass
@@ -58,45 +54,10 @@ class ModelConfig:
     attn_implementation: str = "sdpa"
 
 
-def resolve(name_or_path: str) -> str:
-    """A local folder for embedded and local models; hub ids are returned as they are."""
-    if name_or_path.startswith(EMBEDDED_PREFIX):
-        return str(resolve_embedded(name_or_path))
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(f"{name_or_path}: is not a Hugging Face checkpoint folder (no config.json)")
-        return str(path)
-    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
-        raise ModelLoadError(f"{name_or_path}: no such model folder")
-    return name_or_path
-
-
-def _from_pretrained(loader, name_or_path: str, **kwargs):
-    resolved = resolve(name_or_path)
-    try:
-        return loader.from_pretrained(resolved, **kwargs)
-    except OSError as error:
-        raise ModelLoadError(
-            f"{name_or_path}: could not be loaded as a local folder or a hub id ({error}). Without network access "
-            f"to the hub, download it elsewhere and pass its local folder, or use {DEFAULT_MODEL}."
-        ) from error
-
-
-def load_tokenizer(name_or_path: str):
-    from transformers import AutoTokenizer
-
-    tokenizer = _from_pretrained(AutoTokenizer, name_or_path)
-    if tokenizer.pad_token_id is None:
-        # Padding positions are masked out of attention and loss, so any existing token serves.
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
 def load_model(config: ModelConfig):
     from transformers import AutoModelForCausalLM
 
-    model = _from_pretrained(
+    model = from_pretrained(
         AutoModelForCausalLM,
         config.name_or_path,
         dtype=DTYPES[config.dtype],

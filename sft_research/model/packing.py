@@ -16,10 +16,11 @@ from sft_research.model.chunked_logprobs import chunked_label_logprobs
 from sft_research.model.logprobs import output_layer
 
 
-def packed_sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, chunk_size: int = 1024) -> torch.Tensor:
+def packed_sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, chunk_size: int | None = 1024) -> torch.Tensor:
     """``[N, L - 1]`` label log-probs of right-padded ``[N, L]`` sequences, computed on their packed real tokens.
 
     With FlexAttention the model's ``attn_implementation`` must be ``flex_attention``; any other is given a dense mask.
+    ``chunk_size`` as in :func:`~sft_research.model.logprobs.sequence_logprobs` (None: full logits).
     """
     lengths = attention_mask.sum(-1)
     real = attention_mask.bool()
@@ -43,7 +44,11 @@ def packed_sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: tor
     decoder, weight = head
     hidden = decoder(input_ids=packed_ids, attention_mask=mask, position_ids=positions, use_cache=False).last_hidden_state[0]
     # Position i predicts token i + 1; across a document boundary that is another example's first token: dropped below.
-    packed = chunked_label_logprobs(hidden[:-1], weight, packed_ids[0, 1:], chunk_size)
+    labels = packed_ids[0, 1:]
+    if chunk_size is None:
+        packed = (hidden[:-1] @ weight.T).float().log_softmax(-1).gather(-1, labels[:, None]).squeeze(-1)
+    else:
+        packed = chunked_label_logprobs(hidden[:-1], weight, labels, chunk_size)
     out = torch.zeros(input_ids.shape[0], input_ids.shape[1] - 1, dtype=packed.dtype, device=packed.device)
     label_positions = real[:, 1:] & real[:, :-1]
     source = (starts[:, None] + torch.arange(input_ids.shape[1] - 1, device=input_ids.device)[None])[label_positions]

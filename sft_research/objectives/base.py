@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sft_research.frozen.inputs import FrozenInput
+
 
 @dataclass
 class ObjectiveInputs:
@@ -25,9 +27,8 @@ class ObjectiveInputs:
             the number of data-parallel processes, which average their gradients), so that token-mean losses do not
             depend on how the batch is split.
         num_examples: examples in the whole optimizer batch, counted the same way.
-        ref_logps: ``[B, S, T]`` label-token log-probs under the frozen reference model, when needed.
-        baseline_score: ``[B]`` mean over the frozen baseline models of each one's length-normalised log-likelihood
-            of the response, when needed.
+        frozen: the frozen-model inputs the objective declared in ``frozen_inputs``, by name: ``[B]`` for scalars,
+            ``[B, S, T, ...]`` for per-position ones.
     """
 
     logps: torch.Tensor
@@ -35,8 +36,17 @@ class ObjectiveInputs:
     quality: torch.Tensor
     num_tokens: torch.Tensor
     num_examples: float
-    ref_logps: torch.Tensor | None = None
-    baseline_score: torch.Tensor | None = None
+    frozen: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def ref_logps(self) -> torch.Tensor:
+        """``[B, S, T]`` label-token log-probs under the frozen reference model (:class:`ReferenceLogprobs`)."""
+        return self.frozen["ref_logps"]
+
+    @property
+    def baseline_score(self) -> torch.Tensor:
+        """``[B]`` mean over the baseline models of each one's length-normalised log-likelihood of the response."""
+        return self.frozen["baseline_score"]
 
 
 @dataclass
@@ -54,11 +64,8 @@ class ObjectiveOutput:
 class Objective(ABC):
     """Base class of every training objective. Subclasses set the class attributes below and implement ``__call__``."""
 
-    needs_reference: bool = False
-    """Whether ``ObjectiveInputs.ref_logps`` must be filled (from the frozen reference model)."""
-    needs_baseline_scores: bool = False
-    """Whether ``ObjectiveInputs.baseline_score`` must be filled (from the models in ``self.baselines``)."""
-    baselines: tuple[str, ...] | list[str] = ()
+    frozen_inputs: tuple[FrozenInput, ...] = ()
+    """What the objective needs from frozen models (e.g. ``(ReferenceLogprobs(),)``), in ``ObjectiveInputs.frozen``."""
     sequences_per_example: int = 1
     """1 for SFT-style records, 2 for preference pairs (chosen, rejected)."""
     spread_diagnostics: tuple[str, ...] = ()

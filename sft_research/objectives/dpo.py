@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from sft_research.frozen.inputs import ReferenceLogprobs
 from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput
 
 DPOLossType = Literal["sigmoid", "hinge", "ipo"]
@@ -80,7 +81,7 @@ class DPO(Objective):
         label_smoothing: eps of conservative DPO (``sigmoid`` only).
     """
 
-    needs_reference = True
+    frozen_inputs = (ReferenceLogprobs(),)
     sequences_per_example = 2
 
     def __init__(self, beta: float = 0.1, loss_type: DPOLossType = "sigmoid", label_smoothing: float = 0.0):

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput
-from sft_research.objectives.dpo import dpo_loss, preference_diagnostics
+from sft_research.objectives.dpo import DPO, dpo_loss
 
 
 def irft_loss(
@@ -37,23 +36,13 @@ def irft_loss(
     )
 
 
-class IRFT(Objective):
-    """The IRFT round loss on (demonstration, generation) pairs; chosen is the demonstration.
+class IRFT(DPO):
+    """The IRFT round loss on (demonstration, generation) pairs; chosen is the demonstration, the reference the
+    round-start model. It is DPO's sigmoid loss on those pairs (:func:`irft_loss`), so it shares DPO's code.
 
     Args:
         beta: the KL strength of the implicit reward (official: 0.1).
     """
 
-    needs_reference = True
-    sequences_per_example = 2
-
     def __init__(self, beta: float = 0.1):
-        self.beta = beta
-
-    def __call__(self, inputs: ObjectiveInputs) -> ObjectiveOutput:
-        policy = (inputs.logps * inputs.mask).sum(-1)
-        ref = (inputs.ref_logps * inputs.mask).sum(-1)
-        loss, demo, generated = irft_loss(
-            policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], self.beta, num_examples=inputs.num_examples
-        )
-        return ObjectiveOutput(loss, preference_diagnostics(demo, generated))
+        super().__init__(beta, "sigmoid", 0.0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from sft_research.frozen.inputs import ReferenceLogprobs
 from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput
 
 
@@ -69,7 +70,7 @@ class IwSFT(Objective):
         use_quality: multiply each example's terms by its quality score: iw-SFT(Q).
     """
 
-    needs_reference = True
+    frozen_inputs = (ReferenceLogprobs(),)
     spread_diagnostics = ("iw/weight",)
 
     def __init__(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from sft_research.frozen.inputs import BaselineScores
 from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput
 
 
@@ -51,13 +52,13 @@ class PoFT(Objective):
         gamma: margin (paper and code: 0).
     """
 
-    needs_baseline_scores = True
     spread_diagnostics = ("poft/effective_weight",)
 
     def __init__(self, baselines: list[str], beta: float = 1.0, gamma: float = 0.0):
         if not baselines:
             raise ValueError("PoFT needs at least one baseline model that is not the model being fine-tuned (see papers/poft.md)")
         self.baselines = list(baselines)
+        self.frozen_inputs = (BaselineScores(self.baselines),)
         self.beta, self.gamma = beta, gamma
 
     def __call__(self, inputs: ObjectiveInputs) -> ObjectiveOutput:

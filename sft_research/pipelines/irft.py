@@ -23,7 +23,8 @@ from sft_research.files import atomic_write_text
 from sft_research.model.generation import GenerationConfig, generate_with_status
 from sft_research.model.loading import ModelConfig, load_model
 from sft_research.objectives.irft import IRFT
-from sft_research.pipelines.stages import FitConfig, Stage, is_done, parse_fit, run_fit
+from sft_research.fit import build_fit, is_done, parse_fit, run_fit
+from sft_research.pipelines.stages import FitConfig, Stage
 
 
 class IRFTStage(Stage):
@@ -72,13 +73,15 @@ class IRFTStage(Stage):
         return stage_dir / f"round_{self.rounds - 1}" / "hf_model"
 
     def run(self, stage_dir: Path, start_model: str | None, earlier: dict[str, Path]) -> None:
+        demonstrations = None  # built once, for every round that still has to generate
         model = start_model
         for t in range(self.rounds):
             round_dir = stage_dir / f"round_{t}"
             if is_done(round_dir):
                 print(f"IRFT round {t}: done already, skipped")
             else:
-                pairs = self.write_pairs(round_dir, model, t)
+                demonstrations = demonstrations or build_fit(self.fit)
+                pairs = self.write_pairs(round_dir, demonstrations, model, t)
                 config = copy.deepcopy(self.fit)
                 data = config.setdefault("data", {})
                 if data.get("val") is None:
@@ -90,15 +93,16 @@ class IRFTStage(Stage):
                 run_fit(config, round_dir, model)
             model = str(round_dir / "hf_model")
 
-    def write_pairs(self, round_dir: Path, model: str | None, t: int) -> Path:
+    def write_pairs(self, round_dir: Path, demonstrations, model: str | None, t: int) -> Path:
         """Generates with the round-start model and writes (prompt, chosen = demonstration, rejected = generation).
 
         The prompts are rendered exactly as for training (the data's prompt format and chat template); the official
         code instead prompts with ``### Instruction: ...\n\n### Response: ``, a format its chat model never trained on.
         """
-        cli = run_fit(copy.deepcopy(self.fit), round_dir, model, run=False)
-        data = cli.datamodule
+        data = demonstrations.datamodule
         data.setup("fit")
+        pretrained = demonstrations.model.pretrained
+        start = model or pretrained.name_or_path
         seed = self.fit.get("seed_everything", 0)
         seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
         examples = list(data.train_examples)
@@ -107,8 +111,8 @@ class IRFTStage(Stage):
         if self.split_prompts:
             examples = examples[t * len(examples) // self.rounds : (t + 1) * len(examples) // self.rounds]
         demos = [self.demonstration(example.raw) for example in examples]
-        device = cli.trainer.strategy.root_device
-        policy = load_model(ModelConfig(cli.model.pretrained.name_or_path, dtype=cli.model.pretrained.dtype)).to(device).eval()
+        device = demonstrations.trainer.strategy.root_device
+        policy = load_model(ModelConfig(start, dtype=pretrained.dtype, attn_implementation=pretrained.attn_implementation)).to(device).eval()
         torch.manual_seed(seed + t)
         generations: list[str] = []
         finished: list[bool] = []
@@ -136,7 +140,7 @@ class IRFTStage(Stage):
         atomic_write_text(pairs, "".join(json.dumps(row) + "\n" for row in kept))
         report = {
             "round": t,
-            "start_model": cli.model.pretrained.name_or_path,
+            "start_model": start,
             "device": str(device),
             "generation": asdict(self.generation),
             "prompts": len(rows),

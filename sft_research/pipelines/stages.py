@@ -1,6 +1,6 @@
 """Multi-stage runs (SFT then DPO; IRFT rounds) from one YAML, one stage after another, resumable.
 
-Each stage is an ordinary ``sft-research fit`` run whose config sits inline in the pipeline YAML and is checked by
+Each stage is an ordinary fit (:mod:`sft_research.fit`) whose config sits inline in the pipeline YAML and is checked by
 the same parser. A stage writes its config, logs and final Hugging Face checkpoint under ``<output_dir>/<name>/``; a
 stage whose checkpoint is there is done and is skipped when the pipeline runs again.
 """
@@ -12,52 +12,11 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-import yaml
+from sft_research.fit import is_done, parse_fit, run_fit
 
 # A nested ``sft-research fit`` config, kept as plain data (its own parser checks it): an ``Any`` value type would
 # let the pipeline's parser instantiate the classes inside it.
 FitConfig = dict[str, str | int | float | bool | None | list | dict]
-
-
-def run_fit(config: dict[str, Any], run_dir: Path, start_model: str | None = None, run: bool = True):
-    """Runs (or, with ``run=False``, only parses and builds) ``sft-research fit`` on ``config`` in ``run_dir``.
-
-    The config is written to ``run_dir/fit.yaml``; logs go to ``run_dir/logs`` and the checkpoint to
-    ``run_dir/hf_model``. ``start_model`` replaces the config's pretrained model, and, unless the config names
-    another reference, becomes the frozen reference too.
-    """
-    from sft_research.cli import main
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_path = run_dir / "fit.yaml"
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    args = ["fit"] if run else []  # without running, LightningCLI takes no subcommand
-    args += [
-        f"--config={config_path}",
-        f"--model.save_dir={run_dir / 'hf_model'}",
-        f"--trainer.default_root_dir={run_dir}",
-        f"--trainer.logger.init_args.save_dir={run_dir}",
-        "--trainer.logger.init_args.name=logs",
-    ]
-    if start_model is not None:
-        args.append(f"--model.pretrained.name_or_path={start_model}")
-    return main(args, run=run)
-
-
-def parse_fit(config: dict[str, Any]):
-    """Checks a fit config with the ``sft-research fit`` parser, without building anything (no model, no devices)."""
-    from sft_research.cli import SFTResearchCLI, cli_arguments
-
-    class ParseOnly(SFTResearchCLI):
-        def instantiate_classes(self) -> None:
-            pass
-
-    return ParseOnly(**cli_arguments(args=copy.deepcopy(config), run=False)).config
-
-
-def is_done(run_dir: Path) -> bool:
-    # The checkpoint folder is renamed into place only when complete.
-    return (run_dir / "hf_model" / "config.json").is_file()
 
 
 class Stage(ABC):

@@ -18,8 +18,9 @@ import torch
 from sft_research.data.collate import collate_examples
 from sft_research.files import atomic_write
 from sft_research.data.tokenize import TokenizedExample
-from sft_research.model.embedded import cache_dir
-from sft_research.model.loading import ModelConfig, load_model, resolve
+from sft_research.checkpoints.embedded import cache_dir
+from sft_research.model.loading import ModelConfig, load_model
+from sft_research.checkpoints.names import resolve
 from sft_research.model.logprobs import sequence_logprobs
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,11 @@ def sequences_fingerprint(examples: list[TokenizedExample]) -> str:
 
 
 @torch.no_grad()
-def compute_label_logprobs(model, examples: list[TokenizedExample], batch_size: int, pad_token_id: int) -> list[torch.Tensor]:
-    """Per example, an ``[S, L - 1]`` float32 tensor of label log-probs (L its own length, padding cut off)."""
+def compute_label_logprobs(
+    model, examples: list[TokenizedExample], batch_size: int, pad_token_id: int, chunk_size: int | None = 1024
+) -> list[torch.Tensor]:
+    """Per example, an ``[S, L - 1]`` float32 tensor of label log-probs (L its own length, padding cut off);
+    ``chunk_size`` as in :func:`~sft_research.model.logprobs.sequence_logprobs`."""
     device = next(model.parameters()).device
     results = []
     for first in range(0, len(examples), batch_size):
@@ -62,7 +66,7 @@ def compute_label_logprobs(model, examples: list[TokenizedExample], batch_size: 
         batch = collate_examples(chunk, pad_token_id)
         b, s, length = batch["input_ids"].shape
         ids, mask = batch["input_ids"].view(b * s, length).to(device), batch["attention_mask"].view(b * s, length).to(device)
-        logps = sequence_logprobs(model, ids, mask, chunk_size=1024).view(b, s, length - 1).float().cpu()
+        logps = sequence_logprobs(model, ids, mask, chunk_size).view(b, s, length - 1).float().cpu()
         for row, example in enumerate(chunk):
             longest = max(len(sequence.input_ids) for sequence in example.sequences)
             results.append(logps[row, :, : longest - 1].clone())
@@ -76,6 +80,7 @@ def frozen_label_logprobs(
     batch_size: int = 16,
     device: torch.device | str = "cpu",
     use_cache: bool = True,
+    chunk_size: int | None = 1024,
 ) -> list[torch.Tensor]:
     """Label log-probs of ``examples`` under the frozen ``model``, from the on-disk cache when it has them."""
     key = hashlib.blake2b(
@@ -90,7 +95,7 @@ def frozen_label_logprobs(
             return cached
     frozen = load_model(ModelConfig(model.name_or_path, dtype=model.dtype, attn_implementation=model.attn_implementation))
     frozen.to(device).eval().requires_grad_(False)
-    logps = compute_label_logprobs(frozen, examples, batch_size, pad_token_id)
+    logps = compute_label_logprobs(frozen, examples, batch_size, pad_token_id, chunk_size)
     del frozen
     gc.collect()
     if use_cache:

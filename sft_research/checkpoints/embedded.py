@@ -80,7 +80,7 @@ def resolve_embedded(name: str) -> pathlib.Path:
 
 
 def _tiny_model(target: pathlib.Path) -> pathlib.Path:
-    from sft_research.model.tiny import build_tiny_checkpoint
+    from sft_research.checkpoints.tiny import build_tiny_checkpoint
 
     if not (target / "config.json").is_file():
         target.parent.mkdir(parents=True, exist_ok=True)

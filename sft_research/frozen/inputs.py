@@ -1,0 +1,134 @@
+"""Frozen-model inputs: what an objective declares it needs from frozen models, computed once before training.
+
+An objective lists :class:`FrozenInput` s in its ``frozen_inputs``; the training module computes each one on every
+training example before the first step (through the on-disk cache of :mod:`sft_research.frozen.cache`), the
+collator pads them into the batch, and the objective reads them from ``ObjectiveInputs.frozen[name]``. A new frozen
+quantity is one new ``FrozenInput`` subclass: nothing else changes.
+
+A per-example value is either a scalar or a tensor whose dim 1 runs over label positions (``[S, L - 1, ...]``, like
+label log-probs); the collator pads the latter to the batch's ``[B, S, T, ...]``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from sft_research.checkpoints.names import load_tokenizer
+from sft_research.data.errors import DataError
+from sft_research.data.records import Conversation, parse_record
+from sft_research.data.tokenize import Sequence, TokenizedExample, Tokenizer
+from sft_research.frozen.cache import mean_completion_logprob
+from sft_research.model.loading import ModelConfig
+
+# (frozen model, examples, pad token id) -> per-example [S, L - 1] label log-probs, computed once and cached.
+LabelLogprobs = Callable[[ModelConfig, list[TokenizedExample], int], list[torch.Tensor]]
+
+
+@dataclass
+class FrozenContext:
+    """What computing a frozen input may use.
+
+    Attributes:
+        policy: the model being trained, at its start.
+        reference: the frozen reference model (the run's ``reference``, by default the policy's start).
+        renderer: the training data's tokenizer and prompt format.
+        label_logprobs: label log-probs of examples under a frozen model, through the on-disk cache (and, under
+            data parallelism, computed by the first process only).
+    """
+
+    policy: ModelConfig
+    reference: ModelConfig
+    renderer: Tokenizer
+    label_logprobs: LabelLogprobs
+
+
+class FrozenInput(ABC):
+    """One quantity per training example from frozen models. ``name`` is its key in ``ObjectiveInputs.frozen``."""
+
+    name: str
+
+    def check(self, policy_start: str) -> None:
+        """Refuses settings that would change what the objective means, before anything is loaded."""
+
+    @abstractmethod
+    def compute(self, examples: list[TokenizedExample], context: FrozenContext) -> list[torch.Tensor]:
+        """One value per example, in order."""
+
+
+class ReferenceLogprobs(FrozenInput):
+    """``ref_logps``: ``[S, L - 1]`` label log-probs of each example's sequences under the frozen reference model.
+    The module can also run the reference on every batch instead (``frozen_logprobs: on_the_fly``)."""
+
+    name = "ref_logps"
+
+    def compute(self, examples: list[TokenizedExample], context: FrozenContext) -> list[torch.Tensor]:
+        return context.label_logprobs(context.reference, examples, context.renderer.tokenizer.pad_token_id)
+
+
+class BaselineScores(FrozenInput):
+    """``baseline_score``: the mean over baseline models of each one's length-normalised log-likelihood of the
+    response (PoFT's r̄). Each baseline reads the record through its own tokenizer and chat template.
+
+    Args:
+        baselines: the baseline models; at least one must differ from the policy's start.
+    """
+
+    name = "baseline_score"
+
+    def __init__(self, baselines: list[str]):
+        self.baselines = list(baselines)
+
+    def check(self, policy_start: str) -> None:
+        # Against its own start alone, PoFT's weight is 0.5 for every example at the first step whatever its quality,
+        # and then falls fastest on the examples the model fits best, the opposite of the paper's soft data filter.
+        if not any(not same_model(baseline, policy_start) for baseline in self.baselines):
+            raise ValueError(
+                f"PoFT needs at least one baseline model that is not the model being trained at its start "
+                f"({policy_start}); got {self.baselines}. Use baselines that know the task better than the start model, "
+                "e.g. a model fine-tuned on clean demonstrations by an earlier pipeline stage (see papers/poft.md)"
+            )
+
+    def compute(self, examples: list[TokenizedExample], context: FrozenContext) -> list[torch.Tensor]:
+        scores = torch.zeros(len(examples), dtype=torch.float64)
+        for baseline in self.baselines:
+            rendered = baseline_examples(baseline, examples, context.renderer)
+            config = ModelConfig(baseline, dtype=context.policy.dtype)
+            logps = context.label_logprobs(config, rendered, load_tokenizer(baseline).pad_token_id)
+            scores += torch.tensor([mean_completion_logprob(lp, ex) for lp, ex in zip(logps, rendered)], dtype=torch.float64)
+        return list((scores / len(self.baselines)).float().unbind())
+
+
+def same_model(a: str, b: str) -> bool:
+    paths = [Path(name).expanduser() for name in (a, b)]
+    if all(path.exists() for path in paths):
+        return paths[0].resolve() == paths[1].resolve()
+    return a == b
+
+
+def baseline_examples(baseline: str, examples: list[TokenizedExample], target: Tokenizer) -> list[TokenizedExample]:
+    """The training examples as a baseline model reads them: its own tokenizer and chat template (plain text where it
+    has none), whatever the target's prompt format, and the same part of each response that the target trains on."""
+    tokenizer = load_tokenizer(baseline)
+    renderer = Tokenizer(tokenizer, "chat" if tokenizer.chat_template else "plain", max_length=2**31 - 1)
+    rendered = []
+    for example in examples:
+        record = parse_record(example.raw)
+        if not isinstance(record, Conversation):
+            raise DataError(example.raw.source, "baseline scores are for SFT records, got a preference pair", example.raw.row)
+        kept = example.sequences[0].kept_characters
+        try:
+            if kept is None:
+                sequence = renderer.render(record.messages)
+            else:
+                sequence = renderer.render(target.kept_messages(record.messages, kept), finished=False)
+        except ValueError as error:
+            raise DataError(example.raw.source, f"baseline {baseline}: {error}", example.raw.row) from error
+        if not any(sequence.completion_mask):
+            raise DataError(example.raw.source, f"baseline {baseline}: no response token left to score", example.raw.row)
+        rendered.append(TokenizedExample(example.example_id, [Sequence(sequence.input_ids, sequence.completion_mask)], example.quality, example.raw))
+    return rendered
