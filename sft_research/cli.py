@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from sft_research.data.errors import DataError
+from sft_research.errors import ConfigError
 from sft_research.fit import FitCLI, cli_arguments
 from sft_research.checkpoints.embedded import MissingAssetError
 from sft_research.checkpoints.names import ModelLoadError
@@ -16,7 +17,7 @@ from sft_research.module import NonFiniteError
 from sft_research.preflight import PreflightError
 
 # The project's own errors carry a complete message for the user; anything else is a bug and keeps its traceback.
-USER_ERRORS = (DataError, ModelLoadError, MissingAssetError, PreflightError, NonFiniteError)
+USER_ERRORS = (ConfigError, DataError, ModelLoadError, MissingAssetError, PreflightError, NonFiniteError)
 
 
 def build_pipeline(args: list[str]):

@@ -60,6 +60,8 @@ def cli_arguments(args: list[str] | dict | None, run: bool) -> dict:
         datamodule_class=SFTDataModule,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
+        # The module builds its optimizer from model.optimizer: Lightning's own --optimizer/--lr_scheduler would be ignored.
+        auto_configure_optimizers=False,
         trainer_defaults={
             "num_sanity_val_steps": 0,
             "deterministic": True,

@@ -23,6 +23,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics import MeanMetric
 
+from sft_research.data.errors import DataError
+from sft_research.errors import ConfigError
 from sft_research.evaluation.task_accuracy import TaskAccuracy
 from sft_research.model.generation import GenerationConfig, generate
 from sft_research.frozen.cache import frozen_label_logprobs
@@ -87,6 +89,8 @@ class FineTuningModule(L.LightningModule):
         on_nonfinite: Literal["stop", "skip"] = "stop",
     ):
         super().__init__()
+        if micro_batch_size is not None and micro_batch_size < 1:
+            raise ConfigError(f"model.micro_batch_size must be at least 1 (or null: the whole batch), got {micro_batch_size}")
         self.automatic_optimization = False
         self.pretrained = pretrained
         self.objective = objective
@@ -127,6 +131,7 @@ class FineTuningModule(L.LightningModule):
         data = self.trainer.datamodule
         device = self.trainer.strategy.root_device
         if stage == "fit":
+            self.check_record_kind(data)
             self.prepare_frozen_inputs(data, data.train_examples, device)
         if data is not None and data.val_examples and data.eval_task is None:
             # Held-out records of the kind the objective trains on are scored with its own loss (which may need frozen
@@ -136,6 +141,23 @@ class FineTuningModule(L.LightningModule):
                 self.prepare_frozen_inputs(data, data.val_examples, device)
             kind = f"{type(self.objective).__name__}'s own loss" if self.val_uses_objective else "the completion's NLL"
             rank_zero_info(f"val/loss: {kind} on the held-out records")
+
+    def check_record_kind(self, data) -> None:
+        """Before any model loads: the micro-batch fits each process's share of the batch, and the training records
+        are of the kind the objective trains on."""
+        share = data.batch_size // self.trainer.world_size
+        if self.micro_batch_size is not None and self.micro_batch_size > share:
+            raise ConfigError(
+                f"model.micro_batch_size={self.micro_batch_size} is larger than each process's share of the batch "
+                f"(data.batch_size={data.batch_size} over {self.trainer.world_size} processes: {share})"
+            )
+        found = len(data.train_examples[0].sequences)
+        if found != self.objective.sequences_per_example:
+            wanted = "preference records (prompt/chosen/rejected)" if self.objective.sequences_per_example == 2 else "SFT or text records"
+            raise DataError(
+                data.train_source.name,
+                f"{type(self.objective).__name__} trains on {wanted}, but this source holds {data.kinds[data.train_source.name]}",
+            )
 
     def prepare_frozen_inputs(self, data, examples: list, device: torch.device) -> None:
         """Attaches what the objective declared it needs from frozen models to every example."""

@@ -8,6 +8,8 @@ from typing import Literal
 
 import torch
 
+from sft_research.errors import ConfigError
+
 
 @dataclass
 class OptimizerConfig:
@@ -34,6 +36,12 @@ class OptimizerConfig:
     warmup_ratio: float = 0.0
     schedule: Literal["cosine", "linear"] = "cosine"
     min_lr_ratio: float = 0.0
+
+    def __post_init__(self):
+        if not self.lr > 0:
+            raise ConfigError(f"model.optimizer.lr must be positive, got {self.lr}")
+        if not 0 <= self.warmup_ratio <= 1:
+            raise ConfigError(f"model.optimizer.warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
 
 
 def lr_multiplier(step: int, total_steps: int, warmup_ratio: float, min_lr_ratio: float, schedule: str = "cosine") -> float:

@@ -81,10 +81,40 @@ def test_objective_trains_from_the_cli_and_logs_its_diagnostics(tiny_model_dir, 
         assert float(logged[-1]["train/rewards/margins"]) > 0, "training separates chosen from rejected"
 
 
-def test_sft_objective_rejects_preference_data(tiny_model_dir, tmp_path):
-    path = write_jsonl(tmp_path / "d.jsonl", PAIR_ROWS)
-    with pytest.raises(ValueError, match="SFT trains on SFT records .* but the data holds preference records"):
+@pytest.mark.parametrize(
+    "objective,rows,message",
+    [
+        ("sft_research.objectives.SFT", PAIR_ROWS, "SFT trains on SFT or text records, but this source holds preference records"),
+        ("sft_research.objectives.DPO", SFT_ROWS, "DPO trains on preference records .*, but this source holds SFT records"),
+    ],
+)
+def test_records_of_the_wrong_kind_fail_before_any_model_loads(tiny_model_dir, tmp_path, monkeypatch, objective, rows, message):
+    from sft_research import module
+    from sft_research.data import DataError
+
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    monkeypatch.setattr(module, "load_model", lambda *a, **k: pytest.fail("a model was loaded before the check"))
+    with pytest.raises(DataError, match=f"{path}: {message}"):
+        fit(tiny_model_dir, path, tmp_path, objective)
+
+
+def test_a_file_that_mixes_record_kinds_is_rejected_at_its_first_other_row(tiny_model_dir, tmp_path):
+    from sft_research.data import DataError
+
+    sft = [{"prompt": r["prompt"], "completion": r["completion"]} for r in SFT_ROWS]
+    path = write_jsonl(tmp_path / "d.jsonl", sft[:3] + PAIR_ROWS[:1] + sft[3:])
+    with pytest.raises(DataError, match=r"d.jsonl, row 4: mixes record kinds: the first row holds SFT records .*, this one preference records"):
         fit(tiny_model_dir, path, tmp_path, "sft_research.objectives.SFT")
+
+
+def test_plain_text_records_train_every_token(tiny_model_dir, tmp_path, tiny_tokenizer):
+    rows = [{"text": "the quick brown fox jumps over the lazy dog"}, {"text": "What is the capital of France? Paris."}]
+    path = write_jsonl(tmp_path / "d.jsonl", rows * 4)
+    cli, logged = fit(tiny_model_dir, path, tmp_path, "sft_research.objectives.SFT", steps=2)
+    (sequence,) = cli.datamodule.train_examples[0].sequences
+    assert tiny_tokenizer.decode(sequence.input_ids) == rows[0]["text"] + tiny_tokenizer.eos_token
+    assert all(sequence.completion_mask), "every token is a target (the first has no context and is never scored)"
+    assert len(logged) == 2 and float(logged[1]["train/loss"]) < float(logged[0]["train/loss"])
 
 
 @pytest.mark.parametrize("objective,rows", [("sft_research.objectives.IwSFT", SFT_ROWS), ("sft_research.objectives.DPO", PAIR_ROWS)])

@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader
 
 from sft_research.data.collate import collate_examples, collate_prompts
 from sft_research.data.errors import DataError
-from sft_research.data.records import parse_record
+from sft_research.errors import ConfigError
+from sft_research.data.records import parse_record, record_kind
 from sft_research.data.sampler import ResumableShuffleSampler
 from sft_research.data.sources import DataSource
 from sft_research.data.task import VerifiableTask
@@ -57,6 +58,9 @@ class SFTDataModule(L.LightningDataModule):
         num_workers: int = 0,
     ):
         super().__init__()
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("max_length", max_length)):
+            if value < 1:
+                raise ConfigError(f"data.{name} must be at least 1, got {value}")
         self.train_source = train
         self.val_source = val if val is not None else (train if isinstance(train, VerifiableTask) else None)
         self.tokenizer_name = tokenizer
@@ -73,6 +77,7 @@ class SFTDataModule(L.LightningDataModule):
         self.train_examples: list[TokenizedExample] | None = None
         self.resume_batches = 0  # batches of the epoch already consumed, set when resuming from a checkpoint
         self.val_examples: list | None = None
+        self.kinds: dict[str, str] = {}  # the kind of records each source holds, by source name
 
     @property
     def eval_task(self) -> VerifiableTask | None:
@@ -102,7 +107,13 @@ class SFTDataModule(L.LightningDataModule):
         if not records:
             raise DataError(name, "has no records")
         before = (len(self.renderer.report.truncated), len(self.renderer.report.dropped))
-        examples = [self.renderer(record, parse_record(record)) for record in records]
+        parsed = [parse_record(record) for record in records]
+        kinds = [record_kind(record) for record in parsed]
+        for raw, kind in zip(records, kinds):
+            if kind != kinds[0]:
+                raise DataError(name, f"mixes record kinds: the first row holds {kinds[0]}, this one {kind}; use one kind per dataset", raw.row)
+        self.kinds[name] = kinds[0]
+        examples = [self.renderer(raw, record) for raw, record in zip(records, parsed)]
         kept = [example for example in examples if example is not None]
         truncated = len(self.renderer.report.truncated) - before[0]
         dropped = len(self.renderer.report.dropped) - before[1]

@@ -2,7 +2,8 @@
 
 * prompt/completion strings (optionally with a ``quality`` score >= 0);
 * ``messages`` conversations (roles system/user/assistant; the loss covers assistant turns);
-* prompt/chosen/rejected preference records.
+* prompt/chosen/rejected preference records;
+* plain ``text`` records (TRL's ``dataset_text_field``), trained on as language modelling.
 """
 
 from __future__ import annotations
@@ -46,9 +47,26 @@ class Preference:
     rejected_finished: bool = True
 
 
-def parse_record(record: RawRecord) -> Conversation | Preference:
+@dataclass(frozen=True)
+class Text:
+    """Plain text: every token is trained on (language modelling), with no chat template."""
+
+    text: str
+    quality: float = 1.0
+
+
+Record = Conversation | Preference | Text
+
+
+def record_kind(record: Record) -> str:
+    return {Conversation: "SFT records (prompt/completion or messages)", Preference: "preference records (prompt/chosen/rejected)", Text: "plain text records"}[type(record)]
+
+
+def parse_record(record: RawRecord) -> Record:
     fields = record.fields
     quality = _quality(record)
+    if _present(fields, "text") and not any(_present(fields, name) for name in ("messages", "prompt", "completion", "chosen", "rejected")):
+        return Text(_text(record, "text"), quality)
     if _present(fields, "messages"):
         return Conversation(_messages(record), quality)
     if _present(fields, "chosen") or _present(fields, "rejected"):
@@ -59,7 +77,8 @@ def parse_record(record: RawRecord) -> Conversation | Preference:
         return Conversation((Message("user", prompt), Message("assistant", completion)), quality)
     raise DataError(
         record.source,
-        "no known fields: expected 'messages', or 'prompt' and 'completion', or 'prompt', 'chosen' and 'rejected'; "
+        "no known fields: expected 'messages', or 'prompt' and 'completion', or 'prompt', 'chosen' and 'rejected', "
+        "or 'text'; "
         f"got {sorted(fields)}",
         row=record.row,
     )

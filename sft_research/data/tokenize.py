@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 
 from sft_research.data.errors import DataError
-from sft_research.data.records import Conversation, Message, Preference
+from sft_research.data.records import Conversation, Message, Preference, Record, Text
 from sft_research.data.sources import RawRecord
 
 PromptFormat = Literal["chat", "plain"]
@@ -107,7 +107,15 @@ class Tokenizer:
         self.max_prompt_length = max_prompt_length if max_prompt_length is not None else max_length // 2
         self.report = TruncationReport()
 
-    def __call__(self, raw: RawRecord, record: Conversation | Preference) -> TokenizedExample | None:
+    def __call__(self, raw: RawRecord, record: Record) -> TokenizedExample | None:
+        if isinstance(record, Text):
+            # Language modelling: every token after the first is a target, and the EOS that ends the text too.
+            sequence = self._tokenize(record.text, [(0, len(record.text))], add_special_tokens=True)
+            sequence.input_ids.append(self.tokenizer.eos_token_id)
+            sequence.completion_mask.append(True)
+            sequence.char_ends.append(len(record.text))
+            fitted = self._fit(raw, [sequence], ("text",))
+            return None if fitted is None else TokenizedExample(raw.row - 1, fitted, record.quality, raw)
         if isinstance(record, Preference):
             pairs = [(*record.prompt, Message("assistant", answer)) for answer in (record.chosen, record.rejected)]
             fields, finished = ("chosen", "rejected"), (True, record.rejected_finished)
@@ -220,7 +228,7 @@ class Tokenizer:
             return None
         prompt_length = min(sequence.completion_mask.index(True) for sequence in sequences)
         message = f"is {longest} tokens long, over max_length={self.max_length}"
-        prompt_field = "messages" if fields[0] == "messages" else "prompt"
+        prompt_field = {"messages": "messages", "text": "text"}.get(fields[0], "prompt")
         too_long = next(name for name, sequence in zip(fields, sequences) if len(sequence.input_ids) == longest)
         if self.truncation == "error":
             blame = prompt_field if prompt_length >= self.max_length else too_long
