@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 
 from sft_research.data.errors import DataError
-from sft_research.data.records import Conversation, Message, Preference, Record, Text
+from sft_research.data.records import Message, Preference, Record, Text
 from sft_research.data.sources import RawRecord
 
 PromptFormat = Literal["chat", "plain"]
