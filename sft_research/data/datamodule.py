@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from sft_research.data.collate import collate_examples, collate_prompts
 from sft_research.data.errors import DataError
 from sft_research.errors import ConfigError
-from sft_research.data.records import parse_record, record_kind
+from sft_research.data.records import Preference, parse_record, record_kind
 from sft_research.data.sampler import ResumableShuffleSampler
 from sft_research.data.sources import DataSource
 from sft_research.data.task import VerifiableTask
@@ -109,10 +109,13 @@ class SFTDataModule(L.LightningDataModule):
         before = (len(self.renderer.report.truncated), len(self.renderer.report.dropped))
         parsed = [parse_record(record) for record in records]
         kinds = [record_kind(record) for record in parsed]
-        for raw, kind in zip(records, kinds):
-            if kind != kinds[0]:
+        # SFT and plain-text records train the same way (one sequence each) and may be mixed (replay of general text);
+        # preference pairs may not be mixed with either.
+        pairs = [isinstance(record, Preference) for record in parsed]
+        for raw, kind, pair in zip(records, kinds, pairs):
+            if pair != pairs[0]:
                 raise DataError(name, f"mixes record kinds: the first row holds {kinds[0]}, this one {kind}; use one kind per dataset", raw.row)
-        self.kinds[name] = kinds[0]
+        self.kinds[name] = " and ".join(sorted(set(kinds)))
         examples = [self.renderer(raw, record) for raw, record in zip(records, parsed)]
         kept = [example for example in examples if example is not None]
         truncated = len(self.renderer.report.truncated) - before[0]
