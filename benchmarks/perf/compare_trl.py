@@ -3,21 +3,29 @@ FLOP utilisation and peak memory for SFT and DPO, and the ratios to TRL's best s
 
     python benchmarks/perf/compare_trl.py --preset cpu     # a small Qwen2-shaped model, a few minutes on a CPU
     python benchmarks/perf/compare_trl.py --preset gpu     # the Qwen2.5-0.5B shape, on one H100/H200, < 10 minutes
+    python benchmarks/perf/compare_trl.py --preset gpu --objectives --long_context 1024 4096 16384   # batch 1
 
 Every (framework, setting) runs in its own process, so that each peak-memory reading is its own; the settings
 alternate between the frameworks, `--repeats` times, and the median is reported. TRL runs as its users would
 tune it: padded, packed (bfd, padding-free), with Liger kernels where they exist (GPU), gradient checkpointing off;
 DPO with and without precomputed reference log-probs. The ratio is to TRL's best setting. The data are passages
 of the public-domain novel shipped with reasoning-gym, tokenized by the SmolLM2 tokenizer, in prompt/completion form.
+
+``--long_context`` adds SFT at batch 1 on sequences of exactly each given length, ours (packed) against TRL's best
+SFT setting, for peak memory against length. A run that runs out of memory is repeated once with gradient
+checkpointing on, and its row says so. Everything (model, data, checkpoints, caches) is written under one temporary
+folder, removed at the end; ``--json`` writes every figure, ``--profile`` a torch.profiler summary of our SFT step.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -26,6 +34,12 @@ import time
 from pathlib import Path
 
 PRESETS = {
+    # For dry runs of the script itself: seconds, figures meaningless.
+    "tiny": {
+        "model": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                  "intermediate_size": 128, "vocab_size": 49152},
+        "batch": 4, "lengths": [32, 64], "steps": 4, "warmup": 2, "examples": 16, "dtype": "float32",
+    },
     "cpu": {
         "model": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
                   "intermediate_size": 768, "vocab_size": 49152},
@@ -43,25 +57,35 @@ SETTINGS = {
 }
 
 
-def build_assets(preset: dict, folder: Path) -> tuple[Path, Path, Path, float]:
-    """A random-init Qwen2-shaped checkpoint, SFT and preference data as JSON lines, and the mean example length."""
+def build_assets(preset: dict, folder: Path, tokenizer_path: str | None = None, positions: int = 4096) -> tuple[Path, Path, Path, float]:
+    """A random-init Qwen2-shaped checkpoint (for sequences up to ``positions`` tokens), SFT and preference data as JSON
+    lines, and the mean example length."""
     import torch
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
-    from sft_research.bench.probes import GeneralTextProbe
-    from sft_research.model.embedded import resolve_embedded
+    from sft_research.checkpoints.embedded import resolve_embedded
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_embedded("embedded:SmolLM2-135M-Instruct"))
-    config = Qwen2Config(**preset["model"], tie_word_embeddings=True, max_position_embeddings=4096,
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or resolve_embedded("embedded:SmolLM2-135M-Instruct"))
+    config = Qwen2Config(**preset["model"], tie_word_embeddings=True, max_position_embeddings=positions,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
     Qwen2ForCausalLM(config).save_pretrained(folder / "model")
     tokenizer.save_pretrained(folder / "model")
+    sft, pairs, mean_length = write_data(tokenizer, preset["lengths"], preset["examples"], folder)
+    return folder / "model", sft, pairs, mean_length
+
+
+def write_data(tokenizer, lengths: list[int], examples: int, folder: Path, tag: str = "") -> tuple[Path, Path, float]:
+    """SFT and preference records of ``lengths[0]`` to ``lengths[1]`` tokens, from passages of the novel."""
+    from sft_research.bench.probes import GeneralTextProbe
+
+    low, high = lengths
     words = GeneralTextProbe().text().split()
+    # The novel has about 8,700 words: long sequences read it round again.
+    words = words * math.ceil(4 * high / len(words))
     rng = random.Random(0)
-    sft, pairs, lengths = [], [], []
-    low, high = preset["lengths"]
-    for _ in range(preset["examples"]):
+    sft, pairs, sizes = [], [], []
+    for _ in range(examples):
         target = rng.randint(low, high)
         start = rng.randrange(len(words) - 2 * high)
         ids = tokenizer(" ".join(words[start : start + target]), add_special_tokens=False)["input_ids"][: target - 1]
@@ -70,10 +94,11 @@ def build_assets(preset: dict, folder: Path) -> tuple[Path, Path, Path, float]:
         other = tokenizer.decode(tokenizer(" ".join(words[start + high : start + high + target]), add_special_tokens=False)["input_ids"][cut : len(ids)])
         sft.append({"prompt": prompt, "completion": completion})
         pairs.append({"prompt": prompt, "chosen": completion, "rejected": other})
-        lengths.append(len(ids) + 1)
-    for name, rows in (("sft.jsonl", sft), ("pairs.jsonl", pairs)):
-        (folder / name).write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return folder / "model", folder / "sft.jsonl", folder / "pairs.jsonl", statistics.mean(lengths)
+        sizes.append(len(ids) + 1)
+    paths = folder / f"sft{tag}.jsonl", folder / f"pairs{tag}.jsonl"
+    for path, rows in zip(paths, (sft, pairs)):
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return *paths, statistics.mean(sizes)
 
 
 def peak_gib() -> float:
@@ -95,9 +120,13 @@ def run_ours(job: dict) -> dict:
     from sft_research.optim import OptimizerConfig
 
     times, tokens = [], []
+    # Profiled steps run after the timed ones and are left out of them: the profiler slows what it records.
+    profiler = StepProfiler(job["profile"], job["steps"]) if job.get("profile") else None
 
     class Timer(L.Callback):
         def on_train_batch_start(self, trainer, module, batch, index):
+            if profiler:
+                profiler.step_start(len(times))  # optimizer steps so far: batch indices restart every epoch
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             self.start = time.perf_counter()
@@ -107,24 +136,28 @@ def run_ours(job: dict) -> dict:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - self.start)
             tokens.append(int(batch["attention_mask"].sum()))
+            if profiler:
+                profiler.step_end(len(times) - 1)
 
     dpo = job["objective"] == "dpo"
     attention = "flex_attention" if torch.cuda.is_available() and job["setting"] == "packed" else "sdpa"
     module = FineTuningModule(
-        ModelConfig(job["model"], dtype=job["dtype"], attn_implementation=attention),
+        ModelConfig(job["model"], dtype=job["dtype"], attn_implementation=attention, gradient_checkpointing=job["gradient_checkpointing"]),
         DPO(beta=0.1) if dpo else SFT(),
         OptimizerConfig(lr=1e-5),
         packing=job["setting"] == "packed",
         logprob_chunk_size=1024,
+        save_dir=str(Path(job["run_dir"]) / "hf_model"),
     )
     data = SFTDataModule(FileDataset(job["pairs" if dpo else "sft"]), tokenizer=job["model"], prompt_format="plain",
                          max_length=job["max_length"], batch_size=job["batch"] // (2 if dpo else 1))
-    trainer = L.Trainer(max_steps=job["steps"], logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[Timer()], precision="bf16-true" if job["dtype"] == "bfloat16" else "32-true")
+    trainer = L.Trainer(max_steps=job["steps"] + (StepProfiler.STEPS if profiler else 0), logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[Timer()], precision="bf16-true" if job["dtype"] == "bfloat16" else "32-true",
+                        default_root_dir=job["run_dir"])
     started = time.perf_counter()
     trainer.fit(module, data)  # the reference pass of DPO runs in setup, before the timed steps
     reference_seconds = time.perf_counter() - started - sum(times)
-    return {"times": times, "tokens": tokens, "setup_s": reference_seconds}
+    return {"times": times[: job["steps"]], "tokens": tokens[: job["steps"]], "setup_s": reference_seconds}
 
 
 def run_trl(job: dict) -> dict:
@@ -152,8 +185,8 @@ def run_trl(job: dict) -> dict:
     model = AutoModelForCausalLM.from_pretrained(job["model"], dtype=dtype, attn_implementation="sdpa")
     tokenizer = AutoTokenizer.from_pretrained(job["model"])
     common = dict(
-        output_dir=tempfile.mkdtemp(), max_steps=job["steps"], learning_rate=1e-5, report_to="none", logging_steps=10**6,
-        save_strategy="no", gradient_checkpointing=False, bf16=dtype == torch.bfloat16, use_cpu=not torch.cuda.is_available(),
+        output_dir=job["run_dir"], max_steps=job["steps"], learning_rate=1e-5, report_to="none", logging_steps=10**6,
+        save_strategy="no", gradient_checkpointing=job["gradient_checkpointing"], bf16=dtype == torch.bfloat16, use_cpu=not torch.cuda.is_available(),
         use_liger_kernel=job["setting"] == "liger", max_length=job["max_length"], include_num_input_tokens_seen="non_padding",
         dataloader_drop_last=False, seed=0,
     )
@@ -179,6 +212,82 @@ def worker(job: dict) -> None:
     warm = job["warmup"]
     result.update(tokens_per_s=sum(result["tokens"][warm:]) / sum(result["times"][warm:]), peak_gib=peak_gib())
     print("RESULT " + json.dumps(result))
+
+
+class StepProfiler:
+    """torch.profiler over three training steps from step ``first`` on, summarised to a text file: the top kernels by
+    device time, and the device's idle time between consecutive kernels (launch and host overhead)."""
+
+    STEPS = 3
+
+    def __init__(self, path: str, warmup: int):
+        self.path, self.first, self.profile = Path(path), warmup, None
+
+    def step_start(self, step: int) -> None:
+        import torch
+
+        if step == self.first:
+            activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+            self.profile = torch.profiler.profile(activities=activities)
+            self.profile.__enter__()
+
+    def step_end(self, step: int) -> None:
+        if self.profile is None or step != self.first + self.STEPS - 1:
+            return
+        self.profile.__exit__(None, None, None)
+        trace = self.path.with_suffix(".trace.json")
+        self.profile.export_chrome_trace(str(trace))
+        kernels = sorted(
+            (e for e in json.loads(trace.read_text())["traceEvents"] if e.get("ph") == "X" and e.get("cat") == "kernel"),
+            key=lambda e: e["ts"],
+        )
+        trace.unlink()
+        device = bool(kernels)
+        sort = "self_device_time_total" if device else "self_cpu_time_total"
+        lines = [f"torch.profiler over {self.STEPS} training steps after {self.first} others; top operators by {sort}:", ""]
+        lines.append(self.profile.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=60))
+        if device:
+            busy = sum(e["dur"] for e in kernels)
+            span = kernels[-1]["ts"] + kernels[-1]["dur"] - kernels[0]["ts"]
+            gaps = sorted(max(0.0, b["ts"] - (a["ts"] + a["dur"])) for a, b in zip(kernels, kernels[1:]))
+            by_name: dict[str, list[float]] = {}
+            for e in kernels:
+                by_name.setdefault(e["name"], []).append(e["dur"])
+            top = sorted(by_name.items(), key=lambda item: -sum(item[1]))[:20]
+            lines += [
+                "",
+                f"device kernels: {len(kernels)} in {span / 1e3:.1f} ms from the first kernel's start to the last one's end; "
+                f"busy {busy / 1e3:.1f} ms ({busy / span:.1%}), idle between kernels {(span - busy) / 1e3:.1f} ms",
+                f"gaps between consecutive kernels (us): median {gaps[len(gaps) // 2]:.1f}, p90 {gaps[int(len(gaps) * 0.9)]:.1f}, "
+                f"max {gaps[-1]:.1f}; {sum(g > 10 for g in gaps)} gaps over 10 us hold {sum(g for g in gaps if g > 10) / 1e3:.1f} ms",
+                "",
+                "top kernels by total device time:",
+                *(f"  {sum(d) / 1e3:9.2f} ms {len(d):6d} calls  {name[:110]}" for name, d in top),
+            ]
+        else:
+            lines += ["", "no device kernels were recorded (no GPU): the table above is host time"]
+        self.path.write_text("\n".join(lines) + "\n")
+
+
+def run_job(job: dict, folder: Path) -> dict | None:
+    """Runs one (framework, setting) in its own process, in its own folder under ``folder`` (removed after); an
+    out-of-memory failure is repeated once with gradient checkpointing on."""
+    for checkpointing in (False, True):
+        run_dir = Path(tempfile.mkdtemp(prefix=f"{job['framework']}_{job['objective']}_{job['setting']}_", dir=folder))
+        job = {**job, "gradient_checkpointing": checkpointing, "run_dir": str(run_dir)}
+        # A fresh cache for every run: each pays its own one-off reference pass; datasets' cache stays in the folder.
+        env = {**os.environ, "SFT_RESEARCH_CACHE": str(run_dir / "cache"), "HF_DATASETS_CACHE": str(run_dir / "datasets")}
+        done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True, env=env, cwd=run_dir)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+        if not done.returncode and lines:
+            return {**json.loads(lines[-1][7:]), "gradient_checkpointing": checkpointing}
+        out_of_memory = "out of memory" in done.stderr.lower()
+        name = f"{job['framework']} {job['objective']} {job['setting']}" + (f" at {job['max_length']} tokens" if job.get("long") else "")
+        print(f"{name} failed{' (out of memory)' if out_of_memory else ''}:\n{done.stderr[-3000:]}", file=sys.stderr)
+        if not out_of_memory or checkpointing:
+            return None
+    return None
 
 
 def matmul_flops_per_s(dtype: str) -> float:
@@ -212,58 +321,124 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=PRESETS, default="cpu")
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--objectives", nargs="+", default=["sft", "dpo"])
+    parser.add_argument("--objectives", nargs="*", default=["sft", "dpo"])
     parser.add_argument("--steps", type=int, help="override the preset's optimizer steps per run")
+    parser.add_argument("--tokenizer", help="a tokenizer folder (default: the embedded SmolLM2 model's)")
+    parser.add_argument("--long_context", type=int, nargs="*", default=[], metavar="TOKENS",
+                        help="also SFT at batch 1 on sequences of these lengths: ours packed against TRL's best SFT setting")
+    parser.add_argument("--long_steps", type=int, default=5, help="optimizer steps per --long_context run (the first is warm-up)")
+    parser.add_argument("--trl_long_setting", choices=["padded", "packed", "liger"],
+                        help="TRL's setting at long context (default: its fastest SFT setting here, else liger on GPUs, packed elsewhere)")
+    parser.add_argument("--json", help="write every figure to this JSON file")
+    parser.add_argument("--profile", help="write a torch.profiler summary of our packed SFT step to this text file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(json.loads(args.worker))
-    import torch
-
     preset = dict(PRESETS[args.preset])
     if args.steps:
         preset["steps"] = args.steps
+    preset["steps"] = max(preset["steps"], preset["warmup"] + 2)
     folder = Path(tempfile.mkdtemp(prefix="compare_trl_"))
-    model, sft, pairs, mean_length = build_assets(preset, folder)
+    try:
+        compare(args, preset, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def compare(args, preset: dict, folder: Path) -> dict:
+    import torch
+
+    positions = max(4096, 2 * max(args.long_context, default=0))
+    model, sft, pairs, mean_length = build_assets(preset, folder, args.tokenizer, positions)
     gpu = torch.cuda.is_available()
     device = torch.cuda.get_device_name() if gpu else f"CPU ({os.cpu_count()} cores)"
     peak = matmul_flops_per_s(preset["dtype"])
     flops_per_token = model_flops_per_token(preset["model"], mean_length)
+    base_job = {"model": str(model), "sft": str(sft), "pairs": str(pairs), "batch": preset["batch"], "max_length": preset["lengths"][1],
+                "steps": preset["steps"], "warmup": preset["warmup"], "dtype": preset["dtype"], "mean_length": mean_length}
     results: dict[tuple[str, str, str], list[dict]] = {}
     for _ in range(args.repeats):
         for objective in args.objectives:
             for framework, setting in SETTINGS[objective]:
                 if setting == "liger" and not gpu:
                     continue  # Liger's kernels are Triton kernels: GPUs only
-                job = {"framework": framework, "setting": setting, "objective": objective, "model": str(model), "sft": str(sft),
-                       "pairs": str(pairs), "batch": preset["batch"], "max_length": preset["lengths"][1], "steps": preset["steps"],
-                       "warmup": preset["warmup"], "dtype": preset["dtype"], "mean_length": mean_length}
-                # A fresh cache for every run: each pays its own one-off reference pass.
-                env = {**os.environ, "SFT_RESEARCH_CACHE": tempfile.mkdtemp(prefix="cache_", dir=folder)}
-                done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True, env=env)
-                lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-                if done.returncode or not lines:
-                    print(f"{framework} {objective} {setting} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
+                job = {**base_job, "framework": framework, "setting": setting, "objective": objective}
+                if args.profile and (objective, framework, setting) == ("sft", "ours", "packed") and (objective, framework, setting) not in results:
+                    job["profile"] = str(Path(args.profile).resolve())
+                result = run_job(job, folder)
+                if result is None:
                     continue
-                results.setdefault((objective, framework, setting), []).append(json.loads(lines[-1][7:]))
-                print(f"  {objective} {framework} {setting}: {results[(objective, framework, setting)][-1]['tokens_per_s']:.0f} tokens/s", flush=True)
+                results.setdefault((objective, framework, setting), []).append(result)
+                print(f"  {objective} {framework} {setting}: {result['tokens_per_s']:.0f} tokens/s", flush=True)
     print(f"\n{device}, {time.strftime('%Y-%m-%d')}, preset {args.preset}, batch {preset['batch']}, lengths {preset['lengths']}, "
           f"{preset['dtype']}; matmul peak {peak / 1e12:.2f} TFLOP/s; {flops_per_token / 1e6:.1f} MFLOP per token\n")
     print("| objective | framework | setting | tokens/s | tokens/s, setup amortised over an epoch | MFU | peak GiB | one-off setup s | vs TRL best (amortised) |")
     print("|---|---|---|---|---|---|---|---|---|")
     epoch_tokens = {"sft": preset["examples"] * mean_length, "dpo": 2 * preset["examples"] * mean_length}
+    rows = []
     for objective in args.objectives:
-        rows = {k: v for k, v in results.items() if k[0] == objective}
-        speed = {k: statistics.median(r["tokens_per_s"] for r in v) for k, v in rows.items()}
-        setup = {k: statistics.median(r["setup_s"] for r in v) for k, v in rows.items()}
+        runs_of = {k: v for k, v in results.items() if k[0] == objective}
+        speed = {k: statistics.median(r["tokens_per_s"] for r in v) for k, v in runs_of.items()}
+        setup = {k: statistics.median(r["setup_s"] for r in v) for k, v in runs_of.items()}
         # One epoch's tokens over the time to train on them plus the one-off setup (model load, reference pass).
-        amortised = {k: epoch_tokens[objective] / (epoch_tokens[objective] / speed[k] + setup[k]) for k in rows}
+        amortised = {k: epoch_tokens[objective] / (epoch_tokens[objective] / speed[k] + setup[k]) for k in runs_of}
         trl_best = max((a for k, a in amortised.items() if k[1] == "trl"), default=float("nan"))
-        for key, runs in rows.items():
+        for key, runs in runs_of.items():
             memory = statistics.median(r["peak_gib"] for r in runs)
             mfu = speed[key] * flops_per_token / peak  # the policy's training FLOPs only (6 per parameter and token)
-            print(f"| {objective} | {key[1]} | {key[2]} | {speed[key]:.0f} | {amortised[key]:.0f} | {mfu:.1%} | {memory:.2f} | "
-                  f"{setup[key]:.1f} | {amortised[key] / trl_best:.2f}x |")
+            checkpointing = any(r["gradient_checkpointing"] for r in runs)
+            rows.append({"objective": objective, "framework": key[1], "setting": key[2], "tokens_per_s": speed[key],
+                         "tokens_per_s_amortised": amortised[key], "mfu": mfu, "peak_gib": memory, "setup_s": setup[key],
+                         "vs_trl_best_amortised": amortised[key] / trl_best, "gradient_checkpointing": checkpointing,
+                         "runs": [{k: r[k] for k in ("tokens_per_s", "peak_gib", "setup_s")} for r in runs]})
+            print(f"| {objective} | {key[1]} | {key[2]}{' (gradient checkpointing)' if checkpointing else ''} | {speed[key]:.0f} | "
+                  f"{amortised[key]:.0f} | {mfu:.1%} | {memory:.2f} | {setup[key]:.1f} | {amortised[key] / trl_best:.2f}x |")
+    report = {"device": device, "date": time.strftime("%Y-%m-%d"), "preset": args.preset, "batch": preset["batch"],
+              "lengths": preset["lengths"], "steps": preset["steps"], "warmup": preset["warmup"], "dtype": preset["dtype"],
+              "model": preset["model"], "matmul_peak_flops_per_s": peak, "flops_per_token": flops_per_token, "mean_length": mean_length,
+              "rows": rows, "long_context": []}
+
+    def save(row: dict | None = None) -> None:
+        """Rewrites the JSON after every result, so that a run stopped at a time limit keeps what it measured."""
+        if row is not None:
+            report["long_context"].append(row)
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+
+    save()
+    if args.long_context:
+        long_context(args, folder, base_job, results, gpu, save)
+    return report
+
+
+def long_context(args, folder: Path, base_job: dict, results: dict, gpu: bool, save) -> None:
+    """SFT at batch 1 on sequences of exactly each length: tokens/s and peak memory, ours packed and TRL's best."""
+    from transformers import AutoTokenizer
+
+    trl_sft = {k[2]: statistics.median(r["tokens_per_s"] for r in v) for k, v in results.items() if k[:2] == ("sft", "trl")}
+    trl_setting = args.trl_long_setting or (max(trl_sft, key=trl_sft.get) if trl_sft else "liger" if gpu else "packed")
+    tokenizer = AutoTokenizer.from_pretrained(base_job["model"])
+    steps = max(args.long_steps, 2)
+    print(f"\nbatch 1, SFT, {steps} steps (1 warm-up); TRL {trl_setting}\n")
+    print("| tokens | framework | setting | tokens/s | peak GiB | gradient checkpointing |")
+    print("|---|---|---|---|---|---|")
+    for length in args.long_context:
+        sft, _, mean_length = write_data(tokenizer, [length, length], steps + 2, folder, f"_{length}")
+        for framework, setting in (("ours", "packed"), ("trl", trl_setting)):
+            # A token or two of slack: a passage cut at `length` tokens may re-tokenize a token longer.
+            job = {**base_job, "framework": framework, "setting": setting, "objective": "sft", "sft": str(sft), "batch": 1,
+                   "max_length": length + 16, "steps": steps, "warmup": 1, "mean_length": mean_length, "long": True}
+            result = run_job(job, folder)
+            row = {"tokens": length, "framework": framework, "setting": setting, "mean_tokens": mean_length,
+                   "tokens_per_s": result and result["tokens_per_s"], "peak_gib": result and result["peak_gib"],
+                   "gradient_checkpointing": result and result["gradient_checkpointing"], "failed": result is None}
+            save(row)
+            if result is None:
+                print(f"| {length} | {framework} | {setting} | failed | | |")
+            else:
+                print(f"| {length} | {framework} | {setting} | {result['tokens_per_s']:.0f} | {result['peak_gib']:.2f} | "
+                      f"{'on' if result['gradient_checkpointing'] else 'off'} |", flush=True)
 
 
 if __name__ == "__main__":
