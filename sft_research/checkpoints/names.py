@@ -1,10 +1,18 @@
-"""Where a checkpoint named by hub id, local folder or embedded name lives, and loading from it."""
+"""Where a checkpoint named by hub id, local folder or embedded name lives, and loading from it.
+
+A local folder is either a full checkpoint (``config.json`` and weights) or a peft adapter (``adapter_config.json``
+and adapter weights, no ``config.json``): an adapter names its base model in ``base_model_name_or_path`` and loads as
+that base with the adapter merged in.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from sft_research.checkpoints.embedded import DEFAULT_MODEL, EMBEDDED_PREFIX, resolve_embedded
+
+ADAPTER_CONFIG = "adapter_config.json"
 
 
 class ModelLoadError(OSError):
@@ -12,20 +20,61 @@ class ModelLoadError(OSError):
 
 
 def resolve(name_or_path: str) -> str:
-    """A local folder for embedded and local models; hub ids are returned as they are."""
+    """A local folder for embedded and local models (full checkpoints or adapters); hub ids are returned as they are."""
     if name_or_path.startswith(EMBEDDED_PREFIX):
         return str(resolve_embedded(name_or_path))
     path = Path(name_or_path).expanduser()
     if path.exists():
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(f"{name_or_path}: is not a Hugging Face checkpoint folder (no config.json)")
+        if not (path / "config.json").is_file() and not (path / ADAPTER_CONFIG).is_file():
+            raise ModelLoadError(
+                f"{name_or_path}: is neither a Hugging Face checkpoint folder (no config.json) nor a peft adapter "
+                f"folder (no {ADAPTER_CONFIG})"
+            )
         return str(path)
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
         raise ModelLoadError(f"{name_or_path}: no such model folder")
     return name_or_path
 
 
+def adapter_base(name_or_path: str) -> str | None:
+    """The base model that the adapter folder ``name_or_path`` was trained on; None for anything but an adapter."""
+    path = Path(resolve(name_or_path))
+    if not (path / ADAPTER_CONFIG).is_file() or (path / "config.json").is_file():
+        return None
+    try:
+        base = json.loads((path / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{name_or_path}: unreadable {ADAPTER_CONFIG} ({error})") from error
+    if not base:
+        raise ModelLoadError(f"{name_or_path}: {ADAPTER_CONFIG} names no base model (base_model_name_or_path)")
+    return base
+
+
+def portable_name(name_or_path: str) -> str:
+    """How an adapter records its base model: embedded names and hub ids as they are (not the cache folder they
+    resolve to, which belongs to one user), local folders as absolute paths (independent of the working folder)."""
+    path = Path(name_or_path).expanduser()
+    if name_or_path.startswith(EMBEDDED_PREFIX) or not path.exists():
+        return name_or_path
+    return str(path.resolve())
+
+
 def from_pretrained(loader, name_or_path: str, **kwargs):
+    """``loader.from_pretrained`` (a transformers model class) on the resolved checkpoint. An adapter folder loads its
+    base model with ``kwargs``, applies the adapter with peft and merges it, so that the result is a plain model."""
+    base = adapter_base(name_or_path)
+    if base is None:
+        return _load(loader, name_or_path, **kwargs)
+    from peft import PeftModel
+
+    try:
+        base_model = from_pretrained(loader, base, **kwargs)
+    except ModelLoadError as error:
+        raise ModelLoadError(f"{name_or_path}: the adapter's base model {base} could not be loaded: {error}") from error
+    return PeftModel.from_pretrained(base_model, resolve(name_or_path)).merge_and_unload()
+
+
+def _load(loader, name_or_path: str, **kwargs):
     resolved = resolve(name_or_path)
     try:
         return loader.from_pretrained(resolved, **kwargs)
@@ -37,12 +86,14 @@ def from_pretrained(loader, name_or_path: str, **kwargs):
 
 
 def load_tokenizer(name_or_path: str):
+    """The checkpoint's tokenizer; an adapter folder's is the one saved beside it, else its base model's."""
     from transformers import AutoTokenizer
 
-    tokenizer = from_pretrained(AutoTokenizer, name_or_path)
+    base = adapter_base(name_or_path)
+    if base is not None and not (Path(resolve(name_or_path)) / "tokenizer_config.json").is_file():
+        return load_tokenizer(base)
+    tokenizer = _load(AutoTokenizer, name_or_path)
     if tokenizer.pad_token_id is None:
         # Padding positions are masked out of attention and loss, so any existing token serves.
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
-
-

@@ -20,7 +20,7 @@ from sft_research.files import atomic_write
 from sft_research.data.tokenize import TokenizedExample
 from sft_research.checkpoints.embedded import cache_dir
 from sft_research.model.loading import ModelConfig, load_model
-from sft_research.checkpoints.names import resolve
+from sft_research.checkpoints.names import adapter_base, resolve
 from sft_research.model.logprobs import sequence_logprobs
 
 log = logging.getLogger(__name__)
@@ -28,13 +28,18 @@ CHECKPOINT_FILES = (".json", ".safetensors", ".bin", ".model", ".jinja", ".txt")
 
 
 def checkpoint_fingerprint(name_or_path: str) -> str:
-    """A hash of a local checkpoint's files (weights, config, tokenizer); for a hub id, of its resolved snapshot."""
+    """A hash of a local checkpoint's files (weights, config, tokenizer); for a hub id, of its resolved snapshot; for
+    an adapter folder, of its files and its base model's fingerprint (the same adapter on another base is another
+    model)."""
     from transformers.utils import cached_file
 
     path = Path(resolve(name_or_path))
     if not path.exists():
         path = Path(cached_file(name_or_path, "config.json")).parent
     digest = hashlib.blake2b(digest_size=16)
+    base = adapter_base(str(path))
+    if base is not None:
+        digest.update(f"base:{checkpoint_fingerprint(base)}".encode())
     for file in sorted(p for p in path.iterdir() if p.suffix in CHECKPOINT_FILES and not p.name.startswith(".")):
         digest.update(file.name.encode())
         with file.open("rb") as handle:

@@ -1,4 +1,4 @@
-"""Loads a Hugging Face causal LM by hub id, local path, or embedded name, optionally with LoRA adapters."""
+"""Loads a Hugging Face causal LM by hub id, local path, embedded name or adapter folder, optionally with LoRA adapters."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 
 from sft_research.checkpoints.embedded import DEFAULT_MODEL
-from sft_research.checkpoints.names import from_pretrained
+from sft_research.checkpoints.names import from_pretrained, portable_name
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -25,6 +25,11 @@ class LoraConfig:
         modules_to_save: modules trained in full beside the adapters (e.g. ``lm_head``, ``embed_tokens``).
         merge: save the final model with the adapters merged into full weights (loadable by plain
             ``transformers``) instead of the adapter alone.
+
+    Without ``merge`` a run saves the adapter (and the tokenizer), which records its base model portably (an
+    ``embedded:`` name or hub id as given, a local folder as an absolute path) and loads anywhere a model path goes,
+    as its base with the adapter merged in. LoRA on top of an adapter folder therefore trains a new adapter on that
+    merged model, and the new adapter's base is the earlier adapter folder: loading it merges both in turn.
     """
 
     r: int = 8
@@ -40,7 +45,8 @@ class ModelConfig:
     """Which pretrained causal LM to fine-tune, and how to hold it.
 
     Args:
-        name_or_path: a hub id, a local checkpoint folder, or ``embedded:SmolLM2-135M-Instruct``.
+        name_or_path: a hub id, a local checkpoint folder, ``embedded:SmolLM2-135M-Instruct``, or a peft adapter
+            folder (loaded as its base model with the adapter merged in).
         dtype: the weights' dtype.
         gradient_checkpointing: recompute activations in the backward pass to save memory.
         lora: train LoRA adapters instead of all weights.
@@ -78,4 +84,6 @@ def load_model(config: ModelConfig):
             task_type="CAUSAL_LM",
         )
         model = peft.get_peft_model(model, lora)
+        # peft records the folder the base was read from, an embedded model's cache folder in one user's home.
+        model.peft_config["default"].base_model_name_or_path = portable_name(config.name_or_path)
     return model

@@ -1,0 +1,177 @@
+"""LoRA end to end: a run saves an adapter that loads wherever a model path goes (validate, a reference, a further LoRA
+run), ``sft-research merge`` and ``lora.merge`` turn it into full weights for plain transformers, and adapters of
+embedded models name their base portably."""
+
+import csv
+import json
+import shutil
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from sft_research.checkpoints.embedded import TINY_MODEL
+from sft_research.checkpoints.names import ModelLoadError, load_tokenizer
+from sft_research.checkpoints.tiny import build_tiny_checkpoint
+from sft_research.cli import main
+from sft_research.errors import ConfigError
+from sft_research.frozen.cache import checkpoint_fingerprint
+from sft_research.model.loading import ModelConfig, load_model
+from sft_research.model.logprobs import sequence_logprobs
+from tests.conftest import PAIR_ROWS, SFT_ROWS, write_jsonl
+
+LORA = ["--model.pretrained.lora.r=4", "--model.pretrained.lora.alpha=8"]
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SFT_RESEARCH_CACHE", str(tmp_path / "cache"))
+
+
+def run(command, model, data_path, tmp_path, *extra, steps=3):
+    return main(
+        [
+            command,
+            f"--model.pretrained.name_or_path={model}",
+            "--model.optimizer.lr=1e-2",
+            "--data.train=sft_research.data.FileDataset",
+            f"--data.train.path={data_path}",
+            "--data.batch_size=4",
+            f"--trainer.max_steps={steps}",
+            "--trainer.accelerator=cpu",
+            "--trainer.log_every_n_steps=1",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_checkpointing=false",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            f"--trainer.default_root_dir={tmp_path}",
+            *extra,
+        ]
+    )
+
+
+def label_logprobs(model, tokenizer, rows=SFT_ROWS):
+    texts = [row["prompt"] + " " + row["completion"] for row in rows]
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        return sequence_logprobs(model.eval(), batch["input_ids"], batch["attention_mask"])
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, tmp_path_factory):
+    """One LoRA fit on every linear layer, with the final norm trained in full beside the adapters."""
+    tmp_path = tmp_path_factory.mktemp("lora")
+    path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
+    extra = [*LORA, "--model.pretrained.lora.target_modules=all-linear", "--model.pretrained.lora.modules_to_save=[model.norm]"]
+    cli = run("fit", tiny_model_dir, path, tmp_path, *extra)
+    return cli, path, tmp_path
+
+
+def test_a_lora_run_saves_an_adapter_of_every_linear_layer_and_the_saved_module(trained, tiny_model_dir):
+    cli, _, _ = trained
+    adapter = cli.model.hf_checkpoint_dir()
+    assert (adapter / "adapter_config.json").is_file() and (adapter / "tokenizer_config.json").is_file()
+    assert not (adapter / "config.json").exists()
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(tiny_model_dir.resolve())
+    # peft writes all-linear out as the full names of the layers it matched: every linear layer but the output head.
+    kinds = {name.rsplit(".", 1)[-1] for name in config["target_modules"]}
+    assert kinds == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    trained_norm = cli.model.model.base_model.model.model.norm.modules_to_save["default"].weight
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert not torch.allclose(trained_norm, base.model.norm.weight), "the module to save was trained"
+    merged = load_model(ModelConfig(str(adapter)))
+    torch.testing.assert_close(merged.model.norm.weight, trained_norm, rtol=0, atol=0)
+
+
+def test_the_adapter_validates_merges_and_agrees_with_the_trained_model(trained, tmp_path):
+    cli, path, _ = trained
+    adapter = cli.model.hf_checkpoint_dir()
+    tokenizer = load_tokenizer(str(adapter))
+    expected = label_logprobs(cli.model.model, tokenizer)
+
+    validated = run("validate", adapter, path, tmp_path, "--data.val=sft_research.data.FileDataset", f"--data.val.path={path}")
+    assert torch.isfinite(validated.trainer.callback_metrics["val/loss"])
+    torch.testing.assert_close(label_logprobs(validated.model.model, tokenizer), expected, rtol=0, atol=1e-5)
+
+    merged = main(["merge", str(adapter), str(tmp_path / "merged")])
+    assert (merged / "config.json").is_file() and not (merged / "adapter_config.json").exists()
+    plain = AutoModelForCausalLM.from_pretrained(merged)
+    plain_tokenizer = AutoTokenizer.from_pretrained(merged)
+    assert plain_tokenizer.chat_template == tokenizer.chat_template
+    torch.testing.assert_close(label_logprobs(plain, plain_tokenizer), expected, rtol=0, atol=1e-5)
+
+    with pytest.raises(ConfigError, match="already exists"):
+        main(["merge", str(adapter), str(merged)])
+    with pytest.raises(ModelLoadError, match="is not a peft adapter folder"):
+        main(["merge", str(merged), str(tmp_path / "again")])
+
+
+def test_an_adapter_is_a_dpo_reference_and_a_start_for_a_further_lora_run(trained, tmp_path):
+    cli, _, _ = trained
+    adapter = cli.model.hf_checkpoint_dir()
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", PAIR_ROWS)
+    dpo = run("fit", adapter, pairs, tmp_path, *LORA, "--model.objective=sft_research.objectives.DPO", f"--model.reference={adapter}", steps=2)
+    with open(dpo.trainer.logger.log_dir + "/metrics.csv") as file:
+        first = next(row for row in csv.DictReader(file) if row.get("train/rewards/margins"))
+    # The new adapter starts at zero on the merged first one, so the policy equals the reference at the first step.
+    assert float(first["train/rewards/margins"]) == pytest.approx(0.0, abs=1e-5)
+
+    second = dpo.model.hf_checkpoint_dir()
+    assert json.loads((second / "adapter_config.json").read_text())["base_model_name_or_path"] == str(adapter.resolve())
+    tokenizer = load_tokenizer(str(second))
+    expected = label_logprobs(dpo.model.model, tokenizer)
+    torch.testing.assert_close(label_logprobs(load_model(ModelConfig(str(second))), tokenizer), expected, rtol=0, atol=1e-5)
+
+
+def test_merge_at_the_end_of_fit_saves_full_weights(tiny_model_dir, tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
+    cli = run("fit", tiny_model_dir, path, tmp_path, *LORA, "--model.pretrained.lora.merge=true", steps=2)
+    saved = cli.model.hf_checkpoint_dir()
+    assert (saved / "config.json").is_file() and not (saved / "adapter_config.json").exists()
+    tokenizer = AutoTokenizer.from_pretrained(saved)
+    expected = label_logprobs(cli.model.model, tokenizer)
+    torch.testing.assert_close(label_logprobs(AutoModelForCausalLM.from_pretrained(saved), tokenizer), expected, rtol=0, atol=1e-5)
+    base = label_logprobs(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tokenizer)
+    assert not torch.allclose(base, expected, atol=1e-3), "the adapters were trained and merged in"
+
+
+def test_an_adapter_of_an_embedded_model_names_it_portably(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
+    cli = run("fit", TINY_MODEL, path, tmp_path, *LORA, steps=1)
+    adapter = cli.model.hf_checkpoint_dir()
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == TINY_MODEL
+    tokenizer = load_tokenizer(str(adapter))
+    torch.testing.assert_close(
+        label_logprobs(load_model(ModelConfig(str(adapter))), tokenizer), label_logprobs(cli.model.model, tokenizer), rtol=0, atol=1e-5
+    )
+
+
+def test_an_adapters_fingerprint_covers_its_base(trained, tmp_path):
+    cli, _, _ = trained
+    adapter = cli.model.hf_checkpoint_dir()
+    moved = shutil.copytree(adapter, tmp_path / "moved")
+    assert checkpoint_fingerprint(str(moved)) == checkpoint_fingerprint(str(adapter)), "the same files on the same base"
+    other = build_tiny_checkpoint(tmp_path / "other", seed=7)
+    config = json.loads((moved / "adapter_config.json").read_text())
+    (moved / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": str(other)}))
+    before = checkpoint_fingerprint(str(moved))
+    build_tiny_checkpoint(other, seed=8)  # the base changes under the same name
+    assert checkpoint_fingerprint(str(moved)) != before
+
+
+def test_an_adapter_without_its_tokenizer_uses_the_bases(trained, tmp_path, tiny_model_dir):
+    cli, _, _ = trained
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copy(cli.model.hf_checkpoint_dir() / name, bare / name)
+    assert load_tokenizer(str(bare)).get_vocab() == load_tokenizer(str(tiny_model_dir)).get_vocab()
+
+
+def test_an_adapter_whose_base_is_gone_is_a_clear_error(trained, tmp_path):
+    cli, _, _ = trained
+    moved = shutil.copytree(cli.model.hf_checkpoint_dir(), tmp_path / "moved")
+    config = json.loads((moved / "adapter_config.json").read_text())
+    (moved / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": str(tmp_path / "gone")}))
+    with pytest.raises(ModelLoadError, match=f"{moved}: the adapter's base model {tmp_path / 'gone'} could not be loaded"):
+        load_model(ModelConfig(str(moved)))
