@@ -7,8 +7,10 @@ import io
 import json
 import os
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 
+from sft_research.bench.compute import Compute
 from sft_research.bench.evaluate import METRICS, Evaluation
 from sft_research.bench.paired import paired_difference, verdict
 from sft_research.bench.stats import Estimate, confidence_interval
@@ -27,6 +29,17 @@ HIGHER_IS_BETTER = {
     "skill_accuracy_change": True,
     "flip_rate": False,
     "kl_from_base": False,
+}
+# What a run spent (bench/compute.py), and its wall time.
+SPENT = tuple(field.name for field in fields(Compute)) + ("wall_s",)
+SPENT_LABELS = {
+    "optimizer_steps": "optimizer steps",
+    "tokens": "tokens trained",
+    "completion_tokens": "of them in the loss",
+    "policy_sequences": "policy fwd+bwd sequences",
+    "frozen_sequences": "frozen-model sequences",
+    "generated_tokens": "generated tokens",
+    "wall_s": "wall s",
 }
 
 
@@ -52,14 +65,22 @@ def append_result(path: Path, row: dict) -> None:
     write_atomically(path, existing + json.dumps(row) + "\n")
 
 
+def spent(runs: list[dict]) -> dict[str, float | None]:
+    """Per quantity of :data:`SPENT`, its mean over the runs; None where a run does not have it (rows written before
+    the harness counted compute)."""
+    values = [{**run.get("compute", {}), "wall_s": run["wall_s"]} for run in runs]
+    return {name: sum(v[name] for v in values) / len(values) if all(name in v for v in values) else None for name in SPENT}
+
+
 def summarize(rows: list[dict], base: dict[str, Estimate], arms: list[str]) -> list[dict]:
-    """Per arm and metric: mean, 95% CI half-width and how it was computed; the base model first."""
-    table = [{"arm": "base model", "runs": 0, **{m: (base[m].mean, 0.0, "") for m in METRICS}}]
+    """Per arm and metric: mean, 95% CI half-width and how it was computed, and the mean compute of its runs; the base
+    model first."""
+    table = [{"arm": "base model", "runs": 0, **{m: (base[m].mean, 0.0, "") for m in METRICS}, "spent": dict.fromkeys(SPENT)}]
     for arm in arms:
         runs = [row for row in rows if row["arm"] == arm]
         if runs:
             estimates = {m: [Estimate(**run["metrics"][m]) for run in runs] for m in METRICS}
-            table.append({"arm": arm, "runs": len(runs), **{m: confidence_interval(estimates[m]) for m in METRICS}})
+            table.append({"arm": arm, "runs": len(runs), **{m: confidence_interval(estimates[m]) for m in METRICS}, "spent": spent(runs)})
     base_score = base["task_score"].mean
     for entry in table[1:]:
         mean, half, _ = entry["task_score"]
@@ -95,13 +116,14 @@ def compare_to_reference(rows: list[dict], base: Evaluation, arms: list[str], re
 def summary_csv(table: list[dict]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["arm", "runs"] + [f"{m}{suffix}" for m in METRICS for suffix in ("", "_ci95")] + ["ci_method", "verdict"])
+    writer.writerow(["arm", "runs"] + [f"{m}{suffix}" for m in METRICS for suffix in ("", "_ci95")] + ["ci_method", "verdict", *SPENT])
     for entry in table:
         methods = sorted({entry[m][2] for m in METRICS if entry[m][2]})
         writer.writerow(
             [entry["arm"], entry["runs"]]
             + [f"{v:.6g}" for m in METRICS for v in entry[m][:2]]
             + ["; ".join(methods), entry.get("verdict", "")]
+            + ["" if entry["spent"][name] is None else f"{entry['spent'][name]:.6g}" for name in SPENT]
         )
     return out.getvalue()
 
@@ -118,7 +140,27 @@ def summary_markdown(table: list[dict]) -> str:
         "Mean ± 95% confidence interval (" + "; ".join(methods) + "). Changes are fine-tuned minus base on the same items;",
         "negative log-likelihood and accuracy changes, a positive flip rate and a positive KL are forgetting.",
     ]
-    return "\n".join(lines + notes) + "\n"
+    return "\n".join(lines + notes) + "\n" + spent_markdown(table)
+
+
+def spent_markdown(table: list[dict]) -> str:
+    """What each arm spent on training, so that no arm's scores are read apart from their cost."""
+    lines = [
+        "",
+        "Compute per run (mean over seeds; training only, the evaluation is the same for every arm):",
+        "",
+        "| arm | " + " | ".join(SPENT_LABELS[name] for name in SPENT) + " |",
+        "|" + "---|" * (len(SPENT) + 1),
+    ]
+    for entry in table[1:]:
+        cells = ["n/a" if (v := entry["spent"][name]) is None else f"{v:.1f}" if name == "wall_s" else f"{v:,.0f}" for name in SPENT]
+        lines.append(f"| {entry['arm']} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Tokens and sequences are those trained on (forward and backward), frozen-model sequences those scored by",
+        "references and baselines, generated tokens those sampled (`bench/compute.py`); n/a: a row from before counting.",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def paired_markdown(comparisons: list[dict], reference_arm: str = "sft") -> str:

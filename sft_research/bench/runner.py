@@ -3,6 +3,10 @@
 Resumable: a run whose row is in results.jsonl is skipped, a run killed part-way starts again (its finished
 pipeline stages are kept), and the base model's evaluation and the frozen-model log-probs are computed once per
 suite and reused by every arm and seed.
+
+Each run's row records what the run spent on training (:mod:`sft_research.bench.compute`) and where its result came
+from: fingerprints of its training data as rendered and of the base model's files, the git commit of the code, the
+library versions and the seeds.
 """
 
 from __future__ import annotations
@@ -10,12 +14,16 @@ from __future__ import annotations
 import json
 import platform
 import shutil
+import subprocess
 import time
 from dataclasses import asdict
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
 
+import sft_research
+from sft_research.bench.compute import run_compute
 from sft_research.bench.evaluate import Evaluation, Evaluator
 from sft_research.bench.report import (
     append_result,
@@ -31,6 +39,7 @@ from sft_research.bench.report import (
 )
 from sft_research.bench.stats import Estimate
 from sft_research.bench.suite import Suite
+from sft_research.frozen.cache import checkpoint_fingerprint
 from sft_research.pipelines import Pipeline
 
 
@@ -38,15 +47,26 @@ def versions() -> dict[str, str]:
     import lightning
     import transformers
 
-    import sft_research
-
     return {
         "sft_research": sft_research.__version__,
         "torch": torch.__version__,
         "lightning": lightning.__version__,
         "transformers": transformers.__version__,
+        "peft": version("peft"),
+        "reasoning_gym": version("reasoning-gym"),
         "python": platform.python_version(),
     }
+
+
+def git_commit(package_dir: Path) -> str | None:
+    """The commit checked out where the package's code lives; None when that code is not tracked by git (an
+    installed copy, even one inside another checkout) or git is missing. Uncommitted changes are not recorded."""
+    try:
+        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", "__init__.py"], cwd=package_dir, capture_output=True, timeout=30)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=package_dir, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return head.stdout.strip() if tracked.returncode == 0 and head.returncode == 0 else None
 
 
 def run_suite(suite: Suite, output_dir: str | Path, suite_config: dict, reference_arm: str = "sft") -> list[dict]:
@@ -61,6 +81,8 @@ def run_suite(suite: Suite, output_dir: str | Path, suite_config: dict, referenc
     results = out / "results.jsonl"
     done = {(row["arm"], row["seed"]) for row in read_results(results)}
     todo = [(arm, seed) for seed in suite.seeds for arm in suite.arms if (arm.name, seed) not in done]
+    commit = git_commit(Path(sft_research.__file__).parent)
+    base_fingerprint = checkpoint_fingerprint(suite.base_model) if todo else None
     started = time.perf_counter()
     for index, (arm, seed) in enumerate(todo):
         elapsed = time.perf_counter() - started
@@ -71,12 +93,20 @@ def run_suite(suite: Suite, output_dir: str | Path, suite_config: dict, referenc
         stages = arm.stages(suite, seed)
         final = Pipeline(str(run_dir), stages).run()[stages[-1].name]
         evaluation = evaluator.evaluate(str(final))
+        compute, data_fingerprints = run_compute(run_dir)
         row = {
             "arm": arm.name,
             "seed": seed,
             "metrics": {name: asdict(value) for name, value in evaluation.metrics(base).items()},
             "items": evaluation.to_dict(),
             "wall_s": round(time.perf_counter() - run_started, 1),
+            "compute": asdict(compute),
+            "provenance": {
+                "data": data_fingerprints,
+                "base_model": base_fingerprint,
+                "git_commit": commit,
+                "seeds": {"training": seed, "data": suite.task.seed},
+            },
             "config": {"suite": suite_config, "stages": {stage.name: getattr(stage, "fit", None) for stage in stages}},
             "versions": versions(),
         }

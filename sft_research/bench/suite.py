@@ -7,14 +7,19 @@ import copy
 import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
+from typing import Literal
 
-from sft_research.bench.probes import ForgettingProbes
+from sft_research.bench.probes import ForgettingProbes, GeneralTextProbe
 from sft_research.model.generation import GenerationConfig
+from sft_research.model.loading import LoraConfig
 from sft_research.pipelines import FitStage, IRFTStage, Stage
 from sft_research.pipelines.stages import FitConfig
 
 # An objective as in a fit config: {"class_path": ..., "init_args": {...}}; the fit parser checks it.
 ObjectiveConfig = dict[str, str | dict[str, str | int | float | bool | None | list]]
+# A training source as in a fit config's data.train: {"class_path": ..., "init_args": {...}}, sources nested in it.
+SourceConfig = dict[str, str | dict]
+SFT_OBJECTIVE: ObjectiveConfig = {"class_path": "sft_research.objectives.SFT"}
 
 
 @dataclass
@@ -39,7 +44,7 @@ class TaskSpec:
     noise_fraction: float = 0.25
     max_new_tokens: int = 8
 
-    def source(self, preference_pairs: bool = False) -> dict:
+    def source(self, preference_pairs: bool = False) -> SourceConfig:
         init = {k: v for k, v in asdict(self).items() if k != "max_new_tokens"}
         return {"class_path": "sft_research.data.ReasoningGymTask", "init_args": {**init, "preference_pairs": preference_pairs}}
 
@@ -102,6 +107,94 @@ class ObjectiveArm(Arm):
         return [FitStage("fit", suite.fit_config(self.label(seed), seed, self.objective, lr=self.lr))]
 
 
+class LoRAArm(Arm):
+    """An objective (SFT by default) through LoRA adapters (``peft``), a parameter-efficient fix for forgetting: the
+    adapters are merged into the weights when training ends, so the evaluation loads a plain model.
+
+    Args:
+        r: the adapters' rank.
+        alpha: their scale numerator (the update is scaled by ``alpha / r``).
+        target_modules: the module names adapted, or ``all-linear``.
+        objective: the objective, as in a fit config.
+        lr: overrides the budget's learning rate (LoRA usually takes a larger one than full fine-tuning).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        r: int = 8,
+        alpha: int = 16,
+        target_modules: list[str] | Literal["all-linear"] = "all-linear",
+        objective: ObjectiveConfig = SFT_OBJECTIVE,
+        lr: float | None = None,
+    ):
+        super().__init__(name)
+        self.lora = LoraConfig(r=r, alpha=alpha, target_modules=target_modules, merge=True)
+        self.objective, self.lr = objective, lr
+
+    def stages(self, suite: Suite, seed: int) -> list[Stage]:
+        return [FitStage("fit", suite.fit_config(self.label(seed), seed, self.objective, lr=self.lr, lora=self.lora))]
+
+
+class ReplayArm(Arm):
+    """An objective (SFT by default) with general text replayed among the task's records as plain language modelling,
+    a data fix for forgetting: ``text_fraction`` of the training records are pieces of ``text``
+    (:class:`~sft_research.data.Mixture`), the same pieces for every training seed.
+
+    The general-text probe's own text is the default, with every chunk the probe scores left out (no piece touches
+    one or repeats 50 characters of one elsewhere): reasoning-gym ships no other prose. The pieces come from the same story as the probe's chunks, so replay may
+    raise the probe's log-likelihood more than unrelated general text would; the probe's items are never trained on.
+
+    Args:
+        text_fraction: the fraction of the training records that are text.
+        text: a text file, or ``reasoning_gym:NAME``; None: the general-text probe's.
+        chunk_tokens: tokens per text piece; with the start and end tokens it must fit the budget's ``max_length``.
+        objective: the objective, as in a fit config.
+        lr: overrides the budget's learning rate.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        text_fraction: float = 0.25,
+        text: str | None = None,
+        chunk_tokens: int = 96,
+        objective: ObjectiveConfig = SFT_OBJECTIVE,
+        lr: float | None = None,
+    ):
+        super().__init__(name)
+        self.text_fraction, self.text, self.chunk_tokens, self.objective, self.lr = text_fraction, text, chunk_tokens, objective, lr
+
+    def source(self, suite: Suite) -> SourceConfig:
+        probe = suite.probes.general_text
+        text = self.text or probe.source
+        exclude = [list(span) for span in probe_chunk_spans(probe, suite.base_model)] if text == probe.source else []
+        chunks = {"path": text, "tokenizer": suite.base_model, "chunk_tokens": self.chunk_tokens, "exclude": exclude}
+        return {
+            "class_path": "sft_research.data.Mixture",
+            "init_args": {
+                "records": suite.task.source(),
+                "text": {"class_path": "sft_research.data.TextChunks", "init_args": chunks},
+                "text_fraction": self.text_fraction,
+                "seed": suite.task.seed,
+            },
+        }
+
+    def stages(self, suite: Suite, seed: int) -> list[Stage]:
+        return [FitStage("fit", suite.fit_config(self.label(seed), seed, self.objective, lr=self.lr, train=self.source(suite)))]
+
+
+def probe_chunk_spans(probe: GeneralTextProbe, tokenizer: str) -> list[tuple[int, int]]:
+    """The ``[start, end)`` character spans of the chunks that the general-text probe scores under ``tokenizer``:
+    :func:`~sft_research.bench.probes.general_text_loglik`'s chunking, mapped back to the text."""
+    from sft_research.checkpoints.names import load_tokenizer
+
+    offsets = load_tokenizer(tokenizer)(probe.text(), add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
+    span = probe.chunk_tokens
+    step = (len(offsets) - span) // max(1, probe.num_chunks - 1)
+    return [(offsets[i * step][0], offsets[i * step + span - 1][1]) for i in range(probe.num_chunks)]
+
+
 class PoFTArm(Arm):
     """PoFT against a baseline that knows the task better than the start model: the start model fine-tuned with SFT
     on clean demonstrations of the task (other items than the training data's, none corrupted), as a first stage.
@@ -122,7 +215,7 @@ class PoFTArm(Arm):
         return [
             FitStage(
                 "baseline",
-                suite.fit_config(f"{self.label(seed)} · baseline", seed, {"class_path": "sft_research.objectives.SFT"}, self.baseline_steps, task=clean),
+                suite.fit_config(f"{self.label(seed)} · baseline", seed, SFT_OBJECTIVE, self.baseline_steps, task=clean),
             ),
             FitStage("poft", suite.fit_config(self.label(seed), seed, poft), baselines_from=["baseline"]),
         ]
@@ -144,7 +237,7 @@ class SFTThenDPOArm(Arm):
     def stages(self, suite: Suite, seed: int) -> list[Stage]:
         dpo = {"class_path": "sft_research.objectives.DPO", "init_args": {"beta": self.beta}}
         return [
-            FitStage("sft", suite.fit_config(f"{self.label(seed)} · sft", seed, {"class_path": "sft_research.objectives.SFT"})),
+            FitStage("sft", suite.fit_config(f"{self.label(seed)} · sft", seed, SFT_OBJECTIVE)),
             FitStage(
                 "dpo",
                 suite.fit_config(f"{self.label(seed)} · dpo", seed, dpo, self.dpo_steps, self.dpo_lr, preference_pairs=True),
@@ -231,11 +324,16 @@ class Suite:
         preference_pairs: bool = False,
         task: TaskSpec | None = None,
         optimizer: dict[str, str | float] | None = None,
+        train: SourceConfig | None = None,
+        lora: LoraConfig | None = None,
     ) -> FitConfig:
         """The fit config of one training run of this suite; the harness evaluates, so the fit does not validate.
-        ``label`` names the run on its progress bar; ``task`` replaces the suite's training data, ``optimizer`` adds
-        optimizer settings."""
+        ``label`` names the run on its progress bar; ``task`` replaces the suite's training task and ``train`` its
+        whole training source, ``optimizer`` adds optimizer settings, ``lora`` trains LoRA adapters."""
         budget = self.budget
+        pretrained: dict[str, str | dict] = {"name_or_path": self.base_model}
+        if lora is not None:
+            pretrained["lora"] = asdict(lora)
         return {
             "seed_everything": seed,
             "trainer": {
@@ -249,13 +347,13 @@ class Suite:
                 "callbacks": [{"class_path": "sft_research.bench.progress.RunProgressBar", "init_args": {"label": label}}],
             },
             "model": {
-                "pretrained": {"name_or_path": self.base_model},
+                "pretrained": pretrained,
                 "objective": copy.deepcopy(objective),
                 "optimizer": {"lr": lr or budget.lr, "warmup_ratio": budget.warmup_ratio, **(optimizer or {})},
                 "micro_batch_size": budget.micro_batch_size,
             },
             "data": {
-                "train": (task or self.task).source(preference_pairs),
+                "train": copy.deepcopy(train) if train is not None else (task or self.task).source(preference_pairs),
                 "max_length": budget.max_length,
                 "batch_size": budget.batch_size,
                 "eval_batch_size": self.eval_batch_size,

@@ -2,8 +2,9 @@
 
 from sft_research.data.datamodule import SFTDataModule
 from sft_research.data.errors import DataError
+from sft_research.data.mixture import Mixture, TextChunks
 from sft_research.data.reasoning_gym_task import ReasoningGymTask
 from sft_research.data.sources import DataSource, FileDataset, RawRecord
 from sft_research.data.task import VerifiableTask
 
-__all__ = ["DataError", "DataSource", "FileDataset", "RawRecord", "ReasoningGymTask", "SFTDataModule", "VerifiableTask"]
+__all__ = ["DataError", "DataSource", "FileDataset", "Mixture", "RawRecord", "ReasoningGymTask", "SFTDataModule", "TextChunks", "VerifiableTask"]

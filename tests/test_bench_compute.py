@@ -1,0 +1,152 @@
+"""What a run spent, read back from its folder, against what a real fit trained on; provenance; old results files."""
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from lightning.pytorch.callbacks import Callback
+
+from sft_research.bench.compute import Compute, examples_fingerprint, fit_compute, generated_tokens, replay_batches, run_compute
+from sft_research.bench.report import summarize, summary_csv, summary_markdown
+from sft_research.bench.runner import git_commit
+from sft_research.bench.stats import Estimate
+from sft_research.checkpoints.names import load_tokenizer
+from sft_research.data import FileDataset, SFTDataModule
+from sft_research.fit import run_fit
+
+from tests.conftest import write_jsonl
+
+ROOT = Path(__file__).parents[1]
+TINY = "embedded:tiny-random"
+# Six records of different lengths: which ones a batch holds changes its token count.
+ROWS = [{"prompt": "x" * (3 * i + 1), "completion": "y" * (i + 1), "quality": 1.0} for i in range(6)]
+
+
+class RecordBatches(Callback):
+    """Writes the example ids of every training batch, one JSON list a line."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        with self.path.open("a") as file:
+            file.write(json.dumps(batch["example_id"].tolist()) + "\n")
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """IwSFT (a frozen reference) for 5 steps of 4 over 6 examples: epochs of a full and a partial batch, and a
+    partial epoch at the end."""
+    tmp = tmp_path_factory.mktemp("fit")
+    data = write_jsonl(tmp / "train.jsonl", ROWS)
+    record = tmp / "batches.jsonl"
+    config = {
+        "seed_everything": 7,
+        "trainer": {
+            "accelerator": "cpu",
+            "max_steps": 5,
+            "limit_val_batches": 0,
+            "enable_progress_bar": False,
+            "callbacks": [{"class_path": "tests.test_bench_compute.RecordBatches", "init_args": {"path": str(record)}}],
+        },
+        "model": {"pretrained": {"name_or_path": TINY}, "objective": {"class_path": "sft_research.objectives.IwSFT"}},
+        "data": {"train": {"class_path": "sft_research.data.FileDataset", "init_args": {"path": str(data)}}, "batch_size": 4, "max_length": 64},
+    }
+    run_fit(config, tmp / "run" / "fit")
+    batches = [json.loads(line) for line in record.read_text().splitlines()]
+    examples = SFTDataModule(FileDataset(str(data)), tokenizer=TINY, max_length=64)
+    examples.setup("fit")
+    return tmp / "run", batches, {example.example_id: example for example in examples.train_examples}
+
+
+def test_compute_is_what_the_fit_trained_on(fitted):
+    run_dir, batches, examples = fitted
+    assert [len(batch) for batch in batches] == [4, 2, 4, 2, 4]
+    assert replay_batches(6, 4, seed=7, batches=5) == batches, "the sampler's draws, replayed from the seed"
+    sequences = [examples[i].sequences[0] for batch in batches for i in batch]
+    compute, fingerprint = fit_compute(run_dir / "fit")
+    assert compute == Compute(
+        optimizer_steps=5,
+        tokens=sum(len(s.input_ids) for s in sequences),
+        completion_tokens=sum(sum(s.completion_mask) for s in sequences),
+        policy_sequences=16,
+        frozen_sequences=6,  # the reference scores every training example once, before the first step
+        generated_tokens=0,
+    )
+    assert compute.tokens > 16 * 2 and compute.completion_tokens < compute.tokens
+    assert fingerprint == examples_fingerprint(list(examples.values()))
+    assert run_compute(run_dir) == (compute, {"fit": fingerprint})
+
+
+def test_counts_come_from_the_newest_log(fitted, tmp_path):
+    """A fit killed part-way and run again logs into the next version folder: only the finished attempt counts."""
+    run_dir, _, _ = fitted
+    fit = tmp_path / "fit"
+    shutil.copytree(run_dir / "fit", fit)
+    logs = fit / "logs"
+    rows = (logs / "version_0" / "metrics.csv").read_text().splitlines()
+    for version, kept in ((9, 5), (10, 2)):
+        (logs / f"version_{version}").mkdir()
+        (logs / f"version_{version}" / "metrics.csv").write_text("\n".join(rows[: kept + 1]) + "\n")
+    assert fit_compute(fit)[0].optimizer_steps == 2
+
+
+def test_generated_tokens_of_an_irft_round(tmp_path):
+    tokenizer = load_tokenizer(TINY)
+    report = {"generation": {"max_new_tokens": 6}, "unfinished_generations": [0, 3], "left_out_empty_generations": [4, 3]}
+    (tmp_path / "generation.json").write_text(json.dumps(report))
+    pairs = [("abcdef", False), ("12", True), ("hello world", True), ("x", False)]
+    write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "p", "chosen": "c", "rejected": text, "rejected_finished": done} for text, done in pairs])
+    finished = sum(len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1 for text in ("12", "hello world"))
+    # 2 cut at 6 tokens; 2 finished with their end of turn; item 4 ended at once (empty); item 3 is one of the cut
+    assert finished == (1 + 1) + (9 + 1)  # "12" is one token of this tokenizer, "hello world" nine
+    assert generated_tokens(tmp_path, tokenizer) == 2 * 6 + finished + 1
+
+
+def test_data_fingerprint_sees_tokens_masks_and_quality(fitted):
+    _, _, examples = fitted
+    examples = list(examples.values())
+    before = examples_fingerprint(examples)
+    first = examples[0].sequences[0]
+    first.completion_mask[-2] = not first.completion_mask[-2]
+    masked = examples_fingerprint(examples)
+    first.completion_mask[-2] = not first.completion_mask[-2]
+    examples[1].quality += 0.5
+    weighted = examples_fingerprint(examples)
+    examples[1].quality -= 0.5
+    assert len({before, masked, weighted}) == 3 and examples_fingerprint(examples) == before
+
+
+def test_git_commit_only_of_a_tracked_checkout(tmp_path):
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert git_commit(ROOT / "sft_research") == head and len(head) == 40
+    copy = tmp_path / "sft_research"
+    copy.mkdir()
+    (copy / "__init__.py").write_text("")
+    assert git_commit(copy) is None, "not a git checkout"
+    inside = ROOT / "sft_research" / "bench" / "__pycache__"  # git ignores it: an untracked copy inside a checkout
+    assert git_commit(inside) is None
+
+
+def row(arm: str, seed: int, spent: dict | None) -> dict:
+    metrics = {m: {"mean": 0.5, "se": 0.1, "n": 10} for m in ("task_score", "general_text_loglik_change", "skill_accuracy_change", "flip_rate", "kl_from_base")}
+    return {"arm": arm, "seed": seed, "metrics": metrics, "wall_s": 10.0 + seed, **({"compute": spent} if spent else {})}
+
+
+def test_summary_shows_mean_compute_and_reads_rows_from_before_counting():
+    base = {m: Estimate(0.4, 0.0, 10) for m in ("task_score", "general_text_loglik_change", "skill_accuracy_change", "flip_rate", "kl_from_base")}
+    counted = lambda tokens: {"optimizer_steps": 4, "tokens": tokens, "completion_tokens": tokens // 10, "policy_sequences": 32, "frozen_sequences": 8, "generated_tokens": 0}
+    rows = [row("sft", 0, counted(1000)), row("sft", 1, counted(2000)), row("old", 0, None), row("old", 1, None)]
+    table = summarize(rows, base, ["sft", "old"])
+    assert table[1]["spent"] == {**counted(1500), "wall_s": 10.5}
+    assert table[2]["spent"] == {**dict.fromkeys(counted(0)), "wall_s": 10.5}, "an old row has its wall time only"
+    summary = {r["arm"]: r for r in csv.DictReader(io.StringIO(summary_csv(table)))}
+    assert (summary["sft"]["tokens"], summary["sft"]["completion_tokens"], summary["sft"]["wall_s"]) == ("1500", "150", "10.5")
+    assert (summary["old"]["tokens"], summary["old"]["wall_s"], summary["base model"]["tokens"]) == ("", "10.5", "")
+    markdown = summary_markdown(table)
+    assert "| sft | 4 | 1,500 | 150 | 32 | 8 | 0 | 10.5 |" in markdown
+    assert "| old | n/a | n/a | n/a | n/a | n/a | n/a | 10.5 |" in markdown
