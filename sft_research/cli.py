@@ -61,8 +61,9 @@ def bench_main(args: list[str]) -> list[dict]:
 
 
 def main(args: list[str] | None = None):
-    """The ``sft-research`` command: LightningCLI's ``fit``/``validate``/``test``, plus ``pipeline``, ``bench`` and
-    ``data`` (the data report and the first examples with their trained tokens marked)."""
+    """The ``sft-research`` command: LightningCLI's ``fit``/``validate``/``test``, plus ``pipeline``, ``bench``,
+    ``data`` (the data report and the first examples with their trained tokens marked) and ``merge`` (a LoRA adapter
+    into full weights)."""
     argv = sys.argv[1:] if args is None else args
     if argv and argv[0] == "pipeline":
         return pipeline_main(argv[1:])
@@ -72,6 +73,10 @@ def main(args: list[str] | None = None):
         from sft_research.inspect_data import data_main
 
         return data_main(argv[1:])
+    if argv and argv[0] == "merge":
+        from sft_research.merge import merge_main
+
+        return merge_main(argv[1:])
     return FitCLI(**cli_arguments(args, run=True))
 
 

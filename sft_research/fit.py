@@ -14,14 +14,18 @@ from typing import Any
 
 import yaml
 from jsonargparse import lazy_instance
-from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
-from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import CSVLogger
+import shutil
 
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
+from lightning.pytorch.cli import LightningCLI
+
+from sft_research.csv_logger import RunCSVLogger
 from sft_research.data.datamodule import SFTDataModule
+from sft_research.errors import ConfigError
 from sft_research.module import FineTuningModule
 
-CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
+CSV_LOGGER = "sft_research.csv_logger.RunCSVLogger"
 
 
 class WithoutLitLoggerTip(logging.Filter):
@@ -39,6 +43,14 @@ class FitCLI(LightningCLI):
         # The data must be tokenized by the model's own tokenizer.
         parser.link_arguments("model.pretrained.name_or_path", "data.tokenizer")
 
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand == "fit" and self.config.fit.get("ckpt_path") == "last":
+            logger = self.config.fit.trainer.get("logger")
+            if getattr(logger, "class_path", None) == "lightning.pytorch.loggers.CSVLogger":
+                logger.class_path = CSV_LOGGER  # Lightning's own would delete the metrics logged before the resume
+            self.resume = find_last_checkpoint(self.config.fit)
+            self.config.fit.ckpt_path = str(self.resume.checkpoint)
+
     def instantiate_trainer(self, **kwargs):
         # The plain progress bar counts steps; Lightning's default (Rich) shows "Epoch 0/-2" for step-limited runs.
         trainer = self._get(self.config_init, "trainer", default={})
@@ -46,7 +58,22 @@ class FitCLI(LightningCLI):
         given = given if isinstance(given, list) else [given]
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in given):
             kwargs["callbacks"] = [*given, TQDMProgressBar()]
-        return super().instantiate_trainer(**kwargs)
+        # A full training state is several times the model's size: written only when a checkpoint callback asks for
+        # it (or enable_checkpointing is set true for Lightning's default one).
+        if trainer.get("enable_checkpointing") is None and not any(isinstance(c, ModelCheckpoint) for c in given):
+            kwargs["enable_checkpointing"] = False
+        trainer = super().instantiate_trainer(**kwargs)
+        resume = getattr(self, "resume", None)
+        if resume is not None and isinstance(trainer.logger, RunCSVLogger):
+            trainer.logger.resume_step = resume.step
+        return trainer
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            remove_if_empty(self.trainer)
+            raise
 
     def parse_arguments(self, parser, args) -> None:
         # Configs come either from the command line (args None) or as a dict from our own callers, never both.
@@ -65,9 +92,11 @@ def cli_arguments(args: list[str] | dict | None, run: bool) -> dict:
         trainer_defaults={
             "num_sanity_val_steps": 0,
             "deterministic": True,
-            "logger": lazy_instance(CSVLogger, save_dir="runs", name="sft"),
+            "logger": lazy_instance(RunCSVLogger, save_dir="runs", name="sft"),
             # Lightning's summary table has no FLOP count without an example input; the module prints its own line.
             "enable_model_summary": False,
+            "enable_checkpointing": None,  # see FitCLI.instantiate_trainer
+            "log_every_n_steps": 1,  # a short run gets its metrics too
         },
         args=args,
         run=run,
@@ -118,4 +147,53 @@ def run_fit(config: dict[str, Any], run_dir: Path, start_model: str | None = Non
 
 
 def is_done(run_dir: Path) -> bool:
-    return (run_dir / "hf_model" / "config.json").is_file()
+    # A full model or a LoRA adapter, renamed into place only when complete.
+    return any((run_dir / "hf_model" / name).is_file() for name in ("config.json", "adapter_config.json"))
+
+
+class Resume:
+    """Where ``--ckpt_path last`` resumes: the checkpoint file and its optimizer step."""
+
+    def __init__(self, checkpoint: Path):
+        self.checkpoint = checkpoint
+        # mmap: the step is read without loading the weights and optimizer state into memory.
+        self.step = int(torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+
+
+def find_last_checkpoint(config) -> Resume:
+    """The last checkpoint of the same run: in a ``ModelCheckpoint`` callback's pinned ``dirpath``, or else in the
+    newest ``version_N`` of the logger's folder that has one (whose logs the resumed run then continues). Never None:
+    a run asked to resume that finds nothing stops, saying where it looked."""
+    trainer = config.trainer
+    looked: list[Path] = []
+    for callback in trainer.get("callbacks") or []:
+        dirpath = callback.init_args.get("dirpath") if getattr(callback, "class_path", "").endswith("ModelCheckpoint") else None
+        if dirpath:
+            looked.append(Path(dirpath) / "last.ckpt")
+    logger = trainer.get("logger")
+    init = getattr(logger, "init_args", None) if logger not in (None, False, True) else None
+    if init is not None and init.get("save_dir") is not None and not looked:
+        root = Path(init.save_dir) / (init.get("name") or "")
+        versions = sorted((p for p in root.glob("version_*") if p.name[8:].isdigit()), key=lambda p: int(p.name[8:]), reverse=True)
+        for version in versions:
+            looked.append(version / "checkpoints" / "last.ckpt")
+            if looked[-1].is_file():
+                init.version = int(version.name[8:])  # the resumed run logs into the same folder
+                break
+    for path in looked:
+        if path.is_file():
+            return Resume(path)
+    where = ", ".join(str(p) for p in looked) or "nowhere: no checkpoint callback with a dirpath and no CSV logger folder"
+    raise ConfigError(
+        f"--ckpt_path last: no last checkpoint of this run (looked in {where}); it would start from scratch. "
+        "Add a checkpoint callback with save_last (see README, Resume), or give the checkpoint's path"
+    )
+
+
+def remove_if_empty(trainer) -> None:
+    """A run that failed before logging anything leaves no version folder behind (only its config, if that)."""
+    log_dir = getattr(trainer, "log_dir", None) if trainer is not None and trainer.logger is not None else None
+    if log_dir is None or not trainer.is_global_zero or not Path(log_dir).is_dir():
+        return
+    if {p.name for p in Path(log_dir).iterdir()} <= {"config.yaml", "hparams.yaml"}:
+        shutil.rmtree(log_dir)

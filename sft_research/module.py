@@ -120,6 +120,8 @@ class FineTuningModule(L.LightningModule):
             self.model = load_model(self.pretrained).train()
             if self.compile_model:
                 self.model.compile()
+                # Chunked log-probs and packing call the decoder directly, past the full model's forward.
+                self.model.get_decoder().compile()
             if self.tokenizer is None:
                 self.tokenizer = load_tokenizer(self.pretrained.name_or_path)
 
@@ -359,9 +361,25 @@ class FineTuningModule(L.LightningModule):
                 rank_zero_info(f"final model (LoRA adapters merged): {target}")
             return
         state = self.trainer.strategy.lightning_module_state_dict()  # gathered from every process under FSDP
+        log_dir = self.trainer.log_dir if self.trainer.logger is not None else None  # a collective: every process asks
         if self.trainer.is_global_zero:
-            self.save_hf_checkpoint(target, {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
-            rank_zero_info(f"final model: {target}")
+            state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+            if "bf16" in str(self.trainer.precision):
+                # Trained in bf16 (mixed keeps float32 master weights): the export is bf16, half the size.
+                state = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in state.items()}
+            self.save_hf_checkpoint(target, state)
+            rank_zero_info(self.outputs_summary(target, log_dir))
+
+    def outputs_summary(self, model_dir: Path, log_dir: str | None) -> str:
+        """One line: what this run wrote, and where."""
+        size = sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file()) / 2**20
+        parts = [f"final model {model_dir} ({size:.1f} MB)"]
+        if log_dir is not None:
+            parts.insert(0, f"metrics and config in {log_dir}")
+        callback = self.trainer.checkpoint_callback
+        if callback is not None and callback.last_model_path:
+            parts.append(f"training state {callback.last_model_path}")
+        return "outputs: " + "; ".join(parts)
 
     def hf_checkpoint_dir(self) -> Path:
         if self.save_dir is not None:

@@ -99,3 +99,58 @@ def test_ddp_on_two_processes_gives_the_single_process_loss_curve(tiny_model_dir
     assert len(curves["one"]) == 9 and curves["one"].keys() == curves["two"].keys()
     for step in curves["one"]:
         assert curves["two"][step] == pytest.approx(curves["one"][step], abs=1e-5), step
+
+
+def readme_resume_commands() -> list[list[str]]:
+    """The README's resume recipe, as argument lists."""
+    import re
+    import shlex
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```bash\n(.*?)```", readme, re.DOTALL) if "--ckpt_path last" in b]
+    commands = [shlex.split(c) for c in block.replace("\\\n", " ").strip().splitlines()]
+    assert [c[:2] for c in commands] == [["sft-research", "fit"]] * 2
+    return [c[1:] for c in commands]
+
+
+@pytest.mark.slow
+def test_the_readme_resume_recipe_continues_the_same_run_after_sigint(tiny_model_dir, data, tmp_path):
+    first, again = readme_resume_commands()
+    assert again == first + ["--ckpt_path", "last"]
+    # The tiny model and data instead of the quickstart's, checkpoints every step, and the logs under tmp_path.
+    small = [f"--model.pretrained.name_or_path={tiny_model_dir}", "--data.train=sft_research.data.FileDataset",
+             f"--data.train.path={data}", "--data.batch_size=4", "--trainer.max_steps=400", "--trainer.accelerator=cpu",
+             "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false", "--trainer.callbacks.every_n_train_steps=1",
+             f"--trainer.logger.init_args.save_dir={tmp_path}", f"--trainer.default_root_dir={tmp_path}"]
+    command = [sys.executable, "-m", "sft_research.cli"]
+    run_dir = tmp_path / "quickstart" / "version_0"
+    process = subprocess.Popen(command + first + small, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while len(losses(run_dir) if (run_dir / "metrics.csv").exists() else {}) < 5:
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=120)
+    interrupted = losses(run_dir)
+    assert 5 <= len(interrupted) < 400 and not (run_dir / "hf_model").exists()
+
+    resumed = subprocess.run(command + again + small, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "quickstart").iterdir()) == ["version_0"], "the same run folder, not a new one"
+    with open(run_dir / "metrics.csv") as file:
+        steps = [int(row["step"]) for row in csv.DictReader(file) if row.get("train/loss")]
+    logged = [step for step in range(400) if (step + 1) % 5 == 0]  # the quickstart logs every 5 steps
+    assert steps == logged, "every logged step once: the metrics continue, none repeated or lost"
+    assert (run_dir / "hf_model" / "config.json").is_file()
+    assert "outputs: metrics and config in" in resumed.stderr + resumed.stdout
+
+
+def test_resume_without_a_checkpoint_stops_and_says_where_it_looked(tiny_model_dir, data, tmp_path):
+    from sft_research.cli import main
+    from sft_research.errors import ConfigError
+
+    (tmp_path / "sft" / "version_0").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"--ckpt_path last: no last checkpoint of this run \(looked in .*version_0/checkpoints/last.ckpt\)"):
+        main(["fit", f"--model.pretrained.name_or_path={tiny_model_dir}", "--data.train=sft_research.data.FileDataset",
+              f"--data.train.path={data}", "--trainer.max_steps=2", f"--trainer.logger.init_args.save_dir={tmp_path}",
+              f"--trainer.default_root_dir={tmp_path}", "--ckpt_path=last"])
