@@ -352,16 +352,16 @@ class FineTuningModule(L.LightningModule):
 
     def on_fit_end(self) -> None:
         target = self.hf_checkpoint_dir()  # every process asks: the log folder is agreed on collectively
+        log_dir = self.trainer.log_dir if self.trainer.logger is not None else None  # a collective: every process asks
         lora = self.pretrained.lora
         if lora is not None and lora.merge:
             # Training is over: the adapters are folded into the weights, and the plain model is what is saved.
             self.model = self.model.merge_and_unload()
             if self.trainer.is_global_zero:
                 self.save_hf_checkpoint(target)
-                rank_zero_info(f"final model (LoRA adapters merged): {target}")
+                rank_zero_info(self.outputs_summary(target, log_dir) + " (LoRA adapters merged)")
             return
         state = self.trainer.strategy.lightning_module_state_dict()  # gathered from every process under FSDP
-        log_dir = self.trainer.log_dir if self.trainer.logger is not None else None  # a collective: every process asks
         if self.trainer.is_global_zero:
             state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
             if "bf16" in str(self.trainer.precision):

@@ -19,6 +19,24 @@ def tiny_tokenizer(tiny_model_dir):
     return load_tokenizer(str(tiny_model_dir))
 
 
+def file_fit_args(model, data_path, root, steps: int) -> list[str]:
+    """The command-line arguments of a short CPU fit of ``model`` on a JSON-lines file, batch 4, logging every step
+    under ``root``; tests add the objective and optimizer they exercise."""
+    return [
+        f"--model.pretrained.name_or_path={model}",
+        "--data.train=sft_research.data.FileDataset",
+        f"--data.train.path={data_path}",
+        "--data.batch_size=4",
+        f"--trainer.max_steps={steps}",
+        "--trainer.accelerator=cpu",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_checkpointing=false",
+        f"--trainer.logger.init_args.save_dir={root}",
+        f"--trainer.default_root_dir={root}",
+    ]
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path

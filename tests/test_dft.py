@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from sft_research.cli import main
 from sft_research.objectives import DFT, ObjectiveInputs, dft_loss, sft_loss
-from tests.conftest import write_jsonl
+from tests.conftest import file_fit_args, write_jsonl
 
 PROBS = [[0.5, 0.25, 0.8], [0.1, 0.9, 0.6]]
 MASK = [[True, True, False], [True, False, True]]
@@ -90,20 +90,10 @@ def test_dft_trains_a_tiny_model_from_the_cli(tiny_model_dir, tmp_path, monkeypa
     cli = main(
         [
             "fit",
-            f"--model.pretrained.name_or_path={tiny_model_dir}",
+            *file_fit_args(tiny_model_dir, path, tmp_path, steps=6),
             "--model.objective=sft_research.objectives.DFT",
             "--model.optimizer.lr=1e-2",
             "--model.micro_batch_size=2",
-            "--data.train=sft_research.data.FileDataset",
-            f"--data.train.path={path}",
-            "--data.batch_size=4",
-            "--trainer.max_steps=6",
-            "--trainer.accelerator=cpu",
-            "--trainer.log_every_n_steps=1",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.enable_checkpointing=false",
-            f"--trainer.logger.init_args.save_dir={tmp_path}",
-            f"--trainer.default_root_dir={tmp_path}",
         ]
     )
     with open(cli.trainer.logger.log_dir + "/metrics.csv") as file:

@@ -18,7 +18,7 @@ from sft_research.errors import ConfigError
 from sft_research.frozen.cache import checkpoint_fingerprint
 from sft_research.model.loading import ModelConfig, load_model
 from sft_research.model.logprobs import sequence_logprobs
-from tests.conftest import PAIR_ROWS, SFT_ROWS, write_jsonl
+from tests.conftest import PAIR_ROWS, SFT_ROWS, file_fit_args, write_jsonl
 
 LORA = ["--model.pretrained.lora.r=4", "--model.pretrained.lora.alpha=8"]
 
@@ -29,24 +29,7 @@ def private_cache(tmp_path, monkeypatch):
 
 
 def run(command, model, data_path, tmp_path, *extra, steps=3):
-    return main(
-        [
-            command,
-            f"--model.pretrained.name_or_path={model}",
-            "--model.optimizer.lr=1e-2",
-            "--data.train=sft_research.data.FileDataset",
-            f"--data.train.path={data_path}",
-            "--data.batch_size=4",
-            f"--trainer.max_steps={steps}",
-            "--trainer.accelerator=cpu",
-            "--trainer.log_every_n_steps=1",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.enable_checkpointing=false",
-            f"--trainer.logger.init_args.save_dir={tmp_path}",
-            f"--trainer.default_root_dir={tmp_path}",
-            *extra,
-        ]
-    )
+    return main([command, *file_fit_args(model, data_path, tmp_path, steps), "--model.optimizer.lr=1e-2", *extra])
 
 
 def label_logprobs(model, tokenizer, rows=SFT_ROWS):

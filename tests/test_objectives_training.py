@@ -12,7 +12,7 @@ from sft_research.frozen.cache import frozen_label_logprobs
 from sft_research.model.loading import ModelConfig, load_model
 from sft_research.model.logprobs import sequence_logprobs
 from sft_research.checkpoints.tiny import build_tiny_checkpoint
-from tests.conftest import PAIR_ROWS, SFT_ROWS, write_jsonl
+from tests.conftest import PAIR_ROWS, SFT_ROWS, file_fit_args, write_jsonl
 
 
 
@@ -25,20 +25,10 @@ def fit(model_dir, data_path, tmp_path, objective, *extra, steps=3):
     cli = main(
         [
             "fit",
-            f"--model.pretrained.name_or_path={model_dir}",
+            *file_fit_args(model_dir, data_path, tmp_path, steps),
             f"--model.objective={objective}",
             "--model.optimizer.lr=1e-3",
             "--model.micro_batch_size=2",
-            "--data.train=sft_research.data.FileDataset",
-            f"--data.train.path={data_path}",
-            "--data.batch_size=4",
-            f"--trainer.max_steps={steps}",
-            "--trainer.accelerator=cpu",
-            "--trainer.log_every_n_steps=1",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.enable_checkpointing=false",
-            f"--trainer.logger.init_args.save_dir={tmp_path}",
-            f"--trainer.default_root_dir={tmp_path}",
             *extra,
         ]
     )
