@@ -39,25 +39,44 @@ def pipeline_main(args: list[str]) -> dict:
     return build_pipeline(args).run()
 
 
-DEFAULT_SUITE = Path(__file__).resolve().parents[1] / "benchmarks" / "suites" / "default.yaml"
+SUITES = Path(__file__).resolve().parent / "bench" / "suites"
 
 
-def bench_main(args: list[str]) -> list[dict]:
-    """``sft-research bench [--suite FILE] [--output_dir DIR] [--suite.KEY VALUE ...]``: runs a benchmark suite."""
+def suite_file(value: str) -> str:
+    """A suite file, or the name of a suite shipped with the package (a file in ``sft_research/bench/suites``)."""
+    if Path(value).suffix or "/" in value or os.sep in value:
+        return value
+    shipped = SUITES / f"{value}.yaml"
+    if not shipped.is_file():
+        names = sorted(path.stem for path in SUITES.glob("*.yaml"))
+        raise ConfigError(f"--suite {value}: neither a file nor a shipped suite (shipped: {', '.join(names)})")
+    return str(shipped)
+
+
+def bench_main(args: list[str]):
+    """``sft-research bench [--suite FILE_OR_NAME] [--output_dir DIR] [--suite.KEY VALUE ...]``: runs a benchmark
+    suite (``default`` unless told), or every point of its sweep."""
     from jsonargparse import ArgumentParser
 
     from sft_research.bench.runner import run_suite
     from sft_research.bench.suite import Suite
+    from sft_research.bench.sweep import run_sweep
 
     parser = ArgumentParser(prog="sft-research bench", description=Suite.__doc__)
     parser.add_class_arguments(Suite, "suite", sub_configs=True)
     parser.add_argument("--output_dir", type=str, default="runs/bench", help="where results, summary and plot go")
     if not any(arg == "--suite" or arg.startswith("--suite=") for arg in args):
-        args = ["--suite", str(DEFAULT_SUITE), *args]
+        args = ["--suite", "default", *args]
+    args = [
+        f"--suite={suite_file(arg.split('=', 1)[1])}" if arg.startswith("--suite=") else suite_file(arg) if previous == "--suite" else arg
+        for previous, arg in zip([None, *args], args)
+    ]
     config = parser.parse_args(args)
-    suite_config = parser.dump(config, skip_none=False, format="json")
+    suite_config = json.loads(parser.dump(config, format="json"))["suite"]
     init = parser.instantiate(config)
-    return run_suite(init.suite, init.output_dir, json.loads(suite_config)["suite"], reference_arm=init.suite.reference_arm)
+    if init.suite.sweep:
+        return run_sweep(parser, suite_config, Path(init.output_dir))
+    return run_suite(init.suite, init.output_dir, suite_config)
 
 
 def main(args: list[str] | None = None):

@@ -361,6 +361,14 @@ class FineTuningModule(L.LightningModule):
                 self.save_hf_checkpoint(target)
                 rank_zero_info(self.outputs_summary(target, log_dir) + " (LoRA adapters merged)")
             return
+        self.export_hf_checkpoint(target)
+        if self.trainer.is_global_zero:
+            rank_zero_info(self.outputs_summary(target, log_dir))
+
+    def export_hf_checkpoint(self, target: Path) -> None:
+        """Writes the policy as it is now to ``target`` (every process calls it; the main one writes): the full
+        weights, in bf16 after bf16 training, or, while LoRA adapters train, the adapters, which load wherever a model
+        path goes."""
         state = self.trainer.strategy.lightning_module_state_dict()  # gathered from every process under FSDP
         if self.trainer.is_global_zero:
             state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
@@ -368,7 +376,6 @@ class FineTuningModule(L.LightningModule):
                 # Trained in bf16 (mixed keeps float32 master weights): the export is bf16, half the size.
                 state = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in state.items()}
             self.save_hf_checkpoint(target, state)
-            rank_zero_info(self.outputs_summary(target, log_dir))
 
     def outputs_summary(self, model_dir: Path, log_dir: str | None) -> str:
         """One line: what this run wrote, and where."""

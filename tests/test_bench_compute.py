@@ -11,6 +11,8 @@ import pytest
 from lightning.pytorch.callbacks import Callback
 
 from sft_research.bench.compute import Compute, examples_fingerprint, fit_compute, generated_tokens, replay_batches, run_compute
+from sft_research.bench.evaluate import Measures
+from sft_research.bench.probes import GeneralTextProbe, HeldOutSkillsProbe, KLProbe, TaskScore
 from sft_research.bench.report import summarize, summary_csv, summary_markdown
 from sft_research.bench.runner import git_commit
 from sft_research.bench.stats import Estimate
@@ -141,12 +143,13 @@ def test_summary_shows_mean_compute_and_reads_rows_from_before_counting():
     base = {m: Estimate(0.4, 0.0, 10) for m in ("task_score", "general_text_loglik_change", "skill_accuracy_change", "flip_rate", "kl_from_base")}
     counted = lambda tokens: {"optimizer_steps": 4, "tokens": tokens, "completion_tokens": tokens // 10, "policy_sequences": 32, "frozen_sequences": 8, "generated_tokens": 0}
     rows = [row("sft", 0, counted(1000)), row("sft", 1, counted(2000)), row("old", 0, None), row("old", 1, None)]
-    table = summarize(rows, base, ["sft", "old"])
+    metrics = Measures([TaskScore(), GeneralTextProbe(), HeldOutSkillsProbe(), KLProbe()]).metrics
+    table = summarize(rows, base, ["sft", "old"], metrics)
     assert table[1]["spent"] == {**counted(1500), "wall_s": 10.5}
     assert table[2]["spent"] == {**dict.fromkeys(counted(0)), "wall_s": 10.5}, "an old row has its wall time only"
-    summary = {r["arm"]: r for r in csv.DictReader(io.StringIO(summary_csv(table)))}
+    summary = {r["arm"]: r for r in csv.DictReader(io.StringIO(summary_csv(table, metrics)))}
     assert (summary["sft"]["tokens"], summary["sft"]["completion_tokens"], summary["sft"]["wall_s"]) == ("1500", "150", "10.5")
     assert (summary["old"]["tokens"], summary["old"]["wall_s"], summary["base model"]["tokens"]) == ("", "10.5", "")
-    markdown = summary_markdown(table)
+    markdown = summary_markdown(table, metrics)
     assert "| sft | 4 | 1,500 | 150 | 32 | 8 | 0 | 10.5 |" in markdown
     assert "| old | n/a | n/a | n/a | n/a | n/a | n/a | 10.5 |" in markdown

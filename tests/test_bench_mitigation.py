@@ -8,8 +8,7 @@ import torch
 import yaml
 from jsonargparse import ArgumentParser
 
-from sft_research.bench import ForgettingProbes, GeneralTextProbe, LoRAArm, ObjectiveArm, ReplayArm, Suite
-from sft_research.bench.probes import general_text_loglik
+from sft_research.bench import GeneralTextProbe, LoRAArm, ObjectiveArm, ProbeContext, ReplayArm, Suite
 from sft_research.bench.suite import TaskSpec, probe_chunk_spans
 from sft_research.checkpoints.names import load_tokenizer
 from sft_research.data import DataSource, Mixture, RawRecord, SFTDataModule, TextChunks
@@ -98,18 +97,20 @@ def test_replay_text_never_overlaps_what_the_probe_scores(probe, repeated):
     scored: list[torch.Tensor] = []
 
     class Recorder(torch.nn.Module):
+        device = torch.device("cpu")
+
         def forward(self, input_ids):
             scored.extend(input_ids)
             return type("Output", (), {"logits": torch.zeros(*input_ids.shape, tokenizer.vocab_size)})()
 
-    general_text_loglik(Recorder(), tokenizer, probe, batch_size=8)
+    probe.measure(Recorder(), ProbeContext(base=None, tokenizer=tokenizer, renderer=None, task=None, batch_size=8))
     text = read_text(NOVEL)
     chunks = [tokenizer.decode(ids) for ids in scored]
     located = [(text.index(chunk), text.index(chunk) + len(chunk)) for chunk in chunks]
     assert len(located) == probe.num_chunks and all(end - start > 20 for start, end in located)
     assert located == probe_chunk_spans(probe, TINY), "the arm excludes exactly the probe's chunks"
 
-    suite = Suite([ObjectiveArm("sft", {"class_path": "sft_research.objectives.SFT"})], base_model=TINY, probes=ForgettingProbes(probe))
+    suite = Suite([ObjectiveArm("sft", {"class_path": "sft_research.objectives.SFT"})], base_model=TINY, probes=[probe])
     mixture = ReplayArm("replay", text_fraction=0.5, chunk_tokens=80).source(suite)["init_args"]
     pieces = TextChunks(**mixture["text"]["init_args"]).spans()
     assert len(pieces) > 100
@@ -146,13 +147,13 @@ def test_lora_and_replay_arms_train_what_they_say():
     assert mixture["init_args"]["records"] == suite.task.source() and mixture["init_args"]["text_fraction"] == 0.2
     assert mixture["init_args"]["seed"] == suite.task.seed, "the same text for every training seed"
     chunks = mixture["init_args"]["text"]["init_args"]
-    assert chunks["path"] == NOVEL and chunks["chunk_tokens"] == 40 and len(chunks["exclude"]) == suite.probes.general_text.num_chunks
+    assert chunks["path"] == NOVEL and chunks["chunk_tokens"] == 40 and len(chunks["exclude"]) == suite.probe(GeneralTextProbe).num_chunks
     other = ReplayArm("replay", text="/some/other/text.txt").source(suite)["init_args"]["text"]["init_args"]
     assert other["exclude"] == [], "another text than the probe's has nothing to leave out"
 
 
 def suite_config(name: str) -> dict:
-    return yaml.safe_load((ROOT / "benchmarks" / "suites" / name).read_text())
+    return yaml.safe_load((ROOT / "sft_research" / "bench" / "suites" / name).read_text())
 
 
 def test_mitigation_suite_is_the_default_suite_with_the_fixes_as_arms():
@@ -166,5 +167,5 @@ def test_mitigation_suite_is_the_default_suite_with_the_fixes_as_arms():
     suite = parser.instantiate_classes(parser.parse_object({"suite": mitigation})).suite
     assert [type(arm).__name__ for arm in suite.arms] == ["ObjectiveArm", "LoRAArm", "ReplayArm", "ObjectiveArm"]
     assert suite.arms[3].objective["class_path"] == "sft_research.objectives.DFT"
-    assert [arm["init_args"]["name"] for arm in suite_config("smoke.yaml")["arms"]][-3:] == ["lora", "replay", "dft"]
+    assert [arm["init_args"]["name"] for arm in suite_config("smoke.yaml")["arms"]][-4:] == ["lora", "replay", "dft", "clean_data"]
     assert "lora" not in [arm["init_args"]["name"] for arm in default["arms"]], "the default suite keeps its 15 minutes"

@@ -7,7 +7,8 @@ import math
 import pytest
 from scipy import stats
 
-from sft_research.bench.evaluate import Evaluation
+from sft_research.bench.evaluate import Measures
+from sft_research.bench.probes import GeneralTextProbe, HeldOutSkillsProbe, KLProbe, TaskScore
 from sft_research.bench.paired import PairedDifference, paired_difference, verdict
 from sft_research.bench.report import compare_to_reference, paired_csv, paired_markdown
 from sft_research.bench.stats import confidence_interval, mean_se
@@ -95,18 +96,21 @@ def test_verdict_minds_the_metric_direction(low, high, higher_is_better, expecte
     assert verdict(PairedDifference((low + high) / 2, low, high, 2, 10), higher_is_better) == expected
 
 
+MEASURES = Measures([TaskScore(), GeneralTextProbe(), HeldOutSkillsProbe(), KLProbe()])
+
+
 def evaluation(task, skills, kl):
-    return Evaluation(task=task, general_text=[-2.0, -3.0, -2.5], skills={"a": skills}, kl=kl).to_dict()
+    return {"task": task, "general_text": [-2.0, -3.0, -2.5], "skills": skills, "kl": kl}
 
 
 def test_report_compares_every_arm_with_the_reference_and_minds_forgetting_direction():
-    base = Evaluation(task=[0, 0, 0, 0], general_text=[-2.0, -3.0, -2.5], skills={"a": [1] * 8}, kl=[0.0] * 3)
+    base = evaluation([0, 0, 0, 0], [1] * 8, [0.0] * 3)
     rows = []
     for seed in (0, 1):
         rows.append({"arm": "sft", "seed": seed, "items": evaluation([1, 0, 1, 0], [0, 0, 0, 0, 0, 0, 1, 1], [2.0 + seed, 3.0, 4.0])})
         # keeps every skill item (fewer flips: better) and stays closer to the base (lower KL: better)
         rows.append({"arm": "gentle", "seed": seed, "items": evaluation([1, 0, 1, 0], [1] * 8, [0.5 + seed, 1.0, 1.2])})
-    comparisons = compare_to_reference(rows, base, ["sft", "gentle", "never_ran"], reference_arm="sft")
+    comparisons = compare_to_reference(rows, base, ["sft", "gentle", "never_ran"], MEASURES, reference_arm="sft")
     assert [c["arm"] for c in comparisons] == ["gentle"]
     gentle = comparisons[0]
     assert gentle["flip_rate"][0].mean == pytest.approx(-0.75) and gentle["flip_rate"][1] == "better"
@@ -114,11 +118,12 @@ def test_report_compares_every_arm_with_the_reference_and_minds_forgetting_direc
     assert gentle["kl_from_base"][0].mean == pytest.approx(-(1.5 + 2.0 + 2.8) / 3) and gentle["kl_from_base"][1] == "better"
     assert gentle["task_score"] == (PairedDifference(0.0, 0.0, 0.0, 2, 4), "no clear difference")
 
-    markdown = paired_markdown(comparisons, "sft")
+    markdown = paired_markdown(comparisons, MEASURES.metrics, "sft")
     assert "Difference to `sft`" in markdown and "| gentle | 2 |" in markdown and "| sft |" not in markdown
-    table = list(csv.DictReader(io.StringIO(paired_csv(comparisons, "sft"))))
+    table = list(csv.DictReader(io.StringIO(paired_csv(comparisons, MEASURES.metrics, "sft"))))
     assert len(table) == 5 and {r["reference_arm"] for r in table} == {"sft"}
     assert next(r for r in table if r["metric"] == "flip_rate")["verdict"] == "better"
 
-    assert compare_to_reference(rows, base, ["sft", "gentle"], reference_arm="dpo") == []
-    assert "No paired comparison" in paired_markdown([], "dpo")
+    assert "higher is better: task score, Δ general-text log-lik/token, Δ held-out-skill accuracy; lower is better: skill flip rate (1→0), KL(π_θ‖π_0) on task" in markdown
+    assert compare_to_reference(rows, base, ["sft", "gentle"], MEASURES, reference_arm="dpo") == []
+    assert "No paired comparison" in paired_markdown([], MEASURES.metrics, "dpo")

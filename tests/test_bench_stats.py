@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from sft_research.bench.evaluate import Evaluation
+from sft_research.bench.evaluate import Measures
+from sft_research.bench.probes import GeneralTextProbe, HeldOutSkillsProbe, KLProbe, Skill, TaskScore
 from sft_research.bench.stats import Estimate, confidence_interval, differences, flips, mean_se
 
 
@@ -47,16 +48,26 @@ def test_paired_change_and_flip_rate_by_hand():
 
 
 def test_forgetting_metrics_are_fine_tuned_minus_base():
-    base = Evaluation(task=[0, 0, 1, 0], general_text=[-2.0, -3.0], skills={"a": [1, 1], "b": [0, 1]}, kl=[0.0, 0.0])
-    tuned = Evaluation(task=[1, 1, 1, 0], general_text=[-2.5, -3.1], skills={"a": [1, 0], "b": [1, 1]}, kl=[0.2, 0.4])
-    metrics = tuned.metrics(base)
+    measures = Measures([TaskScore(), GeneralTextProbe(), HeldOutSkillsProbe([Skill("a"), Skill("b")]), KLProbe()])
+    # the skills' items one after the other: a's two, then b's two
+    base = {"task": [0, 0, 1, 0], "general_text": [-2.0, -3.0], "skills": [1, 1, 0, 1], "kl": [0.0, 0.0]}
+    tuned = {"task": [1, 1, 1, 0], "general_text": [-2.5, -3.1], "skills": [1, 0, 1, 1], "kl": [0.2, 0.4]}
+    assert measures.names == ["task_score", "general_text_loglik_change", "skill_accuracy_change", "flip_rate", "kl_from_base"]
+    metrics = measures.estimates(tuned, base)
     assert metrics["task_score"].mean == pytest.approx(0.75)
     assert metrics["general_text_loglik_change"].mean == pytest.approx((-0.5 - 0.1) / 2)
     assert metrics["skill_accuracy_change"].mean == pytest.approx((0 - 1 + 1 + 0) / 4)
     assert metrics["flip_rate"].mean == pytest.approx(1 / 4)
     assert metrics["kl_from_base"].mean == pytest.approx(0.3)
-    assert base.metrics(base)["general_text_loglik_change"].mean == 0.0
-    items = tuned.item_values(base)
-    assert items["skill_accuracy_change"] == [0.0, -1.0, 1.0, 0.0]  # probes in name order, items in their order
+    assert measures.estimates(base, base)["general_text_loglik_change"].mean == 0.0
+    items = measures.item_values(tuned, base)
+    assert items["skill_accuracy_change"] == [0.0, -1.0, 1.0, 0.0]
     assert items["flip_rate"] == [0.0, 1.0, 0.0, 0.0] and items["kl_from_base"] == [0.2, 0.4]
     assert {name: mean_se(values) for name, values in items.items()} == metrics
+
+
+def test_probes_need_unique_names_and_every_probe_measured():
+    with pytest.raises(ValueError, match="unique probe names"):
+        Measures([TaskScore(), KLProbe(), KLProbe(num_prompts=4)])
+    with pytest.raises(ValueError, match=r"no measurements of probe\(s\) \['kl'\]"):
+        Measures([TaskScore(), KLProbe()]).item_values({"task": [1.0]}, {"task": [0.0]})

@@ -52,3 +52,12 @@ def test_preference_pairs_put_the_right_answer_over_a_wrong_one():
     for record, entry in zip(task.records(), task.train_entries):
         assert record.fields["chosen"] == entry["answer"]
         assert task._generator.score_answer(record.fields["rejected"], entry) < 1.0
+
+
+def test_drop_corrupted_keeps_exactly_the_clean_records_of_the_noisy_set(caplog):
+    noisy = ReasoningGymTask("chain_sum", train_size=40, eval_size=10, seed=3, noise_fraction=0.25).records()
+    with caplog.at_level("INFO"):
+        clean = ReasoningGymTask("chain_sum", train_size=40, eval_size=10, seed=3, noise_fraction=0.25, drop_corrupted=True).records()
+    assert [(r.row, r.fields) for r in clean] == [(r.row, r.fields) for r in noisy if r.fields["quality"] == 1.0]
+    assert len(clean) == 30 and all(r.fields["quality"] == 1.0 for r in clean)
+    assert "drop_corrupted left out 10 corrupted of 40 training records" in caplog.text

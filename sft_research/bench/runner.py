@@ -1,4 +1,5 @@
-"""Runs a suite: evaluates the base model once, trains and evaluates every arm for every seed, and reports.
+"""Runs a suite: evaluates the base model once, trains every arm for every seed and evaluates it along its training
+(the suite's ``eval_at``), and reports.
 
 Resumable: a run whose row is in results.jsonl is skipped, a run killed part-way starts again (its finished
 pipeline stages are kept), and the base model's evaluation and the frozen-model log-probs are computed once per
@@ -16,7 +17,7 @@ import platform
 import shutil
 import subprocess
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
 
@@ -24,21 +25,23 @@ import torch
 
 import sft_research
 from sft_research.bench.compute import run_compute
-from sft_research.bench.evaluate import Evaluation, Evaluator
+from sft_research.bench.curves import Reading, along_curves, mean_curves
+from sft_research.bench.evaluate import Evaluator, Measurements
+from sft_research.bench.plots import tradeoff_plot
 from sft_research.bench.report import (
     append_result,
     compare_to_reference,
+    curves_csv,
+    curves_markdown,
     paired_csv,
     paired_markdown,
     read_results,
     summarize,
     summary_csv,
     summary_markdown,
-    tradeoff_plot,
-    write_atomically,
 )
-from sft_research.bench.stats import Estimate
 from sft_research.bench.suite import Suite
+from sft_research.files import atomic_write_text
 from sft_research.frozen.cache import checkpoint_fingerprint
 from sft_research.pipelines import Pipeline
 
@@ -69,12 +72,22 @@ def git_commit(package_dir: Path) -> str | None:
     return head.stdout.strip() if tracked.returncode == 0 and head.returncode == 0 else None
 
 
-def run_suite(suite: Suite, output_dir: str | Path, suite_config: dict, reference_arm: str = "sft") -> list[dict]:
-    """Runs what is not done yet, writes the report, prints the summary table, and returns the summary rows.
-    Every arm is also compared with ``reference_arm`` on the same items and seeds."""
+@dataclass
+class SuiteReport:
+    """What a finished suite reports: the summary rows (base model first), the paired comparisons with the reference
+    arm, and the readings off the curves (:mod:`sft_research.bench.curves`)."""
+
+    table: list[dict]
+    comparisons: list[dict]
+    readings: dict[str, dict[str, Reading]]
+
+
+def run_suite(suite: Suite, output_dir: str | Path, suite_config: dict) -> SuiteReport:
+    """Runs what is not done yet, writes the report, prints the summary, and returns it. Every arm is also compared
+    with the suite's ``reference_arm`` on the same items and seeds."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_atomically(out / "suite.json", json.dumps(suite_config, indent=1, default=str))
+    atomic_write_text(out / "suite.json", json.dumps(suite_config, indent=1, default=str))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     evaluator = Evaluator(suite, device)
     base = base_evaluation(evaluator, out / "base.json")
@@ -91,14 +104,18 @@ def run_suite(suite: Suite, output_dir: str | Path, suite_config: dict, referenc
         run_started = time.perf_counter()
         run_dir = out / "runs" / arm.name / f"seed_{seed}"
         stages = arm.stages(suite, seed)
-        final = Pipeline(str(run_dir), stages).run()[stages[-1].name]
-        evaluation = evaluator.evaluate(str(final))
+        pipeline = Pipeline(str(run_dir), stages)
+        pipeline.run()
+        points = curve(pipeline, suite.eval_at)
+        *before, (end_fit, _, end) = [(fit, fraction, evaluator.evaluate(str(model))) for fit, fraction, model in points]
         compute, data_fingerprints = run_compute(run_dir)
         row = {
             "arm": arm.name,
             "seed": seed,
-            "metrics": {name: asdict(value) for name, value in evaluation.metrics(base).items()},
-            "items": evaluation.to_dict(),
+            "metrics": estimates(evaluator, end, base),
+            "items": end,
+            "end": {"fit": end_fit},
+            "curve": [{"fit": fit, "fraction": fraction, "metrics": estimates(evaluator, values, base), "items": values} for fit, fraction, values in before],
             "wall_s": round(time.perf_counter() - run_started, 1),
             "compute": asdict(compute),
             "provenance": {
@@ -112,29 +129,47 @@ def run_suite(suite: Suite, output_dir: str | Path, suite_config: dict, referenc
         }
         append_result(results, row)
         if not suite.keep_checkpoints:  # the training logs stay; the weights (hundreds of MB a run) go
-            for checkpoint in run_dir.rglob("hf_model"):
+            for checkpoint in [*run_dir.rglob("hf_model"), *run_dir.rglob("points")]:
                 shutil.rmtree(checkpoint, ignore_errors=True)
-    return report(suite, out, base, reference_arm)
+    return report(suite, out, base)
 
 
-def base_evaluation(evaluator: Evaluator, path: Path) -> Evaluation:
+def curve(pipeline: Pipeline, eval_at: list[float]) -> list[tuple[str, float, Path]]:
+    """The models an arm's run is evaluated at, as (fit, fraction of it, model folder): along every fit on the way to
+    the final model, the points its :class:`~sft_research.curve_points.CurvePoints` wrote, and each fit's end if
+    ``eval_at`` holds 1.0; the final model always, last."""
+    *before, end = [point for stage in pipeline.policy_stages() for point in stage.curve(pipeline.output_dir / stage.name)]
+    return [point for point in before if point[1] < 1.0 or 1.0 in eval_at] + [end]
+
+
+def estimates(evaluator: Evaluator, values: Measurements, base: Measurements) -> dict[str, dict]:
+    return {name: asdict(estimate) for name, estimate in evaluator.measures.estimates(values, base).items()}
+
+
+def base_evaluation(evaluator: Evaluator, path: Path) -> Measurements:
     if path.is_file():
-        return Evaluation(**json.loads(path.read_text()))
-    evaluation = evaluator.evaluate(evaluator.suite.base_model, is_base=True)
-    write_atomically(path, json.dumps(evaluation.to_dict()))
-    return evaluation
+        return json.loads(path.read_text())
+    measurements = evaluator.evaluate(evaluator.suite.base_model, is_base=True)
+    atomic_write_text(path, json.dumps(measurements))
+    return measurements
 
 
-def report(suite: Suite, out: Path, base: Evaluation, reference_arm: str = "sft") -> list[dict]:
+def report(suite: Suite, out: Path, base: Measurements) -> SuiteReport:
     rows = read_results(out / "results.jsonl")
-    base_metrics: dict[str, Estimate] = base.metrics(base)
+    reference_arm = suite.reference_arm
+    measures = suite.measures()
+    metrics = measures.metrics
+    base_metrics = measures.estimates(base, base)
     arms = [arm.name for arm in suite.arms]
-    table = summarize(rows, base_metrics, arms)
-    comparisons = compare_to_reference(rows, base, arms, reference_arm)
-    markdown = summary_markdown(table) + paired_markdown(comparisons, reference_arm)
-    write_atomically(out / "summary.md", markdown)
-    write_atomically(out / "summary.csv", summary_csv(table))
-    write_atomically(out / "paired.csv", paired_csv(comparisons, reference_arm))
-    tradeoff_plot(table, out / "tradeoff.png")
+    table = summarize(rows, base_metrics, arms, metrics)
+    comparisons = compare_to_reference(rows, base, arms, measures, reference_arm)
+    curves = mean_curves(rows, {name: e.mean for name, e in base_metrics.items()}, arms)
+    readings = along_curves(curves, reference_arm, metrics[1:])
+    markdown = summary_markdown(table, metrics) + paired_markdown(comparisons, metrics, reference_arm) + curves_markdown(curves, readings, metrics, reference_arm)
+    atomic_write_text(out / "summary.md", markdown)
+    atomic_write_text(out / "summary.csv", summary_csv(table, metrics))
+    atomic_write_text(out / "paired.csv", paired_csv(comparisons, metrics, reference_arm))
+    atomic_write_text(out / "curves.csv", curves_csv(curves, metrics))
+    tradeoff_plot(table, curves, metrics, out / "tradeoff.png")
     print(markdown, flush=True)
-    return table
+    return SuiteReport(table, comparisons, readings)

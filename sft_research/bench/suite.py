@@ -9,7 +9,8 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from sft_research.bench.probes import ForgettingProbes, GeneralTextProbe
+from sft_research.bench.evaluate import Measures
+from sft_research.bench.probes import GeneralTextProbe, KLProbe, Probe, TaskScore
 from sft_research.model.generation import GenerationConfig
 from sft_research.model.loading import LoraConfig
 from sft_research.pipelines import FitStage, IRFTStage, Stage
@@ -44,9 +45,12 @@ class TaskSpec:
     noise_fraction: float = 0.25
     max_new_tokens: int = 8
 
-    def source(self, preference_pairs: bool = False) -> SourceConfig:
+    def source(self, preference_pairs: bool = False, drop_corrupted: bool = False) -> SourceConfig:
         init = {k: v for k, v in asdict(self).items() if k != "max_new_tokens"}
-        return {"class_path": "sft_research.data.ReasoningGymTask", "init_args": {**init, "preference_pairs": preference_pairs}}
+        return {
+            "class_path": "sft_research.data.ReasoningGymTask",
+            "init_args": {**init, "preference_pairs": preference_pairs, "drop_corrupted": drop_corrupted},
+        }
 
 
 @dataclass
@@ -105,6 +109,24 @@ class ObjectiveArm(Arm):
 
     def stages(self, suite: Suite, seed: int) -> list[Stage]:
         return [FitStage("fit", suite.fit_config(self.label(seed), seed, self.objective, lr=self.lr))]
+
+
+class CleanDataArm(Arm):
+    """An objective (SFT by default) on the task's uncorrupted records only: the smaller clean dataset that a perfect
+    filter would leave, against which "a larger noisy dataset" is judged (the same steps and batch size).
+
+    Args:
+        objective: the objective, as in a fit config.
+        lr: overrides the budget's learning rate.
+    """
+
+    def __init__(self, name: str, objective: ObjectiveConfig = SFT_OBJECTIVE, lr: float | None = None):
+        super().__init__(name)
+        self.objective, self.lr = objective, lr
+
+    def stages(self, suite: Suite, seed: int) -> list[Stage]:
+        clean = suite.task.source(drop_corrupted=True)
+        return [FitStage("fit", suite.fit_config(self.label(seed), seed, self.objective, lr=self.lr, train=clean))]
 
 
 class LoRAArm(Arm):
@@ -166,9 +188,11 @@ class ReplayArm(Arm):
         self.text_fraction, self.text, self.chunk_tokens, self.objective, self.lr = text_fraction, text, chunk_tokens, objective, lr
 
     def source(self, suite: Suite) -> SourceConfig:
-        probe = suite.probes.general_text
+        probe = suite.probe(GeneralTextProbe)
+        if probe is None and self.text is None:
+            raise ValueError(f"arm {self.name!r}: no text to replay (set text, or give the suite a GeneralTextProbe)")
         text = self.text or probe.source
-        exclude = [list(span) for span in probe_chunk_spans(probe, suite.base_model)] if text == probe.source else []
+        exclude = [list(span) for span in probe_chunk_spans(probe, suite.base_model)] if probe is not None and text == probe.source else []
         chunks = {"path": text, "tokenizer": suite.base_model, "chunk_tokens": self.chunk_tokens, "exclude": exclude}
         return {
             "class_path": "sft_research.data.Mixture",
@@ -186,13 +210,11 @@ class ReplayArm(Arm):
 
 def probe_chunk_spans(probe: GeneralTextProbe, tokenizer: str) -> list[tuple[int, int]]:
     """The ``[start, end)`` character spans of the chunks that the general-text probe scores under ``tokenizer``:
-    :func:`~sft_research.bench.probes.general_text_loglik`'s chunking, mapped back to the text."""
+    :meth:`~sft_research.bench.probes.GeneralTextProbe.measure`'s chunking, mapped back to the text."""
     from sft_research.checkpoints.names import load_tokenizer
 
     offsets = load_tokenizer(tokenizer)(probe.text(), add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
-    span = probe.chunk_tokens
-    step = (len(offsets) - span) // max(1, probe.num_chunks - 1)
-    return [(offsets[i * step][0], offsets[i * step + span - 1][1]) for i in range(probe.num_chunks)]
+    return [(offsets[start][0], offsets[start + probe.chunk_tokens - 1][1]) for start in probe.chunk_starts(len(offsets))]
 
 
 class PoFTArm(Arm):
@@ -215,7 +237,7 @@ class PoFTArm(Arm):
         return [
             FitStage(
                 "baseline",
-                suite.fit_config(f"{self.label(seed)} · baseline", seed, SFT_OBJECTIVE, self.baseline_steps, task=clean),
+                suite.fit_config(f"{self.label(seed)} · baseline", seed, SFT_OBJECTIVE, self.baseline_steps, task=clean, curve=False),
             ),
             FitStage("poft", suite.fit_config(self.label(seed), seed, poft), baselines_from=["baseline"]),
         ]
@@ -284,13 +306,21 @@ class Suite:
     Args:
         base_model: the model every arm starts from.
         task: the training task and its held-out evaluation.
-        probes: the forgetting probes.
+        probes: the forgetting probes (:class:`~sft_research.bench.probes.Probe` subclasses, by class path); None:
+            the general-text probe on the default text, and KL from the base model (no held-out skills: choose them
+            for the base model with ``benchmarks/select_skill_probes.py``).
         arms: the ways of fine-tuning compared.
         seeds: training seeds (the data stay the same).
         budget: the training budget.
         eval_batch_size: prompts per generation batch in evaluation.
         keep_checkpoints: keep each run's fine-tuned model (deleted once evaluated otherwise).
         reference_arm: the arm every other is compared with, item by item and seed by seed.
+        eval_at: fractions of each fit on an arm's way to its final model (SFT then DPO: both fits; IRFT: every
+            round) at which the arm is also evaluated, for curves of task score against forgetting; the base model
+            starts every curve and the final model ends it. ``[1.0]``: the fits' ends only.
+        sweep: a grid over suite keys (dotted, e.g. ``task.noise_fraction: [0.0, 0.25, 0.5]``; several keys make a
+            product): each point runs as its own suite under ``<output_dir>/<key>=<value>``, and the report plots every
+            metric against the swept values (:mod:`sft_research.bench.sweep`).
     """
 
     def __init__(
@@ -298,21 +328,35 @@ class Suite:
         arms: list[Arm],
         base_model: str = "embedded:SmolLM2-135M-Instruct",
         task: TaskSpec = TaskSpec(),
-        probes: ForgettingProbes = ForgettingProbes(),
+        probes: list[Probe] | None = None,
         seeds: list[int] = [0],
         budget: Budget = Budget(),
         eval_batch_size: int = 50,
         keep_checkpoints: bool = False,
         reference_arm: str = "sft",
+        eval_at: list[float] = [1.0],
+        sweep: dict[str, list[int | float | str | bool | None]] | None = None,
     ):
         names = [arm.name for arm in arms]
         if not arms or len(set(names)) != len(names):
             raise ValueError(f"a suite needs arms with unique names, got {names}")
         if reference_arm not in names:
             raise ValueError(f"reference_arm {reference_arm!r} is not one of the arms {names}")
-        self.reference_arm = reference_arm
-        self.base_model, self.task, self.probes, self.arms = base_model, task, probes, arms
+        if not eval_at or not all(0.0 < f <= 1.0 for f in eval_at):
+            raise ValueError(f"eval_at must be fractions in (0, 1], got {eval_at}")
+        self.reference_arm, self.eval_at, self.sweep = reference_arm, sorted(set(eval_at)), sweep
+        self.base_model, self.task, self.arms = base_model, task, arms
+        self.probes = [GeneralTextProbe(), KLProbe()] if probes is None else list(probes)
+        self.measures()  # refuses probes that share a name
         self.seeds, self.budget, self.eval_batch_size, self.keep_checkpoints = list(seeds), budget, eval_batch_size, keep_checkpoints
+
+    def measures(self) -> Measures:
+        """The task score, then the probes."""
+        return Measures([TaskScore(self.task.max_new_tokens), *self.probes])
+
+    def probe(self, kind: type[Probe]) -> Probe | None:
+        """The suite's first probe of a kind, if any."""
+        return next((probe for probe in self.probes if isinstance(probe, kind)), None)
 
     def fit_config(
         self,
@@ -326,10 +370,12 @@ class Suite:
         optimizer: dict[str, str | float] | None = None,
         train: SourceConfig | None = None,
         lora: LoraConfig | None = None,
+        curve: bool = True,
     ) -> FitConfig:
         """The fit config of one training run of this suite; the harness evaluates, so the fit does not validate.
         ``label`` names the run on its progress bar; ``task`` replaces the suite's training task and ``train`` its
-        whole training source, ``optimizer`` adds optimizer settings, ``lora`` trains LoRA adapters."""
+        whole training source, ``optimizer`` adds optimizer settings, ``lora`` trains LoRA adapters; ``curve``
+        exports the model at the suite's ``eval_at`` fractions (off for a fit whose model is not on the arm's way)."""
         budget = self.budget
         pretrained: dict[str, str | dict] = {"name_or_path": self.base_model}
         if lora is not None:
@@ -344,7 +390,8 @@ class Suite:
                 "limit_val_batches": 0,
                 "enable_checkpointing": False,
                 "enable_model_summary": False,
-                "callbacks": [{"class_path": "sft_research.bench.progress.RunProgressBar", "init_args": {"label": label}}],
+                "callbacks": [{"class_path": "sft_research.bench.progress.RunProgressBar", "init_args": {"label": label}}]
+                + ([{"class_path": "sft_research.curve_points.CurvePoints", "init_args": {"fractions": self.eval_at}}] if curve and self.eval_at != [1.0] else []),
             },
             "model": {
                 "pretrained": pretrained,

@@ -29,6 +29,8 @@ class ReasoningGymTask(VerifiableTask):
         noise_fraction: fraction of training answers replaced by a wrong answer.
         preference_pairs: make prompt/chosen/rejected records instead, with the right answer chosen over a wrong one
             (for DPO); ``noise_fraction`` then does not apply.
+        drop_corrupted: train only on the records whose answer was not corrupted: the smaller clean set that a perfect
+            filter would leave (how many were left out is logged; rows keep their numbers).
     """
 
     def __init__(
@@ -40,13 +42,14 @@ class ReasoningGymTask(VerifiableTask):
         seed: int = 0,
         noise_fraction: float = 0.0,
         preference_pairs: bool = False,
+        drop_corrupted: bool = False,
     ):
         if not 0.0 <= noise_fraction <= 1.0:
             raise ValueError(f"noise_fraction must be in [0, 1], got {noise_fraction}")
         import reasoning_gym
 
         self.task, self.options, self.seed, self.noise_fraction = task, dict(options or {}), seed, noise_fraction
-        self.preference_pairs = preference_pairs
+        self.preference_pairs, self.drop_corrupted = preference_pairs, drop_corrupted
         self.name = f"reasoning_gym:{task}"
         # Small tasks repeat questions: draw spare items so that the held-out split can skip training questions.
         spare = 4 * eval_size
@@ -98,7 +101,7 @@ class ReasoningGymTask(VerifiableTask):
                 )
                 for row, entry in enumerate(self.train_entries, start=1)
             ]
-        return [
+        records = [
             RawRecord(
                 self.name,
                 row,
@@ -109,7 +112,11 @@ class ReasoningGymTask(VerifiableTask):
                 },
             )
             for row, (entry, answer) in enumerate(zip(self.train_entries, self.train_answers), start=1)
+            if not (self.drop_corrupted and answer != entry["answer"])
         ]
+        if self.drop_corrupted:
+            log.info("%s: drop_corrupted left out %d corrupted of %d training records", self.name, len(self.train_entries) - len(records), len(self.train_entries))
+        return records
 
     def eval_prompts(self, split: str = "heldout") -> list[str]:
         return [entry["question"] for entry in self._entries(split)]

@@ -16,6 +16,7 @@ from typing import Literal
 
 import torch
 
+from sft_research.curve_points import curve_points
 from sft_research.data.collate import collate_prompts
 from sft_research.data.errors import DataError
 from sft_research.data.records import Conversation, parse_record
@@ -71,6 +72,14 @@ class IRFTStage(Stage):
 
     def final_model(self, stage_dir: Path) -> Path:
         return stage_dir / f"round_{self.rounds - 1}" / "hf_model"
+
+    def curve(self, stage_dir: Path) -> list[tuple[str, float, Path]]:
+        points = []
+        for t in range(self.rounds):
+            round_dir = stage_dir / f"round_{t}"
+            points += [(f"{self.name}/round_{t}", fraction, path) for fraction, path in curve_points(round_dir)]
+            points.append((f"{self.name}/round_{t}", 1.0, round_dir / "hf_model"))
+        return points
 
     def run(self, stage_dir: Path, start_model: str | None, earlier: dict[str, Path]) -> None:
         demonstrations = None  # built once, for every round that still has to generate

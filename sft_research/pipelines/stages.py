@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
+from sft_research.curve_points import curve_points
 from sft_research.fit import is_done, parse_fit, run_fit
 
 # A nested ``sft-research fit`` config, kept as plain data (its own parser checks it): an ``Any`` value type would
@@ -45,6 +46,11 @@ class Stage(ABC):
 
     @abstractmethod
     def final_model(self, stage_dir: Path) -> Path: ...
+
+    def curve(self, stage_dir: Path) -> list[tuple[str, float, Path]]:
+        """The models along the stage's training, in order: (fit, fraction of that fit's steps, model folder), from
+        what :class:`~sft_research.curve_points.CurvePoints` wrote, the final model last."""
+        return [(self.name, fraction, path) for fraction, path in curve_points(stage_dir)] + [(self.name, 1.0, self.final_model(stage_dir))]
 
 
 class FitStage(Stage):
@@ -100,6 +106,15 @@ class Pipeline:
                 if earlier not in names[:index]:
                     raise ValueError(f"stage {stage.name!r} reads the model of {earlier!r}, which is not an earlier stage")
         self.output_dir, self.stages = Path(output_dir), stages
+
+    def policy_stages(self) -> list[Stage]:
+        """The stages the last stage's model trained through: the last, the one it started from, and so on, in
+        order (a PoFT baseline stage, say, is not among them)."""
+        by_name = {stage.name: stage for stage in self.stages}
+        path = [self.stages[-1]]
+        while path[-1].start_from is not None:
+            path.append(by_name[path[-1].start_from])
+        return path[::-1]
 
     def run(self) -> dict[str, Path]:
         for stage in self.stages:

@@ -1,0 +1,9 @@
+"""What the harness measures on a model: the task score and the forgetting probes (:class:`Probe`)."""
+
+from sft_research.bench.probes.base import Metric, Probe, ProbeContext
+from sft_research.bench.probes.general_text import NOVEL, GeneralTextProbe
+from sft_research.bench.probes.kl import KLProbe
+from sft_research.bench.probes.skills import HeldOutSkillsProbe, Skill
+from sft_research.bench.probes.task_score import TaskScore
+
+__all__ = ["GeneralTextProbe", "HeldOutSkillsProbe", "KLProbe", "Metric", "NOVEL", "Probe", "ProbeContext", "Skill", "TaskScore"]
