@@ -36,7 +36,8 @@ class RunCSVLogger(CSVLogger):
 
     Args:
         save_dir: the logs' root folder.
-        name: the run's folder under it.
+        name: the run's folder under it; None: named after the objective and the training data by ``sft-research``
+            (e.g. ``dpo-pairs``); ``""``: no folder of its own.
         version: its ``version_N`` (None: the next free one).
         prefix: a prefix of every metric's name.
         flush_logs_every_n_steps: how often logged rows are written to ``metrics.csv``.
@@ -45,7 +46,7 @@ class RunCSVLogger(CSVLogger):
     resume_step: int | None = None
 
     def __init__(
-        self, save_dir: str = "runs", name: str | None = "sft", version: int | str | None = None, prefix: str = "", flush_logs_every_n_steps: int = 1
+        self, save_dir: str = "runs", name: str | None = None, version: int | str | None = None, prefix: str = "", flush_logs_every_n_steps: int = 1
     ):
         super().__init__(save_dir, name=name, version=version, prefix=prefix, flush_logs_every_n_steps=flush_logs_every_n_steps)
 

@@ -8,32 +8,37 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
-POINT = re.compile(r"step_(\d+)_of_(\d+)")
+POINT = re.compile(r"step_(\d+)")
 
 
 class CurvePoints(Callback):
-    """At each fraction of the fit's optimizer steps below 1, writes the policy to
-    ``<run folder>/points/step_<N>_of_<M>`` (a Hugging Face checkpoint, or the LoRA adapters while they train). The
-    fit's final model is its end point.
+    """After each of the given optimizer steps, writes the policy to ``<run folder>/points/step_<N>`` (a Hugging Face
+    checkpoint, or the LoRA adapters while they train). The fit's final model is its last point.
 
     Args:
-        fractions: fractions of the fit's optimizer steps; 1.0 (the end) needs no export.
+        steps: optimizer steps of this fit after which to export (a step at or past the fit's end needs none).
     """
 
-    def __init__(self, fractions: list[float]):
-        if not all(0.0 < f <= 1.0 for f in fractions):
-            raise ValueError(f"curve fractions must lie in (0, 1], got {fractions}")
-        self.fractions = sorted(f for f in fractions if f < 1.0)
+    def __init__(self, steps: list[int]):
+        if not all(step >= 1 for step in steps):
+            raise ValueError(f"curve points are optimizer steps from 1 on, got {steps}")
+        self.steps = sorted(set(steps))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        total = int(trainer.estimated_stepping_batches)
-        steps = {max(1, round(f * total)) for f in self.fractions}
-        target = Path(pl_module.hf_checkpoint_dir()).parent / "points" / f"step_{trainer.global_step}_of_{total}"
-        if trainer.global_step in steps and trainer.global_step < total:
-            pl_module.export_hf_checkpoint(target)
+        if trainer.global_step in self.steps and trainer.global_step < trainer.estimated_stepping_batches:
+            pl_module.export_hf_checkpoint(Path(pl_module.hf_checkpoint_dir()).parent / "points" / f"step_{trainer.global_step}")
 
 
-def curve_points(run_dir: Path) -> list[tuple[float, Path]]:
-    """The points :class:`CurvePoints` wrote under ``run_dir``, as (fraction of the fit, model folder), in order."""
-    found = [(m, path) for path in (run_dir / "points").glob("step_*") if (m := POINT.fullmatch(path.name))]
-    return sorted((int(m[1]) / int(m[2]), path) for m, path in found)
+def curve_points(run_dir: Path) -> list[tuple[int, Path]]:
+    """The points :class:`CurvePoints` wrote under ``run_dir``, as (optimizer step, model folder), in order."""
+    found = [(int(m[1]), path) for path in (run_dir / "points").glob("step_*") if (m := POINT.fullmatch(path.name))]
+    return sorted(found)
+
+
+def add_curve_points(fit: dict, steps: list[int]) -> dict:
+    """A copy of a fit config whose trainer also exports the model after ``steps`` (none: the config unchanged)."""
+    if not steps:
+        return fit
+    trainer = dict(fit.get("trainer") or {})
+    trainer["callbacks"] = [*(trainer.get("callbacks") or []), {"class_path": "sft_research.curve_points.CurvePoints", "init_args": {"steps": sorted(steps)}}]
+    return {**fit, "trainer": trainer}

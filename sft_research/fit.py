@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,14 @@ class FitCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         # The data must be tokenized by the model's own tokenizer.
         parser.link_arguments("model.pretrained.name_or_path", "data.tokenizer")
+        # The batch settings sit together under data: the global batch and the micro-batch the module splits it into.
+        parser.link_arguments("data.micro_batch_size", "model.micro_batch_size")
 
     def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        logger = config.trainer.get("logger")
+        if getattr(logger, "class_path", None) == CSV_LOGGER and logger.init_args.get("name") is None:
+            logger.init_args.name = run_name(config)
         if self.subcommand == "fit" and self.config.fit.get("ckpt_path") == "last":
             logger = self.config.fit.trainer.get("logger")
             if getattr(logger, "class_path", None) == "lightning.pytorch.loggers.CSVLogger":
@@ -80,6 +87,18 @@ class FitCLI(LightningCLI):
         self.config = parser.parse_object(args) if isinstance(args, dict) else parser.parse_args(args)
 
 
+def run_name(config) -> str:
+    """A run's default name: its objective and its training data, e.g. ``dpo-pairs`` for DPO on ``pairs.jsonl`` or
+    ``sft-chain_sum`` for SFT on that reasoning-gym task, so that runs of different objectives land apart."""
+    objective = getattr(config.model, "objective", None)
+    objective_name = str(getattr(objective, "class_path", objective or "SFT")).rsplit(".", 1)[-1].lower()
+    train = config.data.get("train")
+    init = getattr(train, "init_args", None) or {}
+    data = next((str(init[key]) for key in ("path", "task") if isinstance(init.get(key), str) and init[key]), None)
+    data_name = Path(data.rstrip("/")).stem if data else str(getattr(train, "class_path", "data")).rsplit(".", 1)[-1].lower()
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{objective_name}-{data_name}")
+
+
 def cli_arguments(args: list[str] | dict | None, run: bool) -> dict:
     """The LightningCLI settings of ``sft-research``, shared by every way of running or checking a config."""
     return dict(
@@ -92,7 +111,7 @@ def cli_arguments(args: list[str] | dict | None, run: bool) -> dict:
         trainer_defaults={
             "num_sanity_val_steps": 0,
             "deterministic": True,
-            "logger": lazy_instance(RunCSVLogger, save_dir="runs", name="sft"),
+            "logger": lazy_instance(RunCSVLogger, save_dir="runs"),  # named by run_name
             # Lightning's summary table has no FLOP count without an example input; the module prints its own line.
             "enable_model_summary": False,
             "enable_checkpointing": None,  # see FitCLI.instantiate_trainer

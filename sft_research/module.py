@@ -51,7 +51,8 @@ class FineTuningModule(L.LightningModule):
         objective: the training objective, picked by class path (``--model.objective sft_research.objectives.SFT``).
         optimizer: AdamW and its schedule.
         micro_batch_size: examples per forward/backward pass; the optimizer batch is split into micro-batches of this
-            size and their gradients accumulated. Defaults to the whole batch.
+            size and their gradients accumulated. Defaults to the whole batch. Set as ``data.micro_batch_size`` on the
+            command line, beside the global ``data.batch_size``.
         max_grad_norm: clip the gradient's global norm to this value (None: no clipping).
         generation: decoding settings for task evaluation.
         save_dir: where the final Hugging Face checkpoint goes; defaults to ``<log dir>/hf_model``.
@@ -90,7 +91,7 @@ class FineTuningModule(L.LightningModule):
     ):
         super().__init__()
         if micro_batch_size is not None and micro_batch_size < 1:
-            raise ConfigError(f"model.micro_batch_size must be at least 1 (or null: the whole batch), got {micro_batch_size}")
+            raise ConfigError(f"data.micro_batch_size must be at least 1 (or null: the whole batch), got {micro_batch_size}")
         self.automatic_optimization = False
         self.pretrained = pretrained
         self.objective = objective
@@ -150,7 +151,7 @@ class FineTuningModule(L.LightningModule):
         share = data.batch_size // self.trainer.world_size
         if self.micro_batch_size is not None and self.micro_batch_size > share:
             raise ConfigError(
-                f"model.micro_batch_size={self.micro_batch_size} is larger than each process's share of the batch "
+                f"data.micro_batch_size={self.micro_batch_size} is larger than each process's share of the batch "
                 f"(data.batch_size={data.batch_size} over {self.trainer.world_size} processes: {share})"
             )
         found = len(data.train_examples[0].sequences)

@@ -6,15 +6,17 @@ import pytest
 from sft_research.bench.curves import Point, along_curves, first_crossing, mean_curves
 from sft_research.bench.probes import Metric
 from sft_research.bench.sweep import grid, point_config, point_name
-from sft_research.curve_points import CurvePoints, curve_points
+from sft_research.bench.runner import curve, plan_curve
+from sft_research.curve_points import CurvePoints, add_curve_points, curve_points
 from sft_research.fit import run_fit
+from sft_research.pipelines import FitStage, IRFTStage, Pipeline
 
 from tests.conftest import SFT_ROWS, write_jsonl
 
 KL = Metric("kl_from_base", "KL", higher_is_better=False)
 
 
-def curve(*pairs):
+def made_curve(*pairs):
     """Points (task score, KL), the base model (0, 0) first."""
     return [Point("base", 0.0, {"task_score": 0.0, "kl_from_base": 0.0})] + [
         Point("fit", i / len(pairs), {"task_score": t, "kl_from_base": k}) for i, (t, k) in enumerate(pairs, 1)
@@ -22,19 +24,19 @@ def curve(*pairs):
 
 
 def test_reading_a_curve_between_its_points():
-    gentle = curve((0.3, 1.0), (0.5, 3.0))
+    gentle = made_curve((0.3, 1.0), (0.5, 3.0))
     # KL 2.0 lies half-way between the points at KL 1 and 3: task score half-way between 0.3 and 0.5
     assert first_crossing(gentle, "kl_from_base", 2.0, "task_score") == pytest.approx(0.4)
     # task score 0.15 is reached half-way from the base (0, 0) to (0.3, 1.0)
     assert first_crossing(gentle, "task_score", 0.15, "kl_from_base") == pytest.approx(0.5)
     assert first_crossing(gentle, "kl_from_base", 4.0, "task_score") is None, "never that far from the base"
     # the first crossing along training, not a later one
-    wavy = curve((0.4, 2.0), (0.2, 1.0), (0.6, 2.0))
+    wavy = made_curve((0.4, 2.0), (0.2, 1.0), (0.6, 2.0))
     assert first_crossing(wavy, "kl_from_base", 1.5, "task_score") == pytest.approx(0.3)
 
 
 def test_readings_against_the_reference_arms_end():
-    curves = {"sft": curve((0.2, 2.0), (0.4, 4.0)), "gentle": curve((0.3, 1.0), (0.5, 3.0))}
+    curves = {"sft": made_curve((0.2, 2.0), (0.4, 4.0)), "gentle": made_curve((0.3, 1.0), (0.5, 3.0))}
     readings = along_curves(curves, "sft", [KL])
     assert list(readings) == ["gentle"]
     reading = readings["gentle"]["kl_from_base"]
@@ -63,24 +65,46 @@ def test_mean_curves_average_seeds_point_by_point():
 
 
 def test_a_fit_writes_its_points_where_the_harness_reads_them(tmp_path):
-    """8 steps at fractions 0.25 and 0.5: the models after steps 2 and 4; the end is the fit's own final model."""
+    """8 steps, points after steps 2, 4 and 8: the models after steps 2 and 4; the end is the fit's own final model."""
     data = write_jsonl(tmp_path / "sums.jsonl", SFT_ROWS)
     config = {
-        "trainer": {
-            "max_steps": 8, "accelerator": "cpu", "enable_progress_bar": False,
-            "callbacks": [{"class_path": "sft_research.curve_points.CurvePoints", "init_args": {"fractions": [0.25, 0.5, 1.0]}}],
-        },
+        "trainer": {"max_steps": 8, "accelerator": "cpu", "enable_progress_bar": False},
         "model": {"pretrained": {"name_or_path": "embedded:tiny-random"}, "optimizer": {"lr": 1e-2}},
         "data": {"train": {"class_path": "sft_research.data.FileDataset", "init_args": {"path": str(data)}}, "batch_size": 4},
     }
-    run_fit(config, tmp_path / "run")
+    run_fit(add_curve_points(config, [2, 4, 8]), tmp_path / "run")
     points = curve_points(tmp_path / "run")
-    assert [(fraction, path.name) for fraction, path in points] == [(0.25, "step_2_of_8"), (0.5, "step_4_of_8")]
+    assert [(step, path.name) for step, path in points] == [(2, "step_2"), (4, "step_4")]
     assert all((path / "config.json").is_file() and (path / "model.safetensors").is_file() for _, path in points)
     weights = [(path / "model.safetensors").read_bytes() for _, path in points] + [(tmp_path / "run" / "hf_model" / "model.safetensors").read_bytes()]
     assert len(set(weights)) == 3, "three different models along training"
-    with pytest.raises(ValueError, match=r"curve fractions must lie in \(0, 1\]"):
-        CurvePoints([0.0, 0.5])
+    assert "callbacks" not in config["trainer"], "the config it was given is left as it was"
+    with pytest.raises(ValueError, match="curve points are optimizer steps from 1 on"):
+        CurvePoints([0, 2])
+
+
+def test_curves_are_planned_over_the_fits_on_the_arms_way(tmp_path):
+    """SFT (6 steps) then DPO (2): eval_at 0.25, 0.5 and 1.0 of 8 steps are SFT's steps 2 and 4 and DPO's end; a PoFT
+    baseline stage is not on PoFT's way; IRFT's rounds of 3 steps split the steps between them."""
+    fit = lambda steps: {"trainer": {"max_steps": steps}}
+    sft_then_dpo = Pipeline(str(tmp_path / "a"), [FitStage("sft", fit(6)), FitStage("dpo", fit(2), start_from="sft")])
+    assert plan_curve(sft_then_dpo, [0.25, 0.5, 1.0]) == [2, 4, 8]
+    assert [c["init_args"]["steps"] for c in sft_then_dpo.stages[0].fit["trainer"]["callbacks"]] == [[2, 4]]
+    assert "callbacks" not in sft_then_dpo.stages[1].fit["trainer"], "the DPO fit's end is the last point"
+    for stage, steps in (("sft", (2, 4)), ("dpo", ())):
+        for step in steps:
+            (tmp_path / "a" / stage / "points" / f"step_{step}").mkdir(parents=True)
+    assert curve(sft_then_dpo, [2, 4, 8]) == [
+        ("sft", 0.25, tmp_path / "a" / "sft" / "points" / "step_2"),
+        ("sft", 0.5, tmp_path / "a" / "sft" / "points" / "step_4"),
+        ("dpo", 1.0, tmp_path / "a" / "dpo" / "hf_model"),
+    ]
+    poft = Pipeline(str(tmp_path / "b"), [FitStage("baseline", fit(10)), FitStage("poft", fit(4), baselines_from=["baseline"])])
+    assert plan_curve(poft, [0.5, 1.0]) == [2, 4] and "callbacks" not in poft.stages[0].fit["trainer"]
+    irft = IRFTStage("irft", fit(3), rounds=2)
+    assert plan_curve(Pipeline(str(tmp_path / "c"), [irft]), [1 / 3, 0.5, 1.0]) == [2, 3, 6]
+    assert (irft.round_curve_steps(0), irft.round_curve_steps(1)) == ([2], []), "step 3 is round 0's end"
+    assert plan_curve(Pipeline(str(tmp_path / "d"), [FitStage("fit", fit(4))]), [1.0]) == [], "the end only: nothing to export"
 
 
 def test_a_sweep_is_the_product_of_its_values_at_dotted_keys():

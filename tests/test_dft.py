@@ -93,7 +93,7 @@ def test_dft_trains_a_tiny_model_from_the_cli(tiny_model_dir, tmp_path, monkeypa
             *file_fit_args(tiny_model_dir, path, tmp_path, steps=6),
             "--model.objective=sft_research.objectives.DFT",
             "--model.optimizer.lr=1e-2",
-            "--model.micro_batch_size=2",
+            "--data.micro_batch_size=2",
         ]
     )
     with open(cli.trainer.logger.log_dir + "/metrics.csv") as file:

@@ -57,7 +57,7 @@ def test_full_scale_configs_build_for_their_world_size_as_their_paper_note_says(
     for stage, fit in fit_configs(path):
         parsed = parse_fit(fit)
         world = parsed.trainer.devices * parsed.trainer.num_nodes
-        batch, micro = parsed.data.batch_size, parsed.model.micro_batch_size
+        batch, micro = parsed.data.batch_size, parsed.data.micro_batch_size
         for rank in range(world):  # a fake process count: what each process's sampler would see
             ResumableShuffleSampler(4 * batch, batch, 0, rank, world)
         per_process = batch // world

@@ -1,6 +1,7 @@
 """The generic module trains end to end: micro-batching, logging, checkpoints."""
 
 import csv
+import math
 
 import lightning as L
 import pytest
@@ -96,7 +97,7 @@ def test_fit_from_the_cli_logs_and_saves_a_reloadable_checkpoint(tiny_model_dir,
             "--model.objective.use_quality=true",
             "--model.optimizer.lr=1e-3",
             "--model.optimizer.warmup_ratio=0.25",
-            "--model.micro_batch_size=2",
+            "--data.micro_batch_size=2",
             "--model.generation.max_new_tokens=4",
             "--data.train=sft_research.data.ReasoningGymTask",
             "--data.train.train_size=32",
@@ -112,14 +113,20 @@ def test_fit_from_the_cli_logs_and_saves_a_reloadable_checkpoint(tiny_model_dir,
             f"--trainer.default_root_dir={tmp_path}",
         ]
     )
-    log_dir = tmp_path / "sft" / "version_0"
+    log_dir = tmp_path / "sft-chain_sum" / "version_0"
     rows = read_metrics(log_dir)
     train = [row for row in rows if row.get("train/loss")]
     assert len(train) == 4
-    for key in ("train/loss", "train/nll", "train/quality", "train/lr", "train/grad_norm", "train/tokens_per_s", "train/peak_memory_gib"):
-        assert all(float(row[key]) >= 0 for row in train), key
-    assert float(train[0]["train/tokens_per_s"]) > 0
-    assert float(train[0]["train/lr"]) == pytest.approx(1e-3)  # warmup 1 of 4 steps ends at the peak
+    value = lambda key: [float(row[key]) for row in train]
+    # an untrained model spreads its probability over the vocabulary: about log(V) nats per token at first
+    assert value("train/nll")[0] == pytest.approx(math.log(cli.model.model.config.vocab_size), abs=0.5)
+    # 4 batches of 8 are the epoch's 32 examples, 8 of them corrupted (quality 0): batch means average to 0.75
+    assert sum(value("train/quality")) / 4 == pytest.approx(0.75)
+    lr = value("train/lr")
+    assert lr[0] == pytest.approx(1e-3) and lr[1] > lr[2] > lr[3] > 0  # warmup 1 of 4 steps ends at the peak, then decay
+    assert all(v > 0 for v in value("train/grad_norm") + value("train/tokens_per_s"))
+    peak = value("train/peak_memory_gib")
+    assert peak == sorted(peak) and peak[0] > 0.1, "a peak, in GiB, of a process that holds torch"
     assert [row for row in rows if row.get("val/task_accuracy")], "end-of-epoch validation ran"
     assert (log_dir / "config.yaml").is_file()
     assert abs(sum(cli.datamodule.train_examples[i].quality for i in range(32)) - 24) < 1e-9  # 8 of 32 corrupted

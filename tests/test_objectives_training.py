@@ -1,6 +1,7 @@
 """Every objective trains a tiny model end to end from LightningCLI, and frozen-model inputs are right and cached."""
 
 import csv
+import math
 
 import pytest
 import torch
@@ -28,7 +29,7 @@ def fit(model_dir, data_path, tmp_path, objective, *extra, steps=3):
             *file_fit_args(model_dir, data_path, tmp_path, steps),
             f"--model.objective={objective}",
             "--model.optimizer.lr=1e-3",
-            "--model.micro_batch_size=2",
+            "--data.micro_batch_size=2",
             *extra,
         ]
     )
@@ -43,7 +44,7 @@ CASES = [
     ("sft_research.objectives.PoFT", SFT_ROWS, ["poft/effective_weight", "poft/effective_weight_min", "poft/baseline_score"], []),
     ("sft_research.objectives.DPO", PAIR_ROWS, ["rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"], []),
     ("sft_research.objectives.DPO", PAIR_ROWS, ["rewards/margins"], ["--model.objective.loss_type=ipo"]),
-    ("sft_research.objectives.IRFT", PAIR_ROWS, ["rewards/accuracies"], []),
+    ("sft_research.objectives.IRFT", PAIR_ROWS, ["rewards/accuracies", "rewards/margins"], []),
 ]
 
 
@@ -66,9 +67,15 @@ def test_objective_trains_from_the_cli_and_logs_its_diagnostics(tiny_model_dir, 
         weights = [float(row["train/poft/effective_weight"]) for row in logged]
         assert abs(weights[0] - 0.5) > 1e-3
         assert float(logged[0]["train/poft/effective_weight_max"]) > float(logged[0]["train/poft/effective_weight_min"]) + 1e-4
-    if "DPO" in objective and not extra:
-        assert float(logged[0]["train/rewards/margins"]) == pytest.approx(0.0, abs=1e-4), "policy == reference at step 0"
-        assert float(logged[-1]["train/rewards/margins"]) > 0, "training separates chosen from rejected"
+    if "token_level=true" in " ".join(extra):
+        assert float(logged[0]["train/iw/weight"]) == pytest.approx(1.0, abs=1e-4), "every token's weight is 1 at the start"
+    if "DPO" in objective or "IRFT" in objective:
+        # policy == reference at step 0: every margin is 0, so the sigmoid loss is -log sigmoid(0) = log 2 and IPO's
+        # is (0 - 1 / (2 beta))^2 = 25 at beta 0.1; training then lowers it and separates chosen from rejected
+        ipo = "--model.objective.loss_type=ipo" in extra
+        assert float(logged[0]["train/rewards/margins"]) == pytest.approx(0.0, abs=1e-4)
+        assert losses[0] == pytest.approx(25.0 if ipo else math.log(2), rel=1e-4)
+        assert losses[-1] < losses[0] and float(logged[-1]["train/rewards/margins"]) > 0
 
 
 @pytest.mark.parametrize(

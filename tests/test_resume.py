@@ -21,7 +21,7 @@ def fit_command(model_dir, data, root, *extra):
     return [
         sys.executable, "-m", "sft_research.cli", "fit",
         f"--model.pretrained.name_or_path={model_dir}",
-        "--model.optimizer.lr=1e-3", "--model.optimizer.warmup_ratio=0.2", "--model.micro_batch_size=3",
+        "--model.optimizer.lr=1e-3", "--model.optimizer.warmup_ratio=0.2", "--data.micro_batch_size=3",
         "--data.train=sft_research.data.FileDataset", f"--data.train.path={data}", "--data.batch_size=5",
         "--trainer.max_steps=9", "--trainer.accelerator=cpu", "--trainer.log_every_n_steps=1",
         "--trainer.enable_progress_bar=false", "--trainer.limit_val_batches=0",
@@ -42,21 +42,23 @@ def data(tmp_path_factory):
     return write_jsonl(tmp_path_factory.mktemp("data") / "d.jsonl", SFT_ROWS)  # 12 examples: 3 batches of 5 (last 2)
 
 
+@pytest.mark.slow
 def test_same_config_and_seed_give_identical_metrics(tiny_model_dir, data, tmp_path):
     runs = []
     for name in ("a", "b"):
         subprocess.run(fit_command(tiny_model_dir, data, tmp_path / name), check=True, capture_output=True)
-        with open(tmp_path / name / "sft" / "version_0" / "metrics.csv") as file:
+        with open(tmp_path / name / "sft-d" / "version_0" / "metrics.csv") as file:
             # Everything but the measurements of speed and memory, which no seed fixes.
             runs.append([{k: v for k, v in row.items() if k not in MEASURED} for row in csv.DictReader(file)])
     assert runs[0] == runs[1]
     assert len([row for row in runs[0] if row["train/loss"]]) == 9
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_resumes_exactly(tiny_model_dir, data, tmp_path):
     reference = tmp_path / "reference"
     subprocess.run(fit_command(tiny_model_dir, data, reference), check=True, capture_output=True)
-    expected = losses(reference / "sft" / "version_0")
+    expected = losses(reference / "sft-d" / "version_0")
 
     killed = tmp_path / "killed"
     process = subprocess.Popen(fit_command(tiny_model_dir, data, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -73,21 +75,22 @@ def test_sigkill_mid_epoch_resumes_exactly(tiny_model_dir, data, tmp_path):
 
     resumed = subprocess.run(fit_command(tiny_model_dir, data, killed, f"--ckpt_path={step_file}"), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    after = losses(killed / "sft" / "version_1")
+    after = losses(killed / "sft-d" / "version_1")
     first = min(after)
     assert 0 < first < 8, f"resumed mid-run at step {first}"
     for step, loss in after.items():
         assert loss == pytest.approx(expected[step], abs=1e-6), step
-    epochs = {int(row["step"]): row["epoch"] for row in csv.DictReader(open(killed / "sft" / "version_1" / "metrics.csv")) if row.get("train/loss")}
+    epochs = {int(row["step"]): row["epoch"] for row in csv.DictReader(open(killed / "sft-d" / "version_1" / "metrics.csv")) if row.get("train/loss")}
     assert epochs[8] == "2", "epochs keep their length after a resume"
     assert max(after) == 8
 
 
 def losses_if(root: Path) -> dict[int, float]:
-    path = root / "sft" / "version_0"
+    path = root / "sft-d" / "version_0"
     return losses(path) if (path / "metrics.csv").exists() else {}
 
 
+@pytest.mark.slow
 def test_ddp_on_two_processes_gives_the_single_process_loss_curve(tiny_model_dir, data, tmp_path):
     """Two CPU processes (gloo), each with half of every global batch of 6, against one process."""
     curves = {}
@@ -95,7 +98,7 @@ def test_ddp_on_two_processes_gives_the_single_process_loss_curve(tiny_model_dir
         command = [arg.replace("--data.batch_size=5", "--data.batch_size=6") for arg in fit_command(tiny_model_dir, data, tmp_path / name, *extra)]
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
-        curves[name] = losses(tmp_path / name / "sft" / "version_0")
+        curves[name] = losses(tmp_path / name / "sft-d" / "version_0")
     assert len(curves["one"]) == 9 and curves["one"].keys() == curves["two"].keys()
     for step in curves["one"]:
         assert curves["two"][step] == pytest.approx(curves["one"][step], abs=1e-5), step
@@ -149,7 +152,7 @@ def test_resume_without_a_checkpoint_stops_and_says_where_it_looked(tiny_model_d
     from sft_research.cli import main
     from sft_research.errors import ConfigError
 
-    (tmp_path / "sft" / "version_0").mkdir(parents=True)
+    (tmp_path / "sft-d" / "version_0").mkdir(parents=True)
     with pytest.raises(ConfigError, match=r"--ckpt_path last: no last checkpoint of this run \(looked in .*version_0/checkpoints/last.ckpt\)"):
         main(["fit", f"--model.pretrained.name_or_path={tiny_model_dir}", "--data.train=sft_research.data.FileDataset",
               f"--data.train.path={data}", "--trainer.max_steps=2", f"--trainer.logger.init_args.save_dir={tmp_path}",

@@ -10,8 +10,8 @@ from tests.conftest import SFT_ROWS, write_jsonl
     [
         ("--data.batch_size=0", "data.batch_size must be at least 1, got 0"),
         ("--data.batch_size=-4", "data.batch_size must be at least 1, got -4"),
-        ("--model.micro_batch_size=0", "model.micro_batch_size must be at least 1"),
-        ("--model.micro_batch_size=8", "model.micro_batch_size=8 is larger than each process's share of the batch (data.batch_size=4 over 1 processes: 4)"),
+        ("--data.micro_batch_size=0", "data.micro_batch_size must be at least 1"),
+        ("--data.micro_batch_size=8", "data.micro_batch_size=8 is larger than each process's share of the batch (data.batch_size=4 over 1 processes: 4)"),
         ("--model.optimizer.lr=0", "model.optimizer.lr must be positive, got 0"),
         ("--model.optimizer.lr=-1e-5", "model.optimizer.lr must be positive, got -1e-05"),
         # argparse reads "-1e-5" after a space as an option, not a value: the README says to write negative numbers with "=".

@@ -105,8 +105,9 @@ def run_suite(suite: Suite, output_dir: str | Path, suite_config: dict) -> Suite
         run_dir = out / "runs" / arm.name / f"seed_{seed}"
         stages = arm.stages(suite, seed)
         pipeline = Pipeline(str(run_dir), stages)
+        targets = plan_curve(pipeline, suite.eval_at)
         pipeline.run()
-        points = curve(pipeline, suite.eval_at)
+        points = curve(pipeline, targets)
         *before, (end_fit, _, end) = [(fit, fraction, evaluator.evaluate(str(model))) for fit, fraction, model in points]
         compute, data_fingerprints = run_compute(run_dir)
         row = {
@@ -134,12 +135,33 @@ def run_suite(suite: Suite, output_dir: str | Path, suite_config: dict) -> Suite
     return report(suite, out, base)
 
 
-def curve(pipeline: Pipeline, eval_at: list[float]) -> list[tuple[str, float, Path]]:
-    """The models an arm's run is evaluated at, as (fit, fraction of it, model folder): along every fit on the way to
-    the final model, the points its :class:`~sft_research.curve_points.CurvePoints` wrote, and each fit's end if
-    ``eval_at`` holds 1.0; the final model always, last."""
-    *before, end = [point for stage in pipeline.policy_stages() for point in stage.curve(pipeline.output_dir / stage.name)]
-    return [point for point in before if point[1] < 1.0 or 1.0 in eval_at] + [end]
+def plan_curve(pipeline: Pipeline, eval_at: list[float]) -> list[int]:
+    """The optimizer steps, counted along the fits on the way to the final model, at which a run is evaluated
+    (``eval_at`` of their sum; the last is the end); each stage on the way is told to export its model at those
+    that fall inside it."""
+    if eval_at == [1.0]:
+        return []
+    path = pipeline.policy_stages()
+    total = sum(stage.steps() for stage in path)
+    targets = sorted({max(1, round(fraction * total)) for fraction in eval_at} | {total})
+    start = 0
+    for stage in path:
+        stage.add_curve_points([t - start for t in targets if start < t < start + stage.steps()])
+        start += stage.steps()
+    return targets
+
+
+def curve(pipeline: Pipeline, targets: list[int]) -> list[tuple[str, float, Path]]:
+    """The models a run is evaluated at, as (fit, fraction of the run's training, model folder): those at the planned
+    steps (:func:`plan_curve`), the final model last."""
+    final = pipeline.stages[-1]
+    if not targets:
+        return [(final.name, 1.0, final.final_model(pipeline.output_dir / final.name))]
+    points, start = [], 0
+    for stage in pipeline.policy_stages():
+        points += [(fit, start + step, model) for fit, step, model in stage.curve(pipeline.output_dir / stage.name)]
+        start += stage.steps()
+    return [(fit, step / start, model) for fit, step, model in points if step in targets]
 
 
 def estimates(evaluator: Evaluator, values: Measurements, base: Measurements) -> dict[str, dict]:

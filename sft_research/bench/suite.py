@@ -237,7 +237,7 @@ class PoFTArm(Arm):
         return [
             FitStage(
                 "baseline",
-                suite.fit_config(f"{self.label(seed)} · baseline", seed, SFT_OBJECTIVE, self.baseline_steps, task=clean, curve=False),
+                suite.fit_config(f"{self.label(seed)} · baseline", seed, SFT_OBJECTIVE, self.baseline_steps, task=clean),
             ),
             FitStage("poft", suite.fit_config(self.label(seed), seed, poft), baselines_from=["baseline"]),
         ]
@@ -315,9 +315,10 @@ class Suite:
         eval_batch_size: prompts per generation batch in evaluation.
         keep_checkpoints: keep each run's fine-tuned model (deleted once evaluated otherwise).
         reference_arm: the arm every other is compared with, item by item and seed by seed.
-        eval_at: fractions of each fit on an arm's way to its final model (SFT then DPO: both fits; IRFT: every
-            round) at which the arm is also evaluated, for curves of task score against forgetting; the base model
-            starts every curve and the final model ends it. ``[1.0]``: the fits' ends only.
+        eval_at: fractions of each arm's training at which it is evaluated, for curves of task score against
+            forgetting: of the optimizer steps summed over the fits on its way to its final model (SFT then DPO: both;
+            IRFT: every round; not PoFT's baseline), so that every arm is seen at the same share of its budget, which
+            also gives early stopping as a baseline. The base model starts every curve and the final model ends it.
         sweep: a grid over suite keys (dotted, e.g. ``task.noise_fraction: [0.0, 0.25, 0.5]``; several keys make a
             product): each point runs as its own suite under ``<output_dir>/<key>=<value>``, and the report plots every
             metric against the swept values (:mod:`sft_research.bench.sweep`).
@@ -370,12 +371,10 @@ class Suite:
         optimizer: dict[str, str | float] | None = None,
         train: SourceConfig | None = None,
         lora: LoraConfig | None = None,
-        curve: bool = True,
     ) -> FitConfig:
         """The fit config of one training run of this suite; the harness evaluates, so the fit does not validate.
         ``label`` names the run on its progress bar; ``task`` replaces the suite's training task and ``train`` its
-        whole training source, ``optimizer`` adds optimizer settings, ``lora`` trains LoRA adapters; ``curve``
-        exports the model at the suite's ``eval_at`` fractions (off for a fit whose model is not on the arm's way)."""
+        whole training source, ``optimizer`` adds optimizer settings, ``lora`` trains LoRA adapters."""
         budget = self.budget
         pretrained: dict[str, str | dict] = {"name_or_path": self.base_model}
         if lora is not None:
@@ -390,19 +389,18 @@ class Suite:
                 "limit_val_batches": 0,
                 "enable_checkpointing": False,
                 "enable_model_summary": False,
-                "callbacks": [{"class_path": "sft_research.bench.progress.RunProgressBar", "init_args": {"label": label}}]
-                + ([{"class_path": "sft_research.curve_points.CurvePoints", "init_args": {"fractions": self.eval_at}}] if curve and self.eval_at != [1.0] else []),
+                "callbacks": [{"class_path": "sft_research.bench.progress.RunProgressBar", "init_args": {"label": label}}],
             },
             "model": {
                 "pretrained": pretrained,
                 "objective": copy.deepcopy(objective),
                 "optimizer": {"lr": lr or budget.lr, "warmup_ratio": budget.warmup_ratio, **(optimizer or {})},
-                "micro_batch_size": budget.micro_batch_size,
             },
             "data": {
                 "train": copy.deepcopy(train) if train is not None else (task or self.task).source(preference_pairs),
                 "max_length": budget.max_length,
                 "batch_size": budget.batch_size,
+                "micro_batch_size": budget.micro_batch_size,
                 "eval_batch_size": self.eval_batch_size,
             },
         }

@@ -36,7 +36,9 @@ class SFTDataModule(L.LightningDataModule):
             too long (None: half of ``max_length``).
         chat_template: a Jinja chat template, or the path of a file holding one, for tokenizers that have none (base
             models such as Mistral-7B-v0.1) or to replace theirs; it is saved with the fine-tuned model.
-        batch_size: examples per optimizer step, across all processes (each takes its share).
+        batch_size: examples per optimizer step, across all processes (each takes its share): the global batch.
+        micro_batch_size: examples per forward and backward pass within each process's share, whose gradients are
+            accumulated (None: the whole share at once); the CLI hands it to the module, which splits the batch.
         eval_batch_size: prompts per generation batch.
         max_eval_prompts: evaluate only the first n held-out prompts.
         num_workers: data-loader worker processes.
@@ -53,6 +55,7 @@ class SFTDataModule(L.LightningDataModule):
         max_prompt_length: int | None = None,
         chat_template: str | None = None,
         batch_size: int = 8,
+        micro_batch_size: int | None = None,
         eval_batch_size: int = 32,
         max_eval_prompts: int | None = None,
         num_workers: int = 0,
@@ -69,7 +72,7 @@ class SFTDataModule(L.LightningDataModule):
         self.truncation = truncation
         self.max_prompt_length = max_prompt_length
         self.chat_template = chat_template
-        self.batch_size = batch_size
+        self.batch_size, self.micro_batch_size = batch_size, micro_batch_size
         self.eval_batch_size = eval_batch_size
         self.max_eval_prompts = max_eval_prompts
         self.num_workers = num_workers

@@ -6,9 +6,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+from transformers.utils import logging as transformers_logging
 
 from sft_research.checkpoints.embedded import DEFAULT_MODEL
 from sft_research.checkpoints.names import from_pretrained, portable_name
+
+# Loading or writing a checkpoint takes a moment, not a task to follow: transformers' "Loading weights" and "Writing
+# model shards" bars (one pair per model in a benchmark run) are turned off. Hub downloads keep their own bars.
+transformers_logging.disable_progress_bar()
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -16,7 +16,7 @@ from typing import Literal
 
 import torch
 
-from sft_research.curve_points import curve_points
+from sft_research.curve_points import add_curve_points, curve_points
 from sft_research.data.collate import collate_prompts
 from sft_research.data.errors import DataError
 from sft_research.data.records import Conversation, parse_record
@@ -25,7 +25,7 @@ from sft_research.model.generation import GenerationConfig, generate_with_status
 from sft_research.model.loading import ModelConfig, load_model
 from sft_research.objectives.irft import IRFT
 from sft_research.fit import build_fit, is_done, parse_fit, run_fit
-from sft_research.pipelines.stages import FitConfig, Stage
+from sft_research.pipelines.stages import FitConfig, Stage, fit_steps
 
 
 class IRFTStage(Stage):
@@ -60,6 +60,7 @@ class IRFTStage(Stage):
         if rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {rounds}")
         self.fit, self.rounds, self.generation = fit, rounds, generation
+        self.curve_steps: list[int] = []
         self.split_prompts, self.generation_batch_size = split_prompts, generation_batch_size
 
     def check(self) -> None:
@@ -73,12 +74,23 @@ class IRFTStage(Stage):
     def final_model(self, stage_dir: Path) -> Path:
         return stage_dir / f"round_{self.rounds - 1}" / "hf_model"
 
-    def curve(self, stage_dir: Path) -> list[tuple[str, float, Path]]:
-        points = []
+    def steps(self) -> int:
+        return self.rounds * fit_steps(self.name, self.fit)
+
+    def add_curve_points(self, steps: list[int]) -> None:
+        self.curve_steps = sorted(steps)
+
+    def round_curve_steps(self, t: int) -> list[int]:
+        """The curve's steps inside round ``t``, counted from the round's start."""
+        per_round = fit_steps(self.name, self.fit)
+        return [step - t * per_round for step in self.curve_steps if t * per_round < step < (t + 1) * per_round]
+
+    def curve(self, stage_dir: Path) -> list[tuple[str, int, Path]]:
+        per_round, points = fit_steps(self.name, self.fit), []
         for t in range(self.rounds):
-            round_dir = stage_dir / f"round_{t}"
-            points += [(f"{self.name}/round_{t}", fraction, path) for fraction, path in curve_points(round_dir)]
-            points.append((f"{self.name}/round_{t}", 1.0, round_dir / "hf_model"))
+            round_dir, fit = stage_dir / f"round_{t}", f"{self.name}/round_{t}"
+            points += [(fit, t * per_round + step, path) for step, path in curve_points(round_dir)]
+            points.append((fit, (t + 1) * per_round, round_dir / "hf_model"))
         return points
 
     def run(self, stage_dir: Path, start_model: str | None, earlier: dict[str, Path]) -> None:
@@ -91,7 +103,7 @@ class IRFTStage(Stage):
             else:
                 demonstrations = demonstrations or build_fit(self.fit)
                 pairs = self.write_pairs(round_dir, demonstrations, model, t)
-                config = copy.deepcopy(self.fit)
+                config = add_curve_points(copy.deepcopy(self.fit), self.round_curve_steps(t))
                 data = config.setdefault("data", {})
                 if data.get("val") is None:
                     data["val"] = data.get("train")  # keep evaluating on the demonstrations' task

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-from sft_research.curve_points import curve_points
+from sft_research.curve_points import add_curve_points, curve_points
 from sft_research.fit import is_done, parse_fit, run_fit
 
 # A nested ``sft-research fit`` config, kept as plain data (its own parser checks it): an ``Any`` value type would
@@ -47,10 +47,18 @@ class Stage(ABC):
     @abstractmethod
     def final_model(self, stage_dir: Path) -> Path: ...
 
-    def curve(self, stage_dir: Path) -> list[tuple[str, float, Path]]:
-        """The models along the stage's training, in order: (fit, fraction of that fit's steps, model folder), from
-        what :class:`~sft_research.curve_points.CurvePoints` wrote, the final model last."""
-        return [(self.name, fraction, path) for fraction, path in curve_points(stage_dir)] + [(self.name, 1.0, self.final_model(stage_dir))]
+    def steps(self) -> int:
+        """The optimizer steps the stage trains for (its fits' ``trainer.max_steps``, which curves need)."""
+        raise ValueError(f"stage {self.name!r} ({type(self).__name__}) does not say how many steps it trains")
+
+    def add_curve_points(self, steps: list[int]) -> None:
+        """Also export the model after these optimizer steps of the stage (counted from its start)."""
+        raise ValueError(f"stage {self.name!r} ({type(self).__name__}) cannot export models along its training")
+
+    def curve(self, stage_dir: Path) -> list[tuple[str, int, Path]]:
+        """The models along the stage's training, in order, as (fit, optimizer steps into the stage, model folder):
+        those :class:`~sft_research.curve_points.CurvePoints` wrote, and the end of each fit, the final model last."""
+        return [(self.name, self.steps(), self.final_model(stage_dir))]
 
 
 class FitStage(Stage):
@@ -82,11 +90,27 @@ class FitStage(Stage):
     def check(self) -> None:
         parse_fit(self.config({}))
 
+    def steps(self) -> int:
+        return fit_steps(self.name, self.fit)
+
+    def add_curve_points(self, steps: list[int]) -> None:
+        self.fit = add_curve_points(self.fit, steps)
+
+    def curve(self, stage_dir: Path) -> list[tuple[str, int, Path]]:
+        return [(self.name, step, path) for step, path in curve_points(stage_dir)] + [(self.name, self.steps(), self.final_model(stage_dir))]
+
     def run(self, stage_dir: Path, start_model: str | None, earlier: dict[str, Path]) -> None:
         run_fit(self.config(earlier), stage_dir, start_model)
 
     def final_model(self, stage_dir: Path) -> Path:
         return stage_dir / "hf_model"
+
+
+def fit_steps(name: str, fit: FitConfig) -> int:
+    steps = (fit.get("trainer") or {}).get("max_steps")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"stage {name!r}: its fit sets no trainer.max_steps, which curves along training need")
+    return steps
 
 
 class Pipeline:

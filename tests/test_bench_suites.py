@@ -1,0 +1,98 @@
+"""The suites shipped with the package: each parses into a Suite, a sweep's every point too, a name finds them from
+any folder, and a built wheel carries them."""
+
+import json
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from jsonargparse import ArgumentParser
+
+from sft_research.bench.probes import Metric, Probe, ProbeContext
+from sft_research.bench.suite import Suite
+from sft_research.bench.sweep import grid, point_config
+from sft_research.cli import SUITES, suite_file
+from sft_research.data.collate import collate_prompts
+from sft_research.model.generation import GenerationConfig, generate
+from sft_research.errors import ConfigError
+
+SHIPPED = ["default", "gpu", "mitigation", "noise_sweep", "smoke"]
+
+
+def parser() -> ArgumentParser:
+    parser = ArgumentParser()
+    parser.add_class_arguments(Suite, "suite", sub_configs=True)
+    return parser
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_suite_parses_at_every_sweep_point(name):
+    config = parser().parse_args(["--suite", suite_file(name)])
+    suite = parser().instantiate(config).suite
+    assert suite.arms and suite.measures().names[0] == "task_score"
+    for point in grid(suite.sweep) if suite.sweep else []:
+        plain = json.loads(parser().dump(config, format="json"))["suite"]
+        sub = parser().instantiate(parser().parse_object({"suite": point_config(plain, point)})).suite
+        assert sub.sweep is None and sub.task.noise_fraction == point["task.noise_fraction"]
+
+
+def test_a_name_finds_a_shipped_suite_and_a_wrong_one_lists_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert sorted(p.stem for p in SUITES.glob("*.yaml")) == SHIPPED
+    assert suite_file("smoke") == str(SUITES / "smoke.yaml")
+    assert suite_file("my/suite.yaml") == "my/suite.yaml" and suite_file("mine.yaml") == "mine.yaml"
+    with pytest.raises(ConfigError, match="--suite smok: neither a file nor a shipped suite \\(shipped: default, gpu, mitigation, noise_sweep, smoke\\)"):
+        suite_file("smok")
+
+
+def test_a_built_wheel_carries_the_suites(tmp_path):
+    root = Path(__file__).parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(root)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("sft_research-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert sorted(n for n in names if n.startswith("sft_research/bench/suites/")) == [f"sft_research/bench/suites/{s}.yaml" for s in SHIPPED]
+
+
+@dataclass
+class LengthProbe(Probe):
+    """A researcher's own probe: the length in words of the model's greedy answers to the first task prompts."""
+
+    prompts: int = 8
+
+    name = "answer_length"
+    metrics = (Metric("answer_length_change", "answer length change", higher_is_better=False),)
+
+    def measure(self, model, context: ProbeContext) -> list[float]:
+        prompts = context.task.eval_prompts()[: self.prompts]
+        batch = collate_prompts([(i, context.renderer.prompt_ids(p)) for i, p in enumerate(prompts)], context.tokenizer.pad_token_id)
+        texts = generate(model, context.tokenizer, batch["prompt_ids"], batch["prompt_attention_mask"], GenerationConfig(16))
+        return [float(len(text.split())) for text in texts]
+
+    def compare(self, finetuned: list[float], base: list[float]) -> dict[str, list[float]]:
+        return {"answer_length_change": [f - b for f, b in zip(finetuned, base)]}
+
+
+def test_a_new_probe_is_one_class_listed_in_the_suite():
+    """A probe defined outside the package, listed by class path, gets its metric into the summary, the paired
+    comparison and the curves without an edit elsewhere."""
+    from sft_research.bench.report import compare_to_reference, paired_markdown, summarize, summary_markdown
+
+    config = parser().parse_object({"suite": {
+        "arms": [{"class_path": "sft_research.bench.ObjectiveArm", "init_args": {"name": "sft", "objective": {"class_path": "sft_research.objectives.SFT"}}}],
+        "probes": [{"class_path": "tests.test_bench_suites.LengthProbe", "init_args": {"prompts": 3}}],
+    }})
+    suite = parser().instantiate(config).suite
+    measures = suite.measures()
+    assert measures.names == ["task_score", "answer_length_change"]
+    base = {"task": [0.0, 1.0], "answer_length": [4.0, 4.0, 4.0]}
+    rows = [{"arm": arm, "seed": 0, "wall_s": 1.0, "items": {"task": [1.0, 1.0], "answer_length": lengths}} for arm, lengths in (("sft", [6.0, 8.0, 7.0]), ("terse", [4.0, 5.0, 3.0]))]
+    for row in rows:
+        row["metrics"] = {name: vars(e) for name, e in measures.estimates(row["items"], base).items()}
+    table = summarize(rows, measures.estimates(base, base), ["sft", "terse"], measures.metrics)
+    assert summary_markdown(table, measures.metrics).splitlines()[0] == "| arm | runs | task score | answer length change | verdict |"
+    (terse,) = compare_to_reference(rows, base, ["sft", "terse"], measures, "sft")
+    assert terse["answer_length_change"][0].mean == pytest.approx(-3.0)
+    assert "lower is better: answer length change" in paired_markdown([terse], measures.metrics, "sft")

@@ -1,0 +1,38 @@
+"""A run's default log folder is named after its objective and its training data, so that runs of different
+objectives land apart; a name given in the config wins."""
+
+import pytest
+
+from sft_research.cli import main
+from sft_research.fit import parse_fit, run_name
+
+from tests.conftest import PAIR_ROWS, write_jsonl
+
+
+@pytest.mark.parametrize(
+    "objective,train,expected",
+    [
+        (None, {"class_path": "sft_research.data.ReasoningGymTask", "init_args": {"task": "chain_sum"}}, "sft-chain_sum"),
+        ("sft_research.objectives.DPO", {"class_path": "sft_research.data.FileDataset", "init_args": {"path": "/data/pairs.jsonl"}}, "dpo-pairs"),
+        ("sft_research.objectives.IwSFT", {"class_path": "sft_research.data.FileDataset", "init_args": {"path": "HuggingFaceH4/ultrachat_200k"}}, "iwsft-ultrachat_200k"),
+    ],
+)
+def test_default_name_is_objective_and_data(objective, train, expected):
+    config = {"model": {"pretrained": {"name_or_path": "embedded:tiny-random"}}, "data": {"train": train}}
+    if objective:
+        config["model"]["objective"] = {"class_path": objective}
+    assert run_name(parse_fit(config)) == expected
+
+
+def test_a_dpo_fit_logs_under_its_own_name_unless_told(tmp_path):
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", PAIR_ROWS)
+    common = [
+        "fit", "--model.pretrained.name_or_path=embedded:tiny-random", "--model.objective=sft_research.objectives.DPO",
+        "--data.train=sft_research.data.FileDataset", f"--data.train.path={pairs}", "--data.batch_size=4",
+        "--trainer.max_steps=1", "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false",
+        f"--trainer.logger.init_args.save_dir={tmp_path}", f"--trainer.default_root_dir={tmp_path}",
+    ]
+    main(common)
+    main([*common, "--trainer.logger.init_args.name=mine"])
+    assert (tmp_path / "dpo-pairs" / "version_0" / "metrics.csv").is_file()
+    assert (tmp_path / "mine" / "version_0" / "metrics.csv").is_file() and not (tmp_path / "sft").exists()
