@@ -299,7 +299,9 @@ class FineTuningModule(L.LightningModule):
             set_rng_states(checkpoint["rng_states"])
 
     def on_fit_start(self) -> None:
-        """Says what trains, and fails before the first step when a checkpoint could not be written."""
+        """Says what trains, and fails before the first step when a checkpoint could not be written or FSDP would
+        stop in the first backward pass."""
+        check_fsdp_wrapping(self.trainer.strategy, self.model)
         total = sum(p.numel() for p in self.model.parameters())
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         rank_zero_info(
@@ -406,6 +408,21 @@ class FineTuningModule(L.LightningModule):
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
+
+
+def check_fsdp_wrapping(strategy, model) -> None:
+    """Under FSDP the causal LM must be a unit of its own. Lightning runs ``training_step`` inside the root FSDP
+    module's forward, and the backward of each micro-batch runs there too; FSDP refuses a backward through parameters
+    whose unit is still in its forward, which the root's own would be."""
+    from lightning.pytorch.strategies import FSDPStrategy
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    if isinstance(strategy, FSDPStrategy) and not isinstance(model, FullyShardedDataParallel):
+        name = f"{type(model).__module__}.{type(model).__name__}"
+        raise ConfigError(
+            f"under FSDP the model must be wrapped as a unit of its own: add {name} to the strategy's auto_wrap_policy "
+            "(see experiments/scale/fsdp_gpus.yaml)"
+        )
 
 
 def rng_states() -> dict:

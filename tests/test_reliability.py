@@ -102,3 +102,16 @@ def test_more_devices_than_exist_fail_before_training(tiny_model_dir, tmp_path):
     with pytest.raises(MisconfigurationException, match="No supported gpu backend found"):
         main(["fit", f"--model.pretrained.name_or_path={tiny_model_dir}", "--data.train=sft_research.data.ReasoningGymTask",
               "--trainer.accelerator=gpu", "--trainer.devices=2", f"--trainer.default_root_dir={tmp_path}"])
+
+
+def test_fsdp_without_the_model_as_a_unit_is_refused_before_the_first_step():
+    """FSDP itself cannot run here; the check sees the strategy and the unwrapped model, and names the fix."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from sft_research.errors import ConfigError
+    from sft_research.module import check_fsdp_wrapping
+
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(ConfigError, match=r"add torch.nn.modules.linear.Linear to the strategy's auto_wrap_policy"):
+        check_fsdp_wrapping(FSDPStrategy(), model)
+    check_fsdp_wrapping(object(), model)  # any other strategy: nothing to check
