@@ -25,6 +25,7 @@ from torchmetrics import MeanMetric
 
 from sft_research.data.errors import DataError
 from sft_research.errors import ConfigError
+from sft_research.model.fsdp import check_fsdp_wrapping, savable
 from sft_research.evaluation.task_accuracy import TaskAccuracy
 from sft_research.model.generation import GenerationConfig, generate
 from sft_research.frozen.cache import frozen_label_logprobs
@@ -403,26 +404,11 @@ class FineTuningModule(L.LightningModule):
         """Writes ``save_pretrained`` output under a temporary name and renames it, so no half-written folder remains."""
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        self.model.save_pretrained(staging, state_dict=state_dict)
+        savable(self.model, state_dict).save_pretrained(staging, state_dict=state_dict)
         self.tokenizer.save_pretrained(staging)
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
-
-
-def check_fsdp_wrapping(strategy, model) -> None:
-    """Under FSDP the causal LM must be a unit of its own. Lightning runs ``training_step`` inside the root FSDP
-    module's forward, and the backward of each micro-batch runs there too; FSDP refuses a backward through parameters
-    whose unit is still in its forward, which the root's own would be."""
-    from lightning.pytorch.strategies import FSDPStrategy
-    from torch.distributed.fsdp import FullyShardedDataParallel
-
-    if isinstance(strategy, FSDPStrategy) and not isinstance(model, FullyShardedDataParallel):
-        name = f"{type(model).__module__}.{type(model).__name__}"
-        raise ConfigError(
-            f"under FSDP the model must be wrapped as a unit of its own: add {name} to the strategy's auto_wrap_policy "
-            "(see experiments/scale/fsdp_gpus.yaml)"
-        )
 
 
 def rng_states() -> dict:

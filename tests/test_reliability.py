@@ -109,9 +109,39 @@ def test_fsdp_without_the_model_as_a_unit_is_refused_before_the_first_step():
     from lightning.pytorch.strategies import FSDPStrategy
 
     from sft_research.errors import ConfigError
-    from sft_research.module import check_fsdp_wrapping
+    from sft_research.model.fsdp import check_fsdp_wrapping
 
     model = torch.nn.Linear(2, 2)
     with pytest.raises(ConfigError, match=r"add torch.nn.modules.linear.Linear to the strategy's auto_wrap_policy"):
         check_fsdp_wrapping(FSDPStrategy(), model)
     check_fsdp_wrapping(object(), model)  # any other strategy: nothing to check
+
+
+def test_a_model_wrapped_by_fsdp_saves_its_gathered_weights(tiny_model_dir, tmp_path, monkeypatch):
+    """FSDP flattens the model's parameters into its units (on the H100, transformers' save then found none to read a
+    dtype from); the export goes through a plain copy holding the gathered weights, which reloads to the same model.
+    One CPU process under gloo, with Lightning's FSDP setting (use_orig_params)."""
+    import torch.distributed as dist
+    from torch.distributed.fsdp import FullyShardedDataParallel, StateDictType
+    from transformers import AutoModelForCausalLM
+
+    from sft_research.model.fsdp import savable
+
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29571")
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        wrapped = FullyShardedDataParallel(model, device_id=torch.device("cpu"), use_orig_params=True)
+        with FullyShardedDataParallel.state_dict_type(wrapped, StateDictType.FULL_STATE_DICT):
+            state = wrapped.state_dict()
+        savable(wrapped, state).save_pretrained(tmp_path / "out", state_dict=state)
+    finally:
+        dist.destroy_process_group()
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    original = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    ids = torch.tensor([[1, 5, 9, 2, 7]])
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, original(input_ids=ids).logits)
+    with pytest.raises(ValueError, match="saved from its gathered state dict"):
+        savable(wrapped, None)
