@@ -2,6 +2,7 @@
 any folder, and a built wheel carries them."""
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -49,8 +50,12 @@ def test_a_name_finds_a_shipped_suite_and_a_wrong_one_lists_them(tmp_path, monke
 
 
 def test_a_built_wheel_carries_the_suites(tmp_path):
-    root = Path(__file__).parents[1]
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(root)], check=True, capture_output=True)
+    """Built from a copy, so that the build leaves nothing in the checkout."""
+    root, source = Path(__file__).parents[1], tmp_path / "source"
+    shutil.copytree(root / "sft_research", source / "sft_research", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(source)], check=True, capture_output=True)
     (wheel,) = tmp_path.glob("sft_research-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert sorted(n for n in names if n.startswith("sft_research/bench/suites/")) == [f"sft_research/bench/suites/{s}.yaml" for s in SHIPPED]
