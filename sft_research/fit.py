@@ -27,6 +27,13 @@ from sft_research.errors import ConfigError
 from sft_research.module import FineTuningModule
 
 CSV_LOGGER = "sft_research.csv_logger.RunCSVLogger"
+# Loggers whose run folder is named by run_name unless the config names it, and their own default name (None too:
+# the name a switch of logger class on the command line carries over from our CSV logger).
+UNNAMED = {
+    CSV_LOGGER: None,
+    "lightning.pytorch.loggers.CSVLogger": "lightning_logs",
+    "lightning.pytorch.loggers.TensorBoardLogger": "lightning_logs",
+}
 
 
 class WithoutLitLoggerTip(logging.Filter):
@@ -49,7 +56,8 @@ class FitCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         logger = config.trainer.get("logger")
-        if getattr(logger, "class_path", None) == CSV_LOGGER and logger.init_args.get("name") is None:
+        class_path = getattr(logger, "class_path", None)
+        if class_path in UNNAMED and logger.init_args.get("name") in (None, UNNAMED[class_path]):
             logger.init_args.name = run_name(config)
         if self.subcommand == "fit" and self.config.fit.get("ckpt_path") == "last":
             logger = self.config.fit.trainer.get("logger")

@@ -36,3 +36,7 @@ def test_a_dpo_fit_logs_under_its_own_name_unless_told(tmp_path):
     main([*common, "--trainer.logger.init_args.name=mine"])
     assert (tmp_path / "dpo-pairs" / "version_0" / "metrics.csv").is_file()
     assert (tmp_path / "mine" / "version_0" / "metrics.csv").is_file() and not (tmp_path / "sft").exists()
+    tensorboard = tmp_path / "tensorboard"
+    main([*common[:-2], "--trainer.logger=lightning.pytorch.loggers.TensorBoardLogger", f"--trainer.logger.save_dir={tensorboard}",
+          f"--trainer.default_root_dir={tmp_path}"])
+    assert list((tensorboard / "dpo-pairs" / "version_0").glob("events.out.tfevents.*")), "TensorBoard files it under dpo-pairs too"
