@@ -13,7 +13,7 @@ for url in $(python -m pip config get global.extra-index-url 2>/dev/null || true
     if [[ "$url" == file://* && -d "${folder%/simple}/files" ]]; then mirrors+=("${folder%/simple}/files"); else indexes+=("$url"); fi
 done
 if (( ${#mirrors[@]} )); then
-    export PIP_EXTRA_INDEX_URL="${indexes[*]:-}"
+    export PIP_EXTRA_INDEX_URL="${indexes[*]:- }"  # pip reads an empty value as unset, a blank one as no index
     export PIP_FIND_LINKS="$(python -m pip config get global.find-links 2>/dev/null || true) ${mirrors[*]}"
 fi
 python -m pip install -q --upgrade pip
