@@ -1,4 +1,5 @@
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,9 @@ ROWS = [
     {"prompt": f"{a} + {b} =", "completion": str(a + b), "quality": q}
     for a, b, q in [(1, 2, 1.0), (13, 4, 0.5), (7, 70, 1.0), (5, 5, 0.0), (12, 19, 2.0), (3, 30, 1.0), (9, 8, 1.0), (100, 1, 0.25)]
 ]
+
+
+def interruptible() -> None:
+    """For a subprocess that a test stops with SIGINT: a shell runs background jobs with SIGINT ignored, and a Python
+    started that way never raises KeyboardInterrupt; the child gets the default disposition back before it starts."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

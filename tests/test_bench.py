@@ -17,6 +17,8 @@ from sft_research.bench.runner import git_commit
 from sft_research.cli import main
 from sft_research.frozen.cache import checkpoint_fingerprint
 
+from tests.conftest import interruptible
+
 pytestmark = pytest.mark.slow  # the smoke suite's 20 runs, three times over for the killed one
 
 ROOT = Path(__file__).parents[1]
@@ -156,7 +158,7 @@ def test_smoke_suite_rows_say_where_they_came_from(uninterrupted):
 def bench_process(out: Path, cache: Path) -> subprocess.Popen:
     env = {**os.environ, "SFT_RESEARCH_CACHE": str(cache), "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "sft_research.cli", "bench", "--suite", str(SMOKE), "--output_dir", str(out)]
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=interruptible)
 
 
 def wait_for(condition, process, timeout=240.0):

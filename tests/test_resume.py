@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_jsonl
-from tests.conftest import SFT_ROWS
+from tests.conftest import SFT_ROWS, interruptible, write_jsonl
 
 
 MEASURED = {"train/tokens_per_s", "train/peak_memory_gib"}
@@ -127,7 +126,7 @@ def test_the_readme_resume_recipe_continues_the_same_run_after_sigint(tiny_model
              f"--trainer.logger.init_args.save_dir={tmp_path}", f"--trainer.default_root_dir={tmp_path}"]
     command = [sys.executable, "-m", "sft_research.cli"]
     run_dir = tmp_path / "quickstart" / "version_0"
-    process = subprocess.Popen(command + first + small, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command + first + small, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=interruptible)
     deadline = time.monotonic() + 300
     while len(losses(run_dir) if (run_dir / "metrics.csv").exists() else {}) < 5:
         assert time.monotonic() < deadline and process.poll() is None
