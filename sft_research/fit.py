@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,9 @@ class WithoutLitLoggerTip(logging.Filter):
 
 
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(WithoutLitLoggerTip())
+# Lightning 2.6 checks a pytree leaf the way torch 2.13 deprecates, once per fit; nothing a user can change, so that
+# one message is dropped (every other warning is shown).
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 class FitCLI(LightningCLI):
