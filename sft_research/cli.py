@@ -72,7 +72,7 @@ def bench_main(args: list[str]):
         for previous, arg in zip([None, *args], args)
     ]
     config = parser.parse_args(args)
-    suite_config = json.loads(parser.dump(config, format="json"))["suite"]
+    suite_config = json.loads(parser.dump(config, format="json", skip_unset=False))["suite"]  # None settings too
     init = parser.instantiate(config)
     if init.suite.sweep:
         return run_sweep(parser, suite_config, Path(init.output_dir))

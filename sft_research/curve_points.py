@@ -40,5 +40,7 @@ def add_curve_points(fit: dict, steps: list[int]) -> dict:
     if not steps:
         return fit
     trainer = dict(fit.get("trainer") or {})
-    trainer["callbacks"] = [*(trainer.get("callbacks") or []), {"class_path": "sft_research.curve_points.CurvePoints", "init_args": {"steps": sorted(steps)}}]
+    given = trainer.get("callbacks") or []
+    given = given if isinstance(given, list) else [given]  # a config may give one callback without a list
+    trainer["callbacks"] = [*given, {"class_path": "sft_research.curve_points.CurvePoints", "init_args": {"steps": sorted(steps)}}]
     return {**fit, "trainer": trainer}

@@ -302,7 +302,7 @@ class FineTuningModule(L.LightningModule):
     def on_fit_start(self) -> None:
         """Says what trains, and fails before the first step when a checkpoint could not be written or FSDP would
         stop in the first backward pass."""
-        check_fsdp_wrapping(self.trainer.strategy, self.model)
+        check_fsdp_wrapping(self.trainer.strategy, self.model, merges_lora=self.pretrained.lora is not None and self.pretrained.lora.merge)
         total = sum(p.numel() for p in self.model.parameters())
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         rank_zero_info(

@@ -107,23 +107,23 @@ def test_smoke_suite_counts_what_every_arm_spent(uninterrupted):
     """The smoke suite: 16 training records, batches of 4, 2 steps (IRFT: 2 rounds of 1 step on 8 prompts each)."""
     out, _ = uninterrupted
     rows = results(out / POINTS[0])
-    for seed in (0,):
-        spent = {arm: rows[arm, seed]["compute"] for arm in ARMS}
-        steps, policy, frozen = ({arm: c[name] for arm, c in spent.items()} for name in ("optimizer_steps", "policy_sequences", "frozen_sequences"))
-        assert steps == {**dict.fromkeys(ARMS, 2), "poft": 4, "sft_then_dpo": 4}
-        # DPO and IRFT train on pairs (2 sequences an example); PoFT and SFT-then-DPO run two fits
-        assert policy == {**dict.fromkeys(ARMS, 8), "poft": 16, "sft_then_dpo": 8 + 16, "irft": 2 * 4 * 2}
-        # references score every training example, once: IwSFT's 16, DPO's 16 pairs, IRFT's 8 pairs a round;
-        # PoFT's baseline scores its 16 responses
-        assert frozen == {**dict.fromkeys(ARMS, 0), "iw_sft": 16, "poft": 16, "sft_then_dpo": 32, "irft": 2 * 8 * 2}
-        rounds = [json.loads((out / POINTS[0] / "runs" / "irft" / f"seed_{seed}" / "irft" / f"round_{t}" / "generation.json").read_text()) for t in (0, 1)]
-        assert all(len(r["unfinished_generations"]) == r["prompts"] == 8 for r in rounds), "the random model never ends in 4 tokens"
-        assert {arm: c["generated_tokens"] for arm, c in spent.items()} == {**dict.fromkeys(ARMS, 0), "irft": 2 * 8 * 4}
-        # the same data in the same order: the same tokens, whatever the objective or LoRA
-        same = [{k: v for k, v in spent[arm].items() if k in ("tokens", "completion_tokens")} for arm in ("sft", "sft_quality", "iw_sft", "lora", "dft")]
-        assert all(s == same[0] for s in same) and 0 < same[0]["completion_tokens"] < same[0]["tokens"]
-        # replay trains 16 task records and 5 pieces of text (every text token in the loss): more of a batch is loss
-        assert spent["replay"]["completion_tokens"] > 2 * spent["sft"]["completion_tokens"]
+    seed = 0
+    spent = {arm: rows[arm, seed]["compute"] for arm in ARMS}
+    steps, policy, frozen = ({arm: c[name] for arm, c in spent.items()} for name in ("optimizer_steps", "policy_sequences", "frozen_sequences"))
+    assert steps == {**dict.fromkeys(ARMS, 2), "poft": 4, "sft_then_dpo": 4}
+    # DPO and IRFT train on pairs (2 sequences an example); PoFT and SFT-then-DPO run two fits
+    assert policy == {**dict.fromkeys(ARMS, 8), "poft": 16, "sft_then_dpo": 8 + 16, "irft": 2 * 4 * 2}
+    # references score every training example, once: IwSFT's 16, DPO's 16 pairs, IRFT's 8 pairs a round;
+    # PoFT's baseline scores its 16 responses
+    assert frozen == {**dict.fromkeys(ARMS, 0), "iw_sft": 16, "poft": 16, "sft_then_dpo": 32, "irft": 2 * 8 * 2}
+    rounds = [json.loads((out / POINTS[0] / "runs" / "irft" / f"seed_{seed}" / "irft" / f"round_{t}" / "generation.json").read_text()) for t in (0, 1)]
+    assert all(len(r["unfinished_generations"]) == r["prompts"] == 8 for r in rounds), "the random model never ends in 4 tokens"
+    assert {arm: c["generated_tokens"] for arm, c in spent.items()} == {**dict.fromkeys(ARMS, 0), "irft": 2 * 8 * 4}
+    # the same data in the same order: the same tokens, whatever the objective or LoRA
+    same = [{k: v for k, v in spent[arm].items() if k in ("tokens", "completion_tokens")} for arm in ("sft", "sft_quality", "iw_sft", "lora", "dft")]
+    assert all(s == same[0] for s in same) and 0 < same[0]["completion_tokens"] < same[0]["tokens"]
+    # replay trains 16 task records and 5 pieces of text (every text token in the loss): more of a batch is loss
+    assert spent["replay"]["completion_tokens"] > 2 * spent["sft"]["completion_tokens"]
     with open(out / POINTS[0] / "summary.csv") as file:
         summary = {r["arm"]: r for r in csv.DictReader(file)}
     assert summary["irft"]["generated_tokens"] == "64" and summary["sft_then_dpo"]["frozen_sequences"] == "32"

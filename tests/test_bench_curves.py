@@ -123,3 +123,23 @@ def test_a_sweep_is_the_product_of_its_values_at_dotted_keys():
         point_config(suite, {"model.lr": 0.1})
     with pytest.raises(ValueError, match="at least one value"):
         grid({"task.noise_fraction": []})
+
+
+def test_irft_rounds_place_their_points_after_the_rounds_before(tmp_path):
+    """2 rounds of 4 steps, eval_at 0.25 and 0.75 of 8: step 2 of round 0 and step 2 of round 1 (step 6 overall)."""
+    irft = IRFTStage("irft", {"trainer": {"max_steps": 4}}, rounds=2)
+    pipeline = Pipeline(str(tmp_path), [irft])
+    assert plan_curve(pipeline, [0.25, 0.75, 1.0]) == [2, 6, 8]
+    assert (irft.round_curve_steps(0), irft.round_curve_steps(1)) == ([2], [2])
+    for t in (0, 1):
+        (tmp_path / "irft" / f"round_{t}" / "points" / "step_2").mkdir(parents=True)
+    assert curve(pipeline, [2, 6, 8]) == [
+        ("irft/round_0", 0.25, tmp_path / "irft" / "round_0" / "points" / "step_2"),
+        ("irft/round_1", 0.75, tmp_path / "irft" / "round_1" / "points" / "step_2"),
+        ("irft/round_1", 1.0, tmp_path / "irft" / "round_1" / "hf_model"),
+    ]
+    assert curve(pipeline, []) == [("irft/round_1", 1.0, tmp_path / "irft" / "round_1" / "hf_model")], "the same end label"
+    (tmp_path / "irft" / "round_1" / "points" / "step_2").rmdir()
+    with pytest.raises(ValueError, match=r"no model after step\(s\) \[6\] of 8"):
+        curve(pipeline, [2, 6, 8])
+    assert plan_curve(Pipeline(str(tmp_path / "odd"), [FitStage("fit", {"trainer": {"max_steps": 5}})]), [0.5, 1.0]) == [3, 5], "halves round up"

@@ -13,7 +13,7 @@ import pytest
 from jsonargparse import ArgumentParser
 
 from sft_research.bench.probes import Metric, Probe, ProbeContext
-from sft_research.bench.suite import Suite
+from sft_research.bench.suite import ObjectiveArm, Suite
 from sft_research.bench.sweep import grid, point_config
 from sft_research.cli import SUITES, suite_file
 from sft_research.data.collate import collate_prompts
@@ -35,7 +35,7 @@ def test_every_shipped_suite_parses_at_every_sweep_point(name):
     suite = parser().instantiate(config).suite
     assert suite.arms and suite.measures().names[0] == "task_score"
     for point in grid(suite.sweep) if suite.sweep else []:
-        plain = json.loads(parser().dump(config, format="json"))["suite"]
+        plain = json.loads(parser().dump(config, format="json", skip_unset=False))["suite"]
         sub = parser().instantiate(parser().parse_object({"suite": point_config(plain, point)})).suite
         assert sub.sweep is None and sub.task.noise_fraction == point["task.noise_fraction"]
 
@@ -101,3 +101,23 @@ def test_a_new_probe_is_one_class_listed_in_the_suite():
     (terse,) = compare_to_reference(rows, base, ["sft", "terse"], measures, "sft")
     assert terse["answer_length_change"][0].mean == pytest.approx(-3.0)
     assert "lower is better: answer length change" in paired_markdown([terse], measures.metrics, "sft")
+
+
+def test_a_sweep_reaches_settings_whose_default_is_none_and_probes_are_checked():
+    """The config the bench command records keeps None settings, so a sweep can set them; a suite without probes and
+    a probe whose compare() returns other metrics than it declares are refused."""
+    config = parser().parse_args(["--suite", suite_file("smoke")])
+    plain = json.loads(parser().dump(config, format="json", skip_unset=False))["suite"]
+    assert plain["budget"]["precision"] is None and plain["budget"]["micro_batch_size"] is None
+    point = point_config(plain, {"budget.micro_batch_size": 2})
+    assert parser().instantiate(parser().parse_object({"suite": point})).suite.budget.micro_batch_size == 2
+    with pytest.raises(ValueError, match="at least one forgetting probe"):
+        Suite([ObjectiveArm("sft", {"class_path": "sft_research.objectives.SFT"})], probes=[])
+    from sft_research.bench.evaluate import Measures
+
+    class Misnamed(LengthProbe):
+        def compare(self, finetuned, base):
+            return {"length": [0.0]}
+
+    with pytest.raises(ValueError, match=r"probe 'answer_length': compare\(\) returned metrics \['length'\], but it declares \['answer_length_change'\]"):
+        Measures([Misnamed()]).item_values({"answer_length": [1.0]}, {"answer_length": [1.0]})

@@ -1,12 +1,13 @@
 """Curves of task score against forgetting along each arm's training, and comparisons read off them.
 
-A run's curve is the base model, then the models at the suite's ``eval_at`` fractions of each fit on its way, then
-its final model (the row's ``curve`` and end). An arm's curve is the mean over its seeds, point by point (every seed
-runs the same schedule). Comparisons with the reference arm are read off these mean curves by linear interpolation
-between neighbouring points: an arm's task score where its forgetting first reaches the reference arm's final
-forgetting, and its forgetting where its task score first reaches the reference arm's final task score. Early
-stopping is one such reading. They are point estimates on mean curves, without an interval; the end points carry
-the intervals (summary.md).
+A run's curve is the base model, then the models at the suite's ``eval_at`` fractions of its training (optimizer
+steps summed over the fits on its way to its final model), then its final model (the row's ``curve`` and end). An
+arm's curve is the mean over its seeds, point by point (every seed runs the same schedule). Comparisons with the
+reference arm are read off these mean curves by linear interpolation between neighbouring points: an arm's task
+score where its forgetting first reaches the reference arm's final forgetting, and its forgetting where its task
+score first reaches the reference arm's final task score. An earlier point of a curve is early stopping at that share
+of the budget. The readings are point estimates on mean curves, without an interval; the end points carry the
+intervals (summary.md).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ TASK = "task_score"
 
 @dataclass
 class Point:
-    """One point of a curve: which fit and how far into it (``"base"``, 0 for the base model), and the mean of each
-    metric there."""
+    """One point of a curve: the fit it was taken in, the share of the run's whole training behind it (``"base"`` and 0
+    for the base model), and the mean of each metric there."""
 
     fit: str
     fraction: float

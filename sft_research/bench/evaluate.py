@@ -34,7 +34,14 @@ class Measures:
         missing = [probe.name for probe in self.probes if probe.name not in finetuned or probe.name not in base]
         if missing:
             raise ValueError(f"no measurements of probe(s) {missing}: the results were written by other probes (start a new output_dir)")
-        return {name: values for probe in self.probes for name, values in probe.compare(finetuned[probe.name], base[probe.name]).items()}
+        values = {}
+        for probe in self.probes:
+            compared = probe.compare(finetuned[probe.name], base[probe.name])
+            declared = [metric.name for metric in probe.metrics]
+            if list(compared) != declared:
+                raise ValueError(f"probe {probe.name!r}: compare() returned metrics {list(compared)}, but it declares {declared}")
+            values.update(compared)
+        return values
 
     def estimates(self, finetuned: Measurements, base: Measurements) -> dict[str, Estimate]:
         """The mean of each metric's item values, with its item-level standard error."""

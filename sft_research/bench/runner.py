@@ -13,6 +13,7 @@ library versions and the seeds.
 from __future__ import annotations
 
 import json
+import math
 import platform
 import shutil
 import subprocess
@@ -25,7 +26,7 @@ import torch
 
 import sft_research
 from sft_research.bench.compute import run_compute
-from sft_research.bench.curves import Reading, along_curves, mean_curves
+from sft_research.bench.curves import along_curves, mean_curves
 from sft_research.bench.evaluate import Evaluator, Measurements
 from sft_research.bench.plots import tradeoff_plot
 from sft_research.bench.report import (
@@ -74,12 +75,11 @@ def git_commit(package_dir: Path) -> str | None:
 
 @dataclass
 class SuiteReport:
-    """What a finished suite reports: the summary rows (base model first), the paired comparisons with the reference
-    arm, and the readings off the curves (:mod:`sft_research.bench.curves`)."""
+    """What a finished suite reports: the summary rows (base model first) and the paired comparisons with the
+    reference arm (the readings off the curves are in summary.md)."""
 
     table: list[dict]
     comparisons: list[dict]
-    readings: dict[str, dict[str, Reading]]
 
 
 def run_suite(suite: Suite, output_dir: str | Path, suite_config: dict) -> SuiteReport:
@@ -143,7 +143,7 @@ def plan_curve(pipeline: Pipeline, eval_at: list[float]) -> list[int]:
         return []
     path = pipeline.policy_stages()
     total = sum(stage.steps() for stage in path)
-    targets = sorted({max(1, round(fraction * total)) for fraction in eval_at} | {total})
+    targets = sorted({max(1, math.floor(fraction * total + 0.5)) for fraction in eval_at} | {total})  # halves round up
     start = 0
     for stage in path:
         stage.add_curve_points([t - start for t in targets if start < t < start + stage.steps()])
@@ -156,12 +156,16 @@ def curve(pipeline: Pipeline, targets: list[int]) -> list[tuple[str, float, Path
     steps (:func:`plan_curve`), the final model last."""
     final = pipeline.stages[-1]
     if not targets:
-        return [(final.name, 1.0, final.final_model(pipeline.output_dir / final.name))]
+        return [(final.end_fit(), 1.0, final.final_model(pipeline.output_dir / final.name))]
     points, start = [], 0
     for stage in pipeline.policy_stages():
         points += [(fit, start + step, model) for fit, step, model in stage.curve(pipeline.output_dir / stage.name)]
         start += stage.steps()
-    return [(fit, step / start, model) for fit, step, model in points if step in targets]
+    found = [(fit, step / start, model) for fit, step, model in points if step in targets]
+    missing = sorted(set(targets) - {step for _, step, _ in points})
+    if missing:
+        raise ValueError(f"{pipeline.output_dir}: no model after step(s) {missing} of {start} (stages finished by an earlier run with another eval_at? start a new output_dir)")
+    return found
 
 
 def estimates(evaluator: Evaluator, values: Measurements, base: Measurements) -> dict[str, dict]:
@@ -194,4 +198,4 @@ def report(suite: Suite, out: Path, base: Measurements) -> SuiteReport:
     atomic_write_text(out / "curves.csv", curves_csv(curves, metrics))
     tradeoff_plot(table, curves, metrics, out / "tradeoff.png")
     print(markdown, flush=True)
-    return SuiteReport(table, comparisons, readings)
+    return SuiteReport(table, comparisons)

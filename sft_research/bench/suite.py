@@ -348,6 +348,8 @@ class Suite:
         self.reference_arm, self.eval_at, self.sweep = reference_arm, sorted(set(eval_at)), sweep
         self.base_model, self.task, self.arms = base_model, task, arms
         self.probes = [GeneralTextProbe(), KLProbe()] if probes is None else list(probes)
+        if not self.probes:
+            raise ValueError("a suite needs at least one forgetting probe (or none given: the default ones)")
         self.measures()  # refuses probes that share a name
         self.seeds, self.budget, self.eval_batch_size, self.keep_checkpoints = list(seeds), budget, eval_batch_size, keep_checkpoints
 

@@ -10,11 +10,16 @@ from torch.distributed.fsdp import FullyShardedDataParallel
 from sft_research.errors import ConfigError
 
 
-def check_fsdp_wrapping(strategy, model) -> None:
+def check_fsdp_wrapping(strategy, model, merges_lora: bool = False) -> None:
     """Under FSDP the causal LM must be a unit of its own. Lightning runs ``training_step`` inside the root FSDP
     module's forward, and the backward of each micro-batch runs there too; FSDP refuses a backward through parameters
-    whose unit is still in its forward, which the root's own would be."""
-    if isinstance(strategy, FSDPStrategy) and not isinstance(model, FullyShardedDataParallel):
+    whose unit is still in its forward, which the root's own would be. Merging LoRA adapters at the end needs the
+    whole model in one process, which FSDP does not give."""
+    if not isinstance(strategy, FSDPStrategy):
+        return
+    if merges_lora:
+        raise ConfigError("model.pretrained.lora.merge is not supported under FSDP: train the adapters, then run sft-research merge")
+    if not isinstance(model, FullyShardedDataParallel):
         name = f"{type(model).__module__}.{type(model).__name__}"
         raise ConfigError(
             f"under FSDP the model must be wrapped as a unit of its own: add {name} to the strategy's auto_wrap_policy "

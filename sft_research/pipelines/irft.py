@@ -85,6 +85,9 @@ class IRFTStage(Stage):
         per_round = fit_steps(self.name, self.fit)
         return [step - t * per_round for step in self.curve_steps if t * per_round < step < (t + 1) * per_round]
 
+    def end_fit(self) -> str:
+        return f"{self.name}/round_{self.rounds - 1}"
+
     def curve(self, stage_dir: Path) -> list[tuple[str, int, Path]]:
         per_round, points = fit_steps(self.name, self.fit), []
         for t in range(self.rounds):

@@ -53,12 +53,17 @@ class Stage(ABC):
 
     def add_curve_points(self, steps: list[int]) -> None:
         """Also export the model after these optimizer steps of the stage (counted from its start)."""
-        raise ValueError(f"stage {self.name!r} ({type(self).__name__}) cannot export models along its training")
+        if steps:
+            raise ValueError(f"stage {self.name!r} ({type(self).__name__}) cannot export models along its training")
+
+    def end_fit(self) -> str:
+        """The name of the fit that ends the stage, as curves label it."""
+        return self.name
 
     def curve(self, stage_dir: Path) -> list[tuple[str, int, Path]]:
-        """The models along the stage's training, in order, as (fit, optimizer steps into the stage, model folder):
-        those :class:`~sft_research.curve_points.CurvePoints` wrote, and the end of each fit, the final model last."""
-        return [(self.name, self.steps(), self.final_model(stage_dir))]
+        """The models along the stage's training, in order, as (fit, optimizer steps into the stage, model folder).
+        By default only the final model; stages that export models along their fits list those too."""
+        return [(self.end_fit(), self.steps(), self.final_model(stage_dir))]
 
 
 class FitStage(Stage):
