@@ -18,13 +18,8 @@
 set -uo pipefail
 OUTPUT_DIR=${1:?usage: check.sh OUTPUT_DIR}
 cd "$(dirname "$0")/../.."
-mkdir -p "$OUTPUT_DIR"
-OUTPUT_DIR=$(cd "$OUTPUT_DIR" && pwd)
-exec > >(tee "$OUTPUT_DIR/check.log") 2>&1
-START=$(date +%s)
-DEADLINE=$(( START + ${BUDGET_S:-470} ))
 source benchmarks/gpu/setup.sh
-export SFT_RESEARCH_CACHE=${SFT_RESEARCH_CACHE:-$(mktemp -d /tmp/sft_research_cache.XXXXXX)}
+start_run check.log
 echo "check.sh: DRY_RUN=$DRY_RUN, python $PY, output $OUTPUT_DIR, $(date -u +%FT%TZ)"
 STAGES=$OUTPUT_DIR/.stages
 : > "$STAGES"

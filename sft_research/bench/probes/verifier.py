@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from sft_research.bench.probes.base import ProbeContext
-from sft_research.data.collate import collate_prompts
+from sft_research.data.collate import prompt_batches
 from sft_research.data.task import VerifiableTask
 from sft_research.model.generation import GenerationConfig, generate
 
@@ -13,10 +13,8 @@ from sft_research.model.generation import GenerationConfig, generate
 @torch.no_grad()
 def verifier_scores(model, context: ProbeContext, task: VerifiableTask, max_new_tokens: int) -> list[float]:
     """1.0 for each held-out prompt of ``task`` the model answers right (greedy), else 0.0."""
-    prompts, tokenizer, size = task.eval_prompts(), context.tokenizer, context.batch_size
-    scores: list[float] = []
-    for first in range(0, len(prompts), size):
-        batch = collate_prompts([(i, context.renderer.prompt_ids(p)) for i, p in enumerate(prompts[first : first + size], first)], tokenizer.pad_token_id)
+    tokenizer, scores = context.tokenizer, []
+    for batch in prompt_batches(context.renderer, task.eval_prompts(), tokenizer.pad_token_id, context.batch_size):
         texts = generate(model, tokenizer, batch["prompt_ids"], batch["prompt_attention_mask"], GenerationConfig(max_new_tokens))
         scores += [float(task.score(int(i), text) >= 1.0) for i, text in zip(batch["index"], texts)]
     return scores
