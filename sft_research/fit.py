@@ -99,6 +99,15 @@ class FitCLI(LightningCLI):
         self.config = parser.parse_object(args) if isinstance(args, dict) else parser.parse_args(args)
 
 
+class FitOnlyCLI(FitCLI):
+    """The ``fit`` subcommand alone, for runs started from Python: each subcommand's parser holds every argument of
+    the trainer, module and data module, and building the three others made up 15% of a smoke benchmark's time."""
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {"fit": LightningCLI.subcommands()["fit"]}
+
+
 def run_name(config) -> str:
     """A run's default name: its objective and its training data, e.g. ``dpo-pairs`` for DPO on ``pairs.jsonl`` or
     ``sft-chain_sum`` for SFT on that reasoning-gym task, so that runs of different objectives land apart."""
@@ -174,7 +183,7 @@ def run_fit(config: dict[str, Any], run_dir: Path, start_model: str | None = Non
     config = in_run_dir(config, run_dir, start_model)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "fit.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    return FitCLI(**cli_arguments({"fit": config}, run=True))
+    return FitOnlyCLI(**cli_arguments({"fit": config}, run=True))
 
 
 def is_done(run_dir: Path) -> bool:

@@ -1,10 +1,26 @@
 import json
+import os
 import signal
 from pathlib import Path
 
 import pytest
+import torch
 
 from sft_research.checkpoints.tiny import build_tiny_checkpoint
+
+
+def share_the_cores() -> None:
+    """Under pytest-xdist, each worker (and every process a test starts) gets its share of the cores for torch's
+    threads: two workers of two threads each on two cores ran the suite 25% slower than with one thread each."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 0:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+        torch.set_num_interop_threads(threads)
+
+
+share_the_cores()
 
 
 @pytest.fixture(scope="session")

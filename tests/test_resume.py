@@ -41,23 +41,31 @@ def data(tmp_path_factory):
     return write_jsonl(tmp_path_factory.mktemp("data") / "d.jsonl", SFT_ROWS)  # 12 examples: 3 batches of 5 (last 2)
 
 
-@pytest.mark.slow
-def test_same_config_and_seed_give_identical_metrics(tiny_model_dir, data, tmp_path):
-    runs = []
-    for name in ("a", "b"):
-        subprocess.run(fit_command(tiny_model_dir, data, tmp_path / name), check=True, capture_output=True)
-        with open(tmp_path / name / "sft-d" / "version_0" / "metrics.csv") as file:
-            # Everything but the measurements of speed and memory, which no seed fixes.
-            runs.append([{k: v for k, v in row.items() if k not in MEASURED} for row in csv.DictReader(file)])
-    assert runs[0] == runs[1]
-    assert len([row for row in runs[0] if row["train/loss"]]) == 9
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir, data, tmp_path_factory) -> Path:
+    """One uninterrupted run, for the determinism and resume tests to compare with."""
+    root = tmp_path_factory.mktemp("reference")
+    subprocess.run(fit_command(tiny_model_dir, data, root), check=True, capture_output=True)
+    return root / "sft-d" / "version_0"
+
+
+def measured_rows(log_dir: Path) -> list[dict]:
+    """Every logged value but the measurements of speed and memory, which no seed fixes."""
+    with open(log_dir / "metrics.csv") as file:
+        return [{k: v for k, v in row.items() if k not in MEASURED} for row in csv.DictReader(file)]
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_resumes_exactly(tiny_model_dir, data, tmp_path):
-    reference = tmp_path / "reference"
-    subprocess.run(fit_command(tiny_model_dir, data, reference), check=True, capture_output=True)
-    expected = losses(reference / "sft-d" / "version_0")
+def test_same_config_and_seed_give_identical_metrics(tiny_model_dir, data, reference, tmp_path):
+    subprocess.run(fit_command(tiny_model_dir, data, tmp_path), check=True, capture_output=True)
+    again = measured_rows(tmp_path / "sft-d" / "version_0")
+    assert again == measured_rows(reference)
+    assert len([row for row in again if row["train/loss"]]) == 9
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_resumes_exactly(tiny_model_dir, data, reference, tmp_path):
+    expected = losses(reference)
 
     killed = tmp_path / "killed"
     process = subprocess.Popen(fit_command(tiny_model_dir, data, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -117,11 +125,12 @@ def readme_resume_commands() -> list[list[str]]:
 
 @pytest.mark.slow
 def test_the_readme_resume_recipe_continues_the_same_run_after_sigint(tiny_model_dir, data, tmp_path):
+    max_steps = 100  # interrupted after about 25, resumed for the rest
     first, again = readme_resume_commands()
     assert again == first + ["--ckpt_path", "last"]
     # The tiny model and data instead of the quickstart's, checkpoints every step, and the logs under tmp_path.
     small = [f"--model.pretrained.name_or_path={tiny_model_dir}", "--data.train=sft_research.data.FileDataset",
-             f"--data.train.path={data}", "--data.batch_size=4", "--trainer.max_steps=400", "--trainer.accelerator=cpu",
+             f"--data.train.path={data}", "--data.batch_size=4", f"--trainer.max_steps={max_steps}", "--trainer.accelerator=cpu",
              "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false", "--trainer.callbacks.every_n_train_steps=1",
              f"--trainer.logger.init_args.save_dir={tmp_path}", f"--trainer.default_root_dir={tmp_path}"]
     command = [sys.executable, "-m", "sft_research.cli"]
@@ -134,14 +143,14 @@ def test_the_readme_resume_recipe_continues_the_same_run_after_sigint(tiny_model
     process.send_signal(signal.SIGINT)
     process.wait(timeout=120)
     interrupted = losses(run_dir)
-    assert 5 <= len(interrupted) < 400 and not (run_dir / "hf_model").exists()
+    assert 5 <= len(interrupted) < max_steps // 5 and not (run_dir / "hf_model").exists()
 
     resumed = subprocess.run(command + again + small, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "quickstart").iterdir()) == ["version_0"], "the same run folder, not a new one"
     with open(run_dir / "metrics.csv") as file:
         steps = [int(row["step"]) for row in csv.DictReader(file) if row.get("train/loss")]
-    logged = [step for step in range(400) if (step + 1) % 5 == 0]  # the quickstart logs every 5 steps
+    logged = [step for step in range(max_steps) if (step + 1) % 5 == 0]  # the quickstart logs every 5 steps
     assert steps == logged, "every logged step once: the metrics continue, none repeated or lost"
     assert (run_dir / "hf_model" / "config.json").is_file()
     assert "outputs: metrics and config in" in resumed.stderr + resumed.stdout
