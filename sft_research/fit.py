@@ -45,15 +45,19 @@ class WithoutLitLoggerTip(logging.Filter):
 
 
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(WithoutLitLoggerTip())
-# Lightning 2.6 checks a pytree leaf the way torch 2.13 deprecates, once per fit; nothing a user can change, so that
-# one message is dropped (every other warning is shown).
-warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-# A fit without validation data hands Lightning an empty list of validation batches, which it warns about; an empty
-# DataLoader (validation data that came out empty) still warns.
-warnings.filterwarnings("ignore", message=r"Total length of `list` across ranks is zero")
-# The module steps its optimizer itself (micro-batches), so Lightning warns that a step's checkpoint holds the weights
-# after that step; that is the state a resume continues from (tests/test_resume.py: the same losses).
-warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization and every_n_train_steps")
+# Lightning's warnings that a run cannot act on, dropped by their text (every other warning is shown):
+UNACTIONABLE_WARNINGS = (
+    # Lightning 2.6 checks a pytree leaf the way torch 2.13 deprecates, once per fit.
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    # A fit without validation data hands Lightning an empty list of validation batches; an empty DataLoader
+    # (validation data that came out empty) still warns.
+    r"Total length of `list` across ranks is zero",
+    # The module steps its optimizer itself (micro-batches), so a step's checkpoint holds the weights after that step:
+    # the state a resume continues from (tests/test_resume.py: the same losses).
+    r"Using ModelCheckpoint with manual optimization and every_n_train_steps",
+)
+for message in UNACTIONABLE_WARNINGS:
+    warnings.filterwarnings("ignore", message=message)
 
 
 class FitCLI(LightningCLI):
