@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import csv
 import os
+from pathlib import Path
 
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+from sft_research.files import atomic_path
 
 
 class ContinuedWriter(ExperimentWriter):
@@ -23,7 +27,8 @@ class ContinuedWriter(ExperimentWriter):
         with open(self.metrics_file_path, newline="") as file:
             reader = csv.DictReader(file)
             fields, rows = list(reader.fieldnames or []), [row for row in reader if int(row["step"]) < self.resume_step]
-        with open(self.metrics_file_path, "w", newline="") as file:
+        # Replaced whole: a resume killed here keeps the rows logged before it.
+        with atomic_path(Path(self.metrics_file_path)) as temporary, open(temporary, "w", newline="") as file:
             writer = csv.DictWriter(file, fieldnames=fields)
             writer.writeheader()
             writer.writerows(rows)
@@ -51,6 +56,7 @@ class RunCSVLogger(CSVLogger):
         super().__init__(save_dir, name=name, version=version, prefix=prefix, flush_logs_every_n_steps=flush_logs_every_n_steps)
 
     @property
+    @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:
         if self._experiment is None and self.resume_step is not None:
             self._fs.makedirs(self.root_dir, exist_ok=True)

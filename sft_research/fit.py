@@ -22,6 +22,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningCLI
 
+from sft_research.checkpoints.names import ADAPTER_CONFIG
 from sft_research.csv_logger import RunCSVLogger
 from sft_research.data.datamodule import SFTDataModule
 from sft_research.errors import ConfigError
@@ -73,12 +74,11 @@ class FitCLI(LightningCLI):
         class_path = getattr(logger, "class_path", None)
         if class_path in UNNAMED and logger.init_args.get("name") in (None, UNNAMED[class_path]):
             logger.init_args.name = run_name(config)
-        if self.subcommand == "fit" and self.config.fit.get("ckpt_path") == "last":
-            logger = self.config.fit.trainer.get("logger")
-            if getattr(logger, "class_path", None) == "lightning.pytorch.loggers.CSVLogger":
+        if self.subcommand == "fit" and config.get("ckpt_path") == "last":
+            if class_path == "lightning.pytorch.loggers.CSVLogger":
                 logger.class_path = CSV_LOGGER  # Lightning's own would delete the metrics logged before the resume
-            self.resume = find_last_checkpoint(self.config.fit)
-            self.config.fit.ckpt_path = str(self.resume.checkpoint)
+            self.resume = find_last_checkpoint(config)
+            config.ckpt_path = str(self.resume.checkpoint)
 
     def instantiate_trainer(self, **kwargs):
         # The plain progress bar counts steps; Lightning's default (Rich) shows "Epoch 0/-2" for step-limited runs.
@@ -198,7 +198,7 @@ def run_fit(config: dict[str, Any], run_dir: Path, start_model: str | None = Non
 
 def is_done(run_dir: Path) -> bool:
     # A full model or a LoRA adapter, renamed into place only when complete.
-    return any((run_dir / "hf_model" / name).is_file() for name in ("config.json", "adapter_config.json"))
+    return any((run_dir / "hf_model" / name).is_file() for name in ("config.json", ADAPTER_CONFIG))
 
 
 class Resume:
@@ -242,8 +242,11 @@ def find_last_checkpoint(config) -> Resume:
 
 def remove_if_empty(trainer) -> None:
     """A run that failed before logging anything leaves no version folder behind (only its config, if that)."""
-    log_dir = getattr(trainer, "log_dir", None) if trainer is not None and trainer.logger is not None else None
-    if log_dir is None or not trainer.is_global_zero or not Path(log_dir).is_dir():
+    # Rank zero only, before asking the logger: trainer.log_dir is a collective, and another rank may not have failed.
+    if trainer is None or trainer.logger is None or not trainer.is_global_zero:
+        return
+    log_dir = getattr(trainer.logger, "log_dir", None)  # a logger with a folder of its own
+    if log_dir is None or not Path(log_dir).is_dir():
         return
     if {p.name for p in Path(log_dir).iterdir()} <= {"config.yaml", "hparams.yaml"}:
         shutil.rmtree(log_dir)

@@ -4,13 +4,11 @@ checkpoint with the adapter's tokenizer, loadable by plain ``transformers`` with
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from sft_research.checkpoints.names import ADAPTER_CONFIG, ModelLoadError, adapter_base, load_tokenizer
 from sft_research.errors import ConfigError
+from sft_research.files import atomic_dir
 from sft_research.model.loading import DTYPES, ModelConfig, load_model
 
 
@@ -24,14 +22,9 @@ def merge_adapter(adapter_dir: str, output_dir: str, dtype: str = "float32") -> 
     model = load_model(ModelConfig(adapter_dir, dtype=dtype))
     tokenizer = load_tokenizer(adapter_dir)
     # Written under a temporary name and renamed, so an interrupted merge never leaves a loadable-looking half.
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    with atomic_dir(output) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        os.replace(staging, output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return output
 
 

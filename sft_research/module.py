@@ -7,11 +7,8 @@ loss, the objective's diagnostics, learning rate, gradient norm, tokens/s and pe
 
 from __future__ import annotations
 
-import os
 import random
 import resource
-import shutil
-import tempfile
 import time
 from functools import partial
 from pathlib import Path
@@ -25,6 +22,7 @@ from torchmetrics import MeanMetric
 
 from sft_research.data.errors import DataError
 from sft_research.errors import ConfigError
+from sft_research.files import atomic_dir
 from sft_research.model.fsdp import check_fsdp_wrapping, savable
 from sft_research.evaluation.task_accuracy import TaskAccuracy
 from sft_research.model.generation import GenerationConfig, generate
@@ -302,7 +300,7 @@ class FineTuningModule(L.LightningModule):
     def on_fit_start(self) -> None:
         """Says what trains, and fails before the first step when a checkpoint could not be written or FSDP would
         stop in the first backward pass."""
-        check_fsdp_wrapping(self.trainer.strategy, self.model, merges_lora=self.pretrained.lora is not None and self.pretrained.lora.merge)
+        check_fsdp_wrapping(self.trainer.strategy, self.model, uses_lora=self.pretrained.lora is not None)
         total = sum(p.numel() for p in self.model.parameters())
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         rank_zero_info(
@@ -402,13 +400,9 @@ class FineTuningModule(L.LightningModule):
 
     def save_hf_checkpoint(self, target: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         """Writes ``save_pretrained`` output under a temporary name and renames it, so no half-written folder remains."""
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        savable(self.model, state_dict).save_pretrained(staging, state_dict=state_dict)
-        self.tokenizer.save_pretrained(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
+        with atomic_dir(target) as staging:
+            savable(self.model, state_dict).save_pretrained(staging, state_dict=state_dict)
+            self.tokenizer.save_pretrained(staging)
 
 
 def rng_states() -> dict:

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from sft_research.data import DataError, FileDataset, SFTDataModule
-from tests.conftest import write_jsonl
+from tests.conftest import file_fit_args, write_jsonl
 
 GOOD = {"prompt": "1 + 1 =", "completion": "2"}
 
@@ -140,3 +140,13 @@ def test_csv_and_parquet_and_json_array(tiny_model_dir, tmp_path):
         assert [e.quality for e in data.train_examples] == [1.0, 0.0]
         completions = [data.tokenizer.decode([t for t, m in zip(s.input_ids, s.completion_mask) if m]) for e in data.train_examples for s in e.sequences]
         assert completions == ["2<|im_end|>\n", "-2<|im_end|>\n"]
+
+
+def test_a_fit_stopped_by_bad_data_leaves_no_run_folder(tiny_model_dir, tmp_path):
+    from sft_research.cli import main
+
+    data = write_jsonl(tmp_path / "d.jsonl", [GOOD, {"prompt": "x", "completion": "  "}])
+    runs = tmp_path / "runs"
+    with pytest.raises(DataError, match=r"row 2, field 'completion': is empty"):
+        main(["fit", *file_fit_args(tiny_model_dir, data, runs, steps=1)])
+    assert (runs / "sft-d").is_dir() and not list((runs / "sft-d").iterdir()), "its version folder (config only) is removed"

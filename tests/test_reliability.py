@@ -116,9 +116,9 @@ def test_fsdp_without_the_model_as_a_unit_is_refused_before_the_first_step():
     model = torch.nn.Linear(2, 2)
     with pytest.raises(ConfigError, match=r"add torch.nn.modules.linear.Linear to the strategy's auto_wrap_policy"):
         check_fsdp_wrapping(FSDPStrategy(), model)
-    with pytest.raises(ConfigError, match="lora.merge is not supported under FSDP"):
-        check_fsdp_wrapping(FSDPStrategy(), model, merges_lora=True)
-    check_fsdp_wrapping(object(), model, merges_lora=True)  # any other strategy: nothing to check
+    with pytest.raises(ConfigError, match=r"model.pretrained.lora is not supported under FSDP .*trainer.strategy: ddp"):
+        check_fsdp_wrapping(FSDPStrategy(), model, uses_lora=True)
+    check_fsdp_wrapping(object(), model, uses_lora=True)  # any other strategy: nothing to check
 
 
 def test_a_model_wrapped_by_fsdp_saves_its_gathered_weights(tiny_model_dir, tmp_path, monkeypatch):

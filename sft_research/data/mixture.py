@@ -49,9 +49,11 @@ class TextChunks(DataSource):
 
     def spans(self) -> list[tuple[int, int]]:
         """The pieces' ``[start, end)`` character spans, in text order."""
+        return self.spans_of(read_text(self.path))
+
+    def spans_of(self, text: str) -> list[tuple[int, int]]:
         from sft_research.checkpoints.names import load_tokenizer
 
-        text = read_text(self.path)
         offsets = load_tokenizer(self.tokenizer)(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
         pieces: list[list[tuple[int, int]]] = [[]]
         for start, end in offsets:
@@ -76,7 +78,7 @@ class TextChunks(DataSource):
 
     def records(self) -> list[RawRecord]:
         text = read_text(self.path)
-        return [RawRecord(self.name, row, {"text": text[start:end]}) for row, (start, end) in enumerate(self.spans(), start=1)]
+        return [RawRecord(self.name, row, {"text": text[start:end]}) for row, (start, end) in enumerate(self.spans_of(text), start=1)]
 
 
 class Mixture(DataSource):

@@ -10,15 +10,19 @@ from torch.distributed.fsdp import FullyShardedDataParallel
 from sft_research.errors import ConfigError
 
 
-def check_fsdp_wrapping(strategy, model, merges_lora: bool = False) -> None:
+def check_fsdp_wrapping(strategy, model, uses_lora: bool = False) -> None:
     """Under FSDP the causal LM must be a unit of its own. Lightning runs ``training_step`` inside the root FSDP
     module's forward, and the backward of each micro-batch runs there too; FSDP refuses a backward through parameters
-    whose unit is still in its forward, which the root's own would be. Merging LoRA adapters at the end needs the
-    whole model in one process, which FSDP does not give."""
+    whose unit is still in its forward, which the root's own would be. LoRA is refused: its export (and a merge at
+    the end) goes through the peft model whole, which :func:`savable` does not rebuild from gathered weights, so a
+    run would train and then fail to save."""
     if not isinstance(strategy, FSDPStrategy):
         return
-    if merges_lora:
-        raise ConfigError("model.pretrained.lora.merge is not supported under FSDP: train the adapters, then run sft-research merge")
+    if uses_lora:
+        raise ConfigError(
+            "model.pretrained.lora is not supported under FSDP (the adapters could not be saved): train LoRA with DDP "
+            "(trainer.strategy: ddp), where each process holds the frozen base model once"
+        )
     if not isinstance(model, FullyShardedDataParallel):
         name = f"{type(model).__module__}.{type(model).__name__}"
         raise ConfigError(

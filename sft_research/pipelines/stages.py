@@ -102,7 +102,7 @@ class FitStage(Stage):
         self.fit = add_curve_points(self.fit, steps)
 
     def curve(self, stage_dir: Path) -> list[tuple[str, int, Path]]:
-        return [(self.name, step, path) for step, path in curve_points(stage_dir)] + [(self.name, self.steps(), self.final_model(stage_dir))]
+        return [(self.name, step, path) for step, path in curve_points(stage_dir)] + super().curve(stage_dir)
 
     def run(self, stage_dir: Path, start_model: str | None, earlier: dict[str, Path]) -> None:
         run_fit(self.config(earlier), stage_dir, start_model)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from sft_research.bench.probes.base import Metric, Probe, ProbeContext
 from sft_research.bench.stats import differences
+from sft_research.data.mixture import read_text
 from sft_research.model.logprobs import label_logprobs
 
 NOVEL = "reasoning_gym:in_the_year_2889.txt"
@@ -33,11 +33,7 @@ class GeneralTextProbe(Probe):
     metrics = (Metric("general_text_loglik_change", "Δ general-text log-lik/token", higher_is_better=True),)
 
     def text(self) -> str:
-        if self.source.startswith("reasoning_gym:"):
-            import reasoning_gym
-
-            return (Path(reasoning_gym.__file__).parent / "data" / self.source.split(":", 1)[1]).read_text()
-        return Path(self.source).read_text()
+        return read_text(self.source)
 
     def chunk_starts(self, num_tokens: int) -> list[int]:
         """The first token of each chunk in a text of ``num_tokens`` tokens."""
