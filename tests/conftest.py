@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -29,6 +30,12 @@ def share_the_cores() -> None:
 
 
 share_the_cores()
+
+
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch):
+    """The test's own cache of converted models and frozen log-probs, not the user's."""
+    monkeypatch.setenv("SFT_RESEARCH_CACHE", str(tmp_path / "cache"))
 
 
 @pytest.fixture(scope="session")
@@ -82,3 +89,10 @@ def interruptible() -> None:
     """For a subprocess that a test stops with SIGINT: a shell runs background jobs with SIGINT ignored, and a Python
     started that way never raises KeyboardInterrupt; the child gets the default disposition back before it starts."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def readme_block(marker: str) -> str:
+    """The README's fenced code block that contains ``marker``."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```(?:python|bash)\n(.*?)```", readme, re.DOTALL) if marker in b]
+    return block

@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from sft_research.bench.compute import Compute, examples_fingerprint, fit_compute, generated_tokens, replay_batches, run_compute
 from sft_research.bench.evaluate import Measures
 from sft_research.bench.probes import GeneralTextProbe, HeldOutSkillsProbe, KLProbe, TaskScore
+from sft_research.checkpoints.embedded import TINY_MODEL
 from sft_research.bench.report import summarize, summary_csv, summary_markdown
 from sft_research.bench.runner import git_commit
 from sft_research.bench.stats import Estimate
@@ -23,7 +24,6 @@ from sft_research.fit import run_fit
 from tests.conftest import write_jsonl
 
 ROOT = Path(__file__).parents[1]
-TINY = "embedded:tiny-random"
 # Six records of different lengths: which ones a batch holds changes its token count.
 ROWS = [{"prompt": "x" * (3 * i + 1), "completion": "y" * (i + 1), "quality": 1.0} for i in range(6)]
 
@@ -55,12 +55,12 @@ def fitted(tmp_path_factory):
             "enable_progress_bar": False,
             "callbacks": [{"class_path": "tests.test_bench_compute.RecordBatches", "init_args": {"path": str(record)}}],
         },
-        "model": {"pretrained": {"name_or_path": TINY}, "objective": {"class_path": "sft_research.objectives.IwSFT"}},
+        "model": {"pretrained": {"name_or_path": TINY_MODEL}, "objective": {"class_path": "sft_research.objectives.IwSFT"}},
         "data": {"train": {"class_path": "sft_research.data.FileDataset", "init_args": {"path": str(data)}}, "batch_size": 4, "max_length": 64},
     }
     run_fit(config, tmp / "run" / "fit")
     batches = [json.loads(line) for line in record.read_text().splitlines()]
-    examples = SFTDataModule(FileDataset(str(data)), tokenizer=TINY, max_length=64)
+    examples = SFTDataModule(FileDataset(str(data)), tokenizer=TINY_MODEL, max_length=64)
     examples.setup("fit")
     return tmp / "run", batches, {example.example_id: example for example in examples.train_examples}
 
@@ -98,7 +98,7 @@ def test_counts_come_from_the_newest_log(fitted, tmp_path):
 
 
 def test_generated_tokens_of_an_irft_round(tmp_path):
-    tokenizer = load_tokenizer(TINY)
+    tokenizer = load_tokenizer(TINY_MODEL)
     report = {"generation": {"max_new_tokens": 6}, "unfinished_generations": [0, 3], "left_out_empty_generations": [4, 3]}
     (tmp_path / "generation.json").write_text(json.dumps(report))
     pairs = [("abcdef", False), ("12", True), ("hello world", True), ("x", False)]
@@ -126,12 +126,24 @@ def test_data_fingerprint_sees_tokens_masks_and_quality(fitted):
 def test_git_commit_only_of_a_tracked_checkout(tmp_path):
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     assert git_commit(ROOT / "sft_research") == head and len(head) == 40
-    copy = tmp_path / "sft_research"
-    copy.mkdir()
+    copy = tmp_path / "plain" / "sft_research"
+    copy.mkdir(parents=True)
     (copy / "__init__.py").write_text("")
     assert git_commit(copy) is None, "not a git checkout"
-    inside = ROOT / "sft_research" / "bench" / "__pycache__"  # git ignores it: an untracked copy inside a checkout
-    assert git_commit(inside) is None
+
+    checkout, package = tmp_path / "checkout", tmp_path / "checkout" / "sft_research"
+    package.mkdir(parents=True)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], cwd=checkout, check=True)
+    (checkout / "README").write_text("")
+    subprocess.run([*git, "add", "README"], cwd=checkout, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "first"], cwd=checkout, check=True)
+    (package / "__init__.py").write_text("")
+    assert git_commit(package) is None, "an untracked copy inside a checkout"
+    subprocess.run([*git, "add", "sft_research"], cwd=checkout, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "second"], cwd=checkout, check=True)
+    second = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True).stdout.strip()
+    assert git_commit(package) == second
 
 
 def row(arm: str, seed: int, spent: dict | None) -> dict:

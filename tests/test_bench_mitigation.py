@@ -10,6 +10,7 @@ from jsonargparse import ArgumentParser
 
 from sft_research.bench import GeneralTextProbe, LoRAArm, ObjectiveArm, ProbeContext, ReplayArm, Suite
 from sft_research.bench.suite import TaskSpec, probe_chunk_spans
+from sft_research.checkpoints.embedded import TINY_MODEL
 from sft_research.checkpoints.names import load_tokenizer
 from sft_research.data import DataSource, Mixture, RawRecord, SFTDataModule, TextChunks
 from sft_research.data.mixture import read_text
@@ -17,7 +18,6 @@ from sft_research.data.records import Text, parse_record
 from sft_research.data.sampler import ResumableShuffleSampler
 
 ROOT = Path(__file__).parents[1]
-TINY = "embedded:tiny-random"
 NOVEL = "reasoning_gym:in_the_year_2889.txt"
 
 
@@ -61,7 +61,7 @@ def test_mixture_is_seeded_and_checks_its_fraction():
 
 
 def test_mixed_records_train_as_sft_and_language_modelling():
-    data = SFTDataModule(Mixture(TASK, TextChunks(NOVEL, TINY, chunk_tokens=32), 0.25), tokenizer=TINY, max_length=128)
+    data = SFTDataModule(Mixture(TASK, TextChunks(NOVEL, TINY_MODEL, chunk_tokens=32), 0.25), tokenizer=TINY_MODEL, max_length=128)
     data.setup("fit")
     examples = data.train_examples
     text = [e for e in examples if isinstance(parse_record(e.raw), Text)]
@@ -71,10 +71,10 @@ def test_mixed_records_train_as_sft_and_language_modelling():
 
 
 def test_text_chunks_cut_pieces_of_the_token_count_around_excluded_spans():
-    tokenizer = load_tokenizer(TINY)
+    tokenizer = load_tokenizer(TINY_MODEL)
     text = read_text(NOVEL)
     exclude = [(1000, 2000), (30000, 30500)]
-    chunks = TextChunks(NOVEL, TINY, chunk_tokens=50, exclude=exclude)
+    chunks = TextChunks(NOVEL, TINY_MODEL, chunk_tokens=50, exclude=exclude)
     spans = chunks.spans()
     assert all(end <= first or start >= stop for start, end in spans for first, stop in exclude)
     assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:])), "in order, not overlapping"
@@ -93,7 +93,7 @@ def test_text_chunks_cut_pieces_of_the_token_count_around_excluded_spans():
 def test_replay_text_never_overlaps_what_the_probe_scores(probe, repeated):
     """The probe's own code picks its chunks: a stand-in model records what it is given, and every chunk is located
     in the text; no replay piece may share a character with one."""
-    tokenizer = load_tokenizer(TINY)
+    tokenizer = load_tokenizer(TINY_MODEL)
     scored: list[torch.Tensor] = []
 
     class Recorder(torch.nn.Module):
@@ -108,9 +108,9 @@ def test_replay_text_never_overlaps_what_the_probe_scores(probe, repeated):
     chunks = [tokenizer.decode(ids) for ids in scored]
     located = [(text.index(chunk), text.index(chunk) + len(chunk)) for chunk in chunks]
     assert len(located) == probe.num_chunks and all(end - start > 20 for start, end in located)
-    assert located == probe_chunk_spans(probe, TINY), "the arm excludes exactly the probe's chunks"
+    assert located == probe_chunk_spans(probe, TINY_MODEL), "the arm excludes exactly the probe's chunks"
 
-    suite = Suite([ObjectiveArm("sft", {"class_path": "sft_research.objectives.SFT"})], base_model=TINY, probes=[probe])
+    suite = Suite([ObjectiveArm("sft", {"class_path": "sft_research.objectives.SFT"})], base_model=TINY_MODEL, probes=[probe])
     mixture = ReplayArm("replay", text_fraction=0.5, chunk_tokens=80).source(suite)["init_args"]
     pieces = TextChunks(**mixture["text"]["init_args"]).spans()
     assert len(pieces) > 100
@@ -132,10 +132,10 @@ def fit_of(arm, suite: Suite) -> dict:
 
 
 def test_lora_and_replay_arms_train_what_they_say():
-    suite = Suite([ObjectiveArm("sft", {"class_path": "sft_research.objectives.SFT"})], base_model=TINY, task=TaskSpec(train_size=30, eval_size=5))
+    suite = Suite([ObjectiveArm("sft", {"class_path": "sft_research.objectives.SFT"})], base_model=TINY_MODEL, task=TaskSpec(train_size=30, eval_size=5))
     lora = fit_of(LoRAArm("lora", r=4, alpha=32, target_modules=["q_proj", "v_proj"], lr=1e-3), suite)
     assert lora["model"]["pretrained"] == {
-        "name_or_path": TINY,
+        "name_or_path": TINY_MODEL,
         "lora": {"r": 4, "alpha": 32, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "modules_to_save": None, "merge": True},
     }
     assert lora["model"]["optimizer"]["lr"] == 1e-3 and lora["seed_everything"] == 1

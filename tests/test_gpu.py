@@ -22,14 +22,9 @@ from sft_research.objectives import SFT
 from sft_research.optim import OptimizerConfig
 from tests.conftest import PAIR_ROWS, ROWS, SFT_ROWS, write_jsonl
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"), pytest.mark.usefixtures("private_cache")]
 DEVICE, ACCELERATOR = "cuda", "gpu"
 REPO = Path(__file__).parents[1]
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SFT_RESEARCH_CACHE", str(tmp_path / "cache"))
 
 
 @pytest.fixture(scope="module")

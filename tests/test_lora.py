@@ -23,9 +23,7 @@ from tests.conftest import PAIR_ROWS, SFT_ROWS, file_fit_args, write_jsonl
 LORA = ["--model.pretrained.lora.r=4", "--model.pretrained.lora.alpha=8"]
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SFT_RESEARCH_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def run(command, model, data_path, tmp_path, *extra, steps=3):

@@ -17,9 +17,7 @@ from tests.conftest import PAIR_ROWS, SFT_ROWS, file_fit_args, write_jsonl
 
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SFT_RESEARCH_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def fit(model_dir, data_path, tmp_path, objective, *extra, steps=3):

@@ -10,9 +10,7 @@ from sft_research.cli import main
 from tests.conftest import PAIR_ROWS, SFT_ROWS, write_jsonl
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SFT_RESEARCH_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def fit_config(model, objective, data_path, steps=2):

@@ -1,17 +1,9 @@
 """The README's objective example, taken from README.md itself, trains and logs its diagnostics as the README says."""
 
 import csv
-import re
 from pathlib import Path
 
-README = Path(__file__).parents[1] / "README.md"
-
-
-def readme_block(marker: str) -> str:
-    """The README's fenced code block that contains ``marker``."""
-    blocks = re.findall(r"```(?:python|bash)\n(.*?)```", README.read_text(), re.DOTALL)
-    (block,) = [b for b in blocks if marker in b]
-    return block
+from tests.conftest import readme_block
 
 
 def test_the_readme_objective_example_runs_as_written(tiny_model_dir, tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 import csv
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SFT_ROWS, interruptible, write_jsonl
+from tests.conftest import SFT_ROWS, interruptible, readme_block, write_jsonl
 
 
 MEASURED = {"train/tokens_per_s", "train/peak_memory_gib"}
@@ -113,11 +114,7 @@ def test_ddp_on_two_processes_gives_the_single_process_loss_curve(tiny_model_dir
 
 def readme_resume_commands() -> list[list[str]]:
     """The README's resume recipe, as argument lists."""
-    import re
-    import shlex
-
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    (block,) = [b for b in re.findall(r"```bash\n(.*?)```", readme, re.DOTALL) if "--ckpt_path last" in b]
+    block = readme_block("--ckpt_path last")
     commands = [shlex.split(c) for c in block.replace("\\\n", " ").strip().splitlines()]
     assert [c[:2] for c in commands] == [["sft-research", "fit"]] * 2
     return [c[1:] for c in commands]

@@ -6,7 +6,7 @@ import pytest
 from sft_research.cli import main
 from sft_research.fit import parse_fit, run_name
 
-from tests.conftest import PAIR_ROWS, write_jsonl
+from tests.conftest import PAIR_ROWS, file_fit_args, write_jsonl
 
 
 @pytest.mark.parametrize(
@@ -24,14 +24,10 @@ def test_default_name_is_objective_and_data(objective, train, expected):
     assert run_name(parse_fit(config)) == expected
 
 
-def test_a_dpo_fit_logs_under_its_own_name_unless_told(tmp_path):
+def test_a_dpo_fit_logs_under_its_own_name_unless_told(tmp_path, private_cache):
     pairs = write_jsonl(tmp_path / "pairs.jsonl", PAIR_ROWS)
-    common = [
-        "fit", "--model.pretrained.name_or_path=embedded:tiny-random", "--model.objective=sft_research.objectives.DPO",
-        "--data.train=sft_research.data.FileDataset", f"--data.train.path={pairs}", "--data.batch_size=4",
-        "--trainer.max_steps=1", "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false",
-        f"--trainer.logger.init_args.save_dir={tmp_path}", f"--trainer.default_root_dir={tmp_path}",
-    ]
+    # file_fit_args ends with the logger's save_dir and the default root folder, which the TensorBoard run replaces.
+    common = ["fit", "--model.objective=sft_research.objectives.DPO", *file_fit_args("embedded:tiny-random", pairs, tmp_path, steps=1)]
     main(common)
     main([*common, "--trainer.logger.init_args.name=mine"])
     assert (tmp_path / "dpo-pairs" / "version_0" / "metrics.csv").is_file()
