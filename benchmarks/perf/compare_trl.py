@@ -346,7 +346,7 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def compare(args, preset: dict, folder: Path) -> dict:
+def compare(args, preset: dict, folder: Path) -> None:
     import torch
 
     positions = max(4096, 2 * max(args.long_context, default=0))
@@ -357,6 +357,16 @@ def compare(args, preset: dict, folder: Path) -> dict:
     flops_per_token = model_flops_per_token(preset["model"], mean_length)
     base_job = {"model": str(model), "sft": str(sft), "pairs": str(pairs), "batch": preset["batch"], "max_length": preset["lengths"][1],
                 "steps": preset["steps"], "warmup": preset["warmup"], "dtype": preset["dtype"], "mean_length": mean_length}
+    report = {"device": device, "date": time.strftime("%Y-%m-%d"), "preset": args.preset, "batch": preset["batch"],
+              "lengths": preset["lengths"], "steps": preset["steps"], "warmup": preset["warmup"], "dtype": preset["dtype"],
+              "model": preset["model"], "matmul_peak_flops_per_s": peak, "flops_per_token": flops_per_token, "mean_length": mean_length,
+              "jobs": [], "rows": [], "long_context": []}
+
+    def save() -> None:
+        """Rewrites the JSON after every result, so that a run stopped at a time limit keeps what it measured."""
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+
     results: dict[tuple[str, str, str], list[dict]] = {}
     for _ in range(args.repeats):
         for objective in args.objectives:
@@ -370,13 +380,15 @@ def compare(args, preset: dict, folder: Path) -> dict:
                 if result is None:
                     continue
                 results.setdefault((objective, framework, setting), []).append(result)
+                report["jobs"].append({"objective": objective, "framework": framework, "setting": setting, **result})
+                save()
                 print(f"  {objective} {framework} {setting}: {result['tokens_per_s']:.0f} tokens/s", flush=True)
     print(f"\n{device}, {time.strftime('%Y-%m-%d')}, preset {args.preset}, batch {preset['batch']}, lengths {preset['lengths']}, "
           f"{preset['dtype']}; matmul peak {peak / 1e12:.2f} TFLOP/s; {flops_per_token / 1e6:.1f} MFLOP per token\n")
     print("| objective | framework | setting | tokens/s | tokens/s, setup amortised over an epoch | MFU | peak GiB | one-off setup s | vs TRL best (amortised) |")
     print("|---|---|---|---|---|---|---|---|---|")
     epoch_tokens = {"sft": preset["examples"] * mean_length, "dpo": 2 * preset["examples"] * mean_length}
-    rows = []
+    rows = report["rows"]
     for objective in args.objectives:
         runs_of = {k: v for k, v in results.items() if k[0] == objective}
         speed = {k: statistics.median(r["tokens_per_s"] for r in v) for k, v in runs_of.items()}
@@ -394,25 +406,12 @@ def compare(args, preset: dict, folder: Path) -> dict:
                          "runs": [{k: r[k] for k in ("tokens_per_s", "peak_gib", "setup_s")} for r in runs]})
             print(f"| {objective} | {key[1]} | {key[2]}{' (gradient checkpointing)' if checkpointing else ''} | {speed[key]:.0f} | "
                   f"{amortised[key]:.0f} | {mfu:.1%} | {memory:.2f} | {setup[key]:.1f} | {amortised[key] / trl_best:.2f}x |")
-    report = {"device": device, "date": time.strftime("%Y-%m-%d"), "preset": args.preset, "batch": preset["batch"],
-              "lengths": preset["lengths"], "steps": preset["steps"], "warmup": preset["warmup"], "dtype": preset["dtype"],
-              "model": preset["model"], "matmul_peak_flops_per_s": peak, "flops_per_token": flops_per_token, "mean_length": mean_length,
-              "rows": rows, "long_context": []}
-
-    def save(row: dict | None = None) -> None:
-        """Rewrites the JSON after every result, so that a run stopped at a time limit keeps what it measured."""
-        if row is not None:
-            report["long_context"].append(row)
-        if args.json:
-            Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
-
     save()
     if args.long_context:
-        long_context(args, folder, base_job, results, gpu, save)
-    return report
+        long_context(args, folder, base_job, results, gpu, report["long_context"], save)
 
 
-def long_context(args, folder: Path, base_job: dict, results: dict, gpu: bool, save) -> None:
+def long_context(args, folder: Path, base_job: dict, results: dict, gpu: bool, rows: list[dict], save) -> None:
     """SFT at batch 1 on sequences of exactly each length: tokens/s and peak memory, ours packed and TRL's best."""
     from transformers import AutoTokenizer
 
@@ -433,7 +432,8 @@ def long_context(args, folder: Path, base_job: dict, results: dict, gpu: bool, s
             row = {"tokens": length, "framework": framework, "setting": setting, "mean_tokens": mean_length,
                    "tokens_per_s": result and result["tokens_per_s"], "peak_gib": result and result["peak_gib"],
                    "gradient_checkpointing": result and result["gradient_checkpointing"], "failed": result is None}
-            save(row)
+            rows.append(row)
+            save()
             if result is None:
                 print(f"| {length} | {framework} | {setting} | failed | | |")
             else:
