@@ -23,10 +23,14 @@ class CurvePoints(Callback):
         if not all(step >= 1 for step in steps):
             raise ValueError(f"curve points are optimizer steps from 1 on, got {steps}")
         self.steps = sorted(set(steps))
+        self.exported: int | None = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step in self.steps and trainer.global_step < trainer.estimated_stepping_batches:
-            pl_module.export_hf_checkpoint(Path(pl_module.hf_checkpoint_dir()).parent / "points" / f"step_{trainer.global_step}")
+        step = trainer.global_step
+        # A batch skipped for a non-finite loss makes no optimizer step: the step it ends was exported already.
+        if step in self.steps and step < trainer.estimated_stepping_batches and step != self.exported:
+            pl_module.export_hf_checkpoint(Path(pl_module.hf_checkpoint_dir()).parent / "points" / f"step_{step}")
+            self.exported = step
 
 
 def curve_points(run_dir: Path) -> list[tuple[int, Path]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from lightning.pytorch.callbacks import Callback
 
-from sft_research.bench.compute import Compute, examples_fingerprint, fit_compute, generated_tokens, replay_batches, run_compute
+from sft_research.bench.compute import Compute, fit_compute, generated_tokens, replay_batches, run_compute
 from sft_research.bench.evaluate import Measures
 from sft_research.bench.probes import GeneralTextProbe, HeldOutSkillsProbe, KLProbe, TaskScore
 from sft_research.checkpoints.embedded import TINY_MODEL
@@ -18,6 +18,7 @@ from sft_research.bench.report import summarize, summary_csv, summary_markdown
 from sft_research.bench.runner import git_commit
 from sft_research.bench.stats import Estimate
 from sft_research.checkpoints.names import load_tokenizer
+from sft_research.frozen.cache import sequences_fingerprint
 from sft_research.data import FileDataset, SFTDataModule
 from sft_research.fit import run_fit
 
@@ -80,7 +81,7 @@ def test_compute_is_what_the_fit_trained_on(fitted):
         generated_tokens=0,
     )
     assert compute.tokens > 16 * 2 and compute.completion_tokens < compute.tokens
-    assert fingerprint == examples_fingerprint(list(examples.values()))
+    assert fingerprint == sequences_fingerprint(list(examples.values()), training_targets=True)
     assert run_compute(run_dir) == (compute, {"fit": fingerprint})
 
 
@@ -112,15 +113,15 @@ def test_generated_tokens_of_an_irft_round(tmp_path):
 def test_data_fingerprint_sees_tokens_masks_and_quality(fitted):
     _, _, examples = fitted
     examples = list(examples.values())
-    before = examples_fingerprint(examples)
+    before = sequences_fingerprint(examples, training_targets=True)
     first = examples[0].sequences[0]
     first.completion_mask[-2] = not first.completion_mask[-2]
-    masked = examples_fingerprint(examples)
+    masked = sequences_fingerprint(examples, training_targets=True)
     first.completion_mask[-2] = not first.completion_mask[-2]
     examples[1].quality += 0.5
-    weighted = examples_fingerprint(examples)
+    weighted = sequences_fingerprint(examples, training_targets=True)
     examples[1].quality -= 0.5
-    assert len({before, masked, weighted}) == 3 and examples_fingerprint(examples) == before
+    assert len({before, masked, weighted}) == 3 and sequences_fingerprint(examples, training_targets=True) == before
 
 
 def test_git_commit_only_of_a_tracked_checkout(tmp_path):

@@ -1,6 +1,8 @@
 """Curves along training: reading one curve at another's end by hand, mean curves over seeds, where a fit writes its
 points, and a sweep's grid."""
 
+from types import SimpleNamespace
+
 import pytest
 
 from sft_research.bench.curves import Point, along_curves, first_crossing, mean_curves
@@ -81,6 +83,24 @@ def test_a_fit_writes_its_points_where_the_harness_reads_them(tmp_path):
     assert "callbacks" not in config["trainer"], "the config it was given is left as it was"
     with pytest.raises(ValueError, match="curve points are optimizer steps from 1 on"):
         CurvePoints([0, 2])
+
+
+def test_a_skipped_batch_does_not_export_its_step_again(tmp_path):
+    """A batch skipped for a non-finite loss leaves the optimizer step where it was, and its batch end comes again."""
+    exported = []
+
+    class Module:
+        def hf_checkpoint_dir(self):
+            return tmp_path / "hf_model"
+
+        def export_hf_checkpoint(self, target):
+            exported.append(target.name)
+
+    points, trainer = CurvePoints([2, 3]), SimpleNamespace(estimated_stepping_batches=4)
+    for step in (1, 2, 2, 3, 3, 4):
+        trainer.global_step = step
+        points.on_train_batch_end(trainer, Module(), None, None, 0)
+    assert exported == ["step_2", "step_3"]
 
 
 def test_curves_are_planned_over_the_fits_on_the_arms_way(tmp_path):

@@ -9,7 +9,6 @@ those of the sequences the run actually trained on, without the training module 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -20,6 +19,7 @@ import yaml
 from sft_research.data.datamodule import SFTDataModule
 from sft_research.data.sampler import ResumableShuffleSampler
 from sft_research.data.tokenize import TokenizedExample
+from sft_research.frozen.cache import sequences_fingerprint
 from sft_research.frozen.inputs import FrozenContext, ReferenceLogprobs
 from sft_research.model.loading import ModelConfig
 from sft_research.objectives.base import Objective
@@ -54,7 +54,7 @@ class Compute:
 
 def run_compute(run_dir: Path) -> tuple[Compute, dict[str, str]]:
     """The compute of every fit under ``run_dir`` summed, and per fit (its folder relative to ``run_dir``) the
-    fingerprint of its training data as rendered (:func:`examples_fingerprint`). Call it while the run's models are
+    fingerprint of its training data as rendered (:func:`~sft_research.frozen.cache.sequences_fingerprint` with its training targets). Call it while the run's models are
     still there: a fit's tokenizer and frozen baselines are read from them."""
     total, fingerprints = Compute(), {}
     for config_path in sorted(run_dir.rglob("fit.yaml")):
@@ -81,7 +81,7 @@ def fit_compute(fit_dir: Path) -> tuple[Compute, str]:
         frozen_sequences=frozen_sequences(config, objective, data, len(sequences)),
         generated_tokens=generated_tokens(fit_dir, data.tokenizer) if (fit_dir / "generation.json").is_file() else 0,
     )
-    return compute, examples_fingerprint(examples)
+    return compute, sequences_fingerprint(examples, training_targets=True)
 
 
 def data_and_objective(config: dict) -> tuple[SFTDataModule, Objective]:
@@ -159,15 +159,3 @@ def generated_tokens(round_dir: Path, tokenizer) -> int:
     lengths = [len(ids) + 1 for ids in tokenizer(finished, add_special_tokens=False)["input_ids"]] if finished else []
     return len(unfinished) * report["generation"]["max_new_tokens"] + sum(lengths) + len(finished_empty)
 
-
-def examples_fingerprint(examples: list[TokenizedExample]) -> str:
-    """A hash of training examples as rendered: every sequence's token ids and completion mask, and the example's
-    quality (which quality-weighted objectives train on)."""
-    digest = hashlib.blake2b(digest_size=16)
-    for example in examples:
-        for sequence in example.sequences:
-            digest.update(torch.tensor(sequence.input_ids, dtype=torch.int64).numpy().tobytes())
-            digest.update(torch.tensor(sequence.completion_mask, dtype=torch.bool).numpy().tobytes())
-            digest.update(b"|")
-        digest.update(f"#{example.quality!r}#".encode())
-    return digest.hexdigest()

@@ -48,13 +48,17 @@ def checkpoint_fingerprint(name_or_path: str) -> str:
     return digest.hexdigest()
 
 
-def sequences_fingerprint(examples: list[TokenizedExample]) -> str:
+def sequences_fingerprint(examples: list[TokenizedExample], training_targets: bool = False) -> str:
+    """A hash of examples' token ids (all a frozen model's log-probs depend on); with ``training_targets``, also each
+    sequence's completion mask and the example's quality, which a training run depends on as well."""
     digest = hashlib.blake2b(digest_size=16)
     for example in examples:
         for sequence in example.sequences:
             digest.update(torch.tensor(sequence.input_ids, dtype=torch.int64).numpy().tobytes())
+            if training_targets:
+                digest.update(torch.tensor(sequence.completion_mask, dtype=torch.bool).numpy().tobytes())
             digest.update(b"|")
-        digest.update(b"#")
+        digest.update(f"#{example.quality!r}#".encode() if training_targets else b"#")
     return digest.hexdigest()
 
 
