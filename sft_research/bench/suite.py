@@ -7,7 +7,7 @@ import copy
 import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from sft_research.bench.evaluate import Measures
 from sft_research.bench.probes import GeneralTextProbe, KLProbe, Probe, TaskScore
@@ -96,7 +96,7 @@ class Arm(ABC):
 
 
 class ObjectiveArm(Arm):
-    """One fit with an objective.
+    """One fit with an objective. Its subclasses change one thing of the fit (:meth:`fit_options`).
 
     Args:
         objective: the objective, as in a fit config (``class_path`` and ``init_args``).
@@ -107,11 +107,15 @@ class ObjectiveArm(Arm):
         super().__init__(name)
         self.objective, self.lr = objective, lr
 
+    def fit_options(self, suite: Suite) -> dict[str, Any]:
+        """Options of :meth:`Suite.fit_config` besides the objective and learning rate (e.g. ``train`` or ``lora``)."""
+        return {}
+
     def stages(self, suite: Suite, seed: int) -> list[Stage]:
-        return [FitStage("fit", suite.fit_config(self.label(seed), seed, self.objective, lr=self.lr))]
+        return [FitStage("fit", suite.fit_config(self.label(seed), seed, self.objective, lr=self.lr, **self.fit_options(suite)))]
 
 
-class CleanDataArm(Arm):
+class CleanDataArm(ObjectiveArm):
     """An objective (SFT by default) on the task's uncorrupted records only: the smaller clean dataset that a perfect
     filter would leave, against which "a larger noisy dataset" is judged (the same steps and batch size).
 
@@ -121,15 +125,13 @@ class CleanDataArm(Arm):
     """
 
     def __init__(self, name: str, objective: ObjectiveConfig = SFT_OBJECTIVE, lr: float | None = None):
-        super().__init__(name)
-        self.objective, self.lr = objective, lr
+        super().__init__(name, objective, lr)
 
-    def stages(self, suite: Suite, seed: int) -> list[Stage]:
-        clean = suite.task.source(drop_corrupted=True)
-        return [FitStage("fit", suite.fit_config(self.label(seed), seed, self.objective, lr=self.lr, train=clean))]
+    def fit_options(self, suite: Suite) -> dict[str, Any]:
+        return {"train": suite.task.source(drop_corrupted=True)}
 
 
-class LoRAArm(Arm):
+class LoRAArm(ObjectiveArm):
     """An objective (SFT by default) through LoRA adapters (``peft``), a parameter-efficient fix for forgetting: the
     adapters are merged into the weights when training ends, so the evaluation loads a plain model.
 
@@ -150,15 +152,14 @@ class LoRAArm(Arm):
         objective: ObjectiveConfig = SFT_OBJECTIVE,
         lr: float | None = None,
     ):
-        super().__init__(name)
+        super().__init__(name, objective, lr)
         self.lora = LoraConfig(r=r, alpha=alpha, target_modules=target_modules, merge=True)
-        self.objective, self.lr = objective, lr
 
-    def stages(self, suite: Suite, seed: int) -> list[Stage]:
-        return [FitStage("fit", suite.fit_config(self.label(seed), seed, self.objective, lr=self.lr, lora=self.lora))]
+    def fit_options(self, suite: Suite) -> dict[str, Any]:
+        return {"lora": self.lora}
 
 
-class ReplayArm(Arm):
+class ReplayArm(ObjectiveArm):
     """An objective (SFT by default) with general text replayed among the task's records as plain language modelling,
     a data fix for forgetting: ``text_fraction`` of the training records are pieces of ``text``
     (:class:`~sft_research.data.Mixture`), the same pieces for every training seed.
@@ -184,8 +185,8 @@ class ReplayArm(Arm):
         objective: ObjectiveConfig = SFT_OBJECTIVE,
         lr: float | None = None,
     ):
-        super().__init__(name)
-        self.text_fraction, self.text, self.chunk_tokens, self.objective, self.lr = text_fraction, text, chunk_tokens, objective, lr
+        super().__init__(name, objective, lr)
+        self.text_fraction, self.text, self.chunk_tokens = text_fraction, text, chunk_tokens
 
     def source(self, suite: Suite) -> SourceConfig:
         probe = suite.probe(GeneralTextProbe)
@@ -204,8 +205,8 @@ class ReplayArm(Arm):
             },
         }
 
-    def stages(self, suite: Suite, seed: int) -> list[Stage]:
-        return [FitStage("fit", suite.fit_config(self.label(seed), seed, self.objective, lr=self.lr, train=self.source(suite)))]
+    def fit_options(self, suite: Suite) -> dict[str, Any]:
+        return {"train": self.source(suite)}
 
 
 def probe_chunk_spans(probe: GeneralTextProbe, tokenizer: str) -> list[tuple[int, int]]:
