@@ -55,24 +55,21 @@ def sweep_report(points: list[tuple[dict[str, Value], SuiteReport]], metrics: li
     """Writes sweep.md, sweep.csv and sweep.png; returns the markdown."""
     key = ", ".join(points[0][0])
     labels = [",".join(str(v) for v in point.values()) for point, _ in points]
+    tables = [{entry["arm"]: entry for entry in report.table} for _, report in points]
+    comparisons = [{c["arm"]: c for c in report.comparisons} for _, report in points]
     lines = [f"Sweep over {key}: mean ± 95% interval at each point (each point's own summary.md has the rest)."]
     for metric in metrics:
         lines += ["", f"**{metric.label}**", "", "| arm | " + " | ".join(labels) + " |", "|" + "---|" * (len(labels) + 1)]
-        arms = list(dict.fromkeys(entry["arm"] for _, report in points for entry in report.table))
-        for arm in arms:
-            cells = []
-            for _, report in points:
-                entry = next((e for e in report.table if e["arm"] == arm), None)
-                cells.append("" if entry is None else f"{entry[metric.name][0]:.3f}" + (f" ± {entry[metric.name][1]:.3f}" if entry["runs"] else ""))
+        for arm in dict.fromkeys(arm for table in tables for arm in table):
+            entries = [table.get(arm) for table in tables]
+            cells = ["" if e is None else f"{e[metric.name][0]:.3f}" + (f" ± {e[metric.name][1]:.3f}" if e["runs"] else "") for e in entries]
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     lines += ["", f"Paired difference to `{reference_arm}` on the {metrics[0].label} (same items and seeds; 95% interval, verdict):", ""]
     lines += ["| arm | " + " | ".join(labels) + " |", "|" + "---|" * (len(labels) + 1)]
-    compared = list(dict.fromkeys(c["arm"] for _, report in points for c in report.comparisons))
-    for arm in compared:
+    for arm in dict.fromkeys(arm for compared in comparisons for arm in compared):
         cells = []
-        for _, report in points:
-            entry = next((c for c in report.comparisons if c["arm"] == arm), None)
-            d, v = entry[metrics[0].name] if entry else (None, None)
+        for compared in comparisons:
+            d, v = compared[arm][metrics[0].name] if arm in compared else (None, None)
             cells.append("" if d is None else f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] {v}")
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     markdown = "\n".join(lines) + "\n"
