@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -40,16 +40,17 @@ class Compute:
     The run's wall time is its row's ``wall_s``.
     """
 
-    optimizer_steps: int = 0
-    tokens: int = 0
-    completion_tokens: int = 0
-    policy_sequences: int = 0
-    frozen_sequences: int = 0
-    generated_tokens: int = 0
+    # Each with its label in the report's table.
+    optimizer_steps: int = field(default=0, metadata={"label": "optimizer steps"})
+    tokens: int = field(default=0, metadata={"label": "tokens trained"})
+    completion_tokens: int = field(default=0, metadata={"label": "of them in the loss"})
+    policy_sequences: int = field(default=0, metadata={"label": "policy fwd+bwd sequences"})
+    frozen_sequences: int = field(default=0, metadata={"label": "frozen-model sequences"})
+    generated_tokens: int = field(default=0, metadata={"label": "generated tokens"})
 
     def add(self, other: Compute) -> None:
-        for field in fields(self):
-            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+        for quantity in fields(self):
+            setattr(self, quantity.name, getattr(self, quantity.name) + getattr(other, quantity.name))
 
 
 def run_compute(run_dir: Path) -> tuple[Compute, dict[str, str]]:

@@ -17,16 +17,8 @@ from sft_research.bench.stats import Estimate, confidence_interval
 from sft_research.files import atomic_write_text
 
 # What a run spent (bench/compute.py), and its wall time.
-SPENT = tuple(field.name for field in fields(Compute)) + ("wall_s",)
-SPENT_LABELS = {
-    "optimizer_steps": "optimizer steps",
-    "tokens": "tokens trained",
-    "completion_tokens": "of them in the loss",
-    "policy_sequences": "policy fwd+bwd sequences",
-    "frozen_sequences": "frozen-model sequences",
-    "generated_tokens": "generated tokens",
-    "wall_s": "wall s",
-}
+SPENT_LABELS = {quantity.name: quantity.metadata["label"] for quantity in fields(Compute)} | {"wall_s": "wall s"}
+SPENT = tuple(SPENT_LABELS)
 
 
 def read_results(path: Path) -> list[dict]:
