@@ -17,7 +17,6 @@ from sft_research.checkpoints.embedded import TINY_MODEL
 from sft_research.bench.report import summarize, summary_csv, summary_markdown
 from sft_research.bench.runner import git_commit
 from sft_research.bench.stats import Estimate
-from sft_research.checkpoints.names import load_tokenizer
 from sft_research.frozen.cache import sequences_fingerprint
 from sft_research.data import FileDataset, SFTDataModule
 from sft_research.fit import run_fit
@@ -98,16 +97,12 @@ def test_counts_come_from_the_newest_log(fitted, tmp_path):
     assert fit_compute(fit)[0].optimizer_steps == 2
 
 
-def test_generated_tokens_of_an_irft_round(tmp_path):
-    tokenizer = load_tokenizer(TINY_MODEL)
-    report = {"generation": {"max_new_tokens": 6}, "unfinished_generations": [0, 3], "left_out_empty_generations": [4, 3]}
-    (tmp_path / "generation.json").write_text(json.dumps(report))
-    pairs = [("abcdef", False), ("12", True), ("hello world", True), ("x", False)]
-    write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "p", "chosen": "c", "rejected": text, "rejected_finished": done} for text, done in pairs])
-    finished = sum(len(tokenizer(text, add_special_tokens=False)["input_ids"]) + 1 for text in ("12", "hello world"))
-    # 2 cut at 6 tokens; 2 finished with their end of turn; item 4 ended at once (empty); item 3 is one of the cut
-    assert finished == (1 + 1) + (9 + 1)  # "12" is one token of this tokenizer, "hello world" nine
-    assert generated_tokens(tmp_path, tokenizer) == 2 * 6 + finished + 1
+def test_generated_tokens_of_an_irft_round_are_its_own_count(tmp_path):
+    (tmp_path / "generation.json").write_text(json.dumps({"prompts": 4, "generated_tokens": 23}))
+    assert generated_tokens(tmp_path) == 23
+    (tmp_path / "generation.json").write_text(json.dumps({"prompts": 4}))
+    with pytest.raises(ValueError, match=r"generation.json: no generated_tokens \(written by an older version\)"):
+        generated_tokens(tmp_path)
 
 
 def test_data_fingerprint_sees_tokens_masks_and_quality(fitted):

@@ -23,6 +23,7 @@ def test_finished_means_an_end_of_turn_was_generated(tiny_tokenizer):
     seven, nine = (tiny_tokenizer.encode(text, add_special_tokens=False)[0] for text in ("7", "9"))
     model = ScriptedModel([[seven, eos, pad], [seven, nine, seven], [eos, pad, pad]])
     prompts = torch.tensor([[5, 6], [5, 6], [5, 6]])
-    texts, finished = generate_with_status(model, tiny_tokenizer, prompts, torch.ones_like(prompts), GenerationConfig(max_new_tokens=3))
-    assert texts == ["7", "797", ""]
-    assert finished == [True, False, True]
+    generations = generate_with_status(model, tiny_tokenizer, prompts, torch.ones_like(prompts), GenerationConfig(max_new_tokens=3))
+    assert generations.texts == ["7", "797", ""]
+    assert generations.finished == [True, False, True]
+    assert generations.lengths == [2, 3, 1], "up to and with the end of turn; a cut one all of max_new_tokens"

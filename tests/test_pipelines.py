@@ -84,12 +84,14 @@ def test_pipeline_checks_every_stage_before_running(tiny_model_dir, tmp_path):
 
 def scripted_generations(monkeypatch):
     """Generations that the test controls: every fourth one stops at max_new_tokens without an end of turn."""
+    from sft_research.model.generation import Generations
     from sft_research.pipelines import irft
 
     def fake(model, tokenizer, prompt_ids, attention_mask, config):
         assert next(model.parameters()).device.type == "cpu"
-        texts = [f"{n}0" for n in range(len(prompt_ids))]
-        return texts, [n % 4 != 3 for n in range(len(prompt_ids))]
+        finished = [n % 4 != 3 for n in range(len(prompt_ids))]
+        # a finished one took 2 tokens and its end of turn; a cut one, max_new_tokens
+        return Generations([f"{n}0" for n in range(len(prompt_ids))], finished, [3 if done else config.max_new_tokens for done in finished])
 
     monkeypatch.setattr(irft, "generate_with_status", fake)
 
@@ -121,6 +123,7 @@ def test_irft_rounds(tiny_model_dir, tmp_path, monkeypatch, lora, unfinished):
         pairs = [json.loads(line) for line in (out / "irft" / f"round_{t}" / "pairs.jsonl").read_text().splitlines()]
         assert report["unfinished_generations"] == [3], "the generation cut at max_new_tokens is counted"
         assert report["prompts"] == 4 and report["pairs"] == len(pairs) == (3 if unfinished == "drop" else 4)
+        assert report["generated_tokens"] == 3 * 3 + 6, "every generation counted, kept or not"
         assert report["device"] == "cpu" and report["generation"]["max_new_tokens"] == 6
         expected = [SFT_ROWS[i] for i in order[4 * t : 4 * t + len(pairs)]]
         assert [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs] == [(r["prompt"], r["completion"], f"{n}0") for n, r in enumerate(expected)]

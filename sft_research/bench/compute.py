@@ -1,7 +1,7 @@
 """What each run of a suite spent on training, read back from its folder, so that no arm wins by spending more.
 
 Every fit of a run leaves its config (``fit.yaml``) and its logs (``logs/version_N/metrics.csv``); an IRFT round also
-leaves its generations (``generation.json``, ``pairs.jsonl``). The training data are re-read and re-tokenized from
+leaves its generations and the count of the tokens it sampled (``pairs.jsonl``, ``generation.json``). The training data are re-read and re-tokenized from
 the config (seconds), and the batches the fit trained on are replayed from its sampler's seed, so the counts are
 those of the sequences the run actually trained on, without the training module having to log them.
 """
@@ -80,7 +80,7 @@ def fit_compute(fit_dir: Path) -> tuple[Compute, str]:
         completion_tokens=sum(sum(sequence.completion_mask) for sequence in sequences),
         policy_sequences=len(sequences),
         frozen_sequences=frozen_sequences(config, objective, data, len(sequences)),
-        generated_tokens=generated_tokens(fit_dir, data.tokenizer) if (fit_dir / "generation.json").is_file() else 0,
+        generated_tokens=generated_tokens(fit_dir) if (fit_dir / "generation.json").is_file() else 0,
     )
     return compute, sequences_fingerprint(examples, training_targets=True)
 
@@ -148,15 +148,11 @@ def frozen_sequences(config: dict, objective: Objective, data: SFTDataModule, tr
     return counted
 
 
-def generated_tokens(round_dir: Path, tokenizer) -> int:
-    """Tokens an IRFT round sampled. A generation cut at ``max_new_tokens`` has exactly that many; a finished one is
-    counted as its text re-tokenized plus its end-of-turn token (the sampled ids are not kept, and re-tokenizing a
-    decoded text can merge or split a token at most here and there); one left out as empty, as its end of turn."""
+def generated_tokens(round_dir: Path) -> int:
+    """Tokens an IRFT round sampled, as its ``generation.json`` counted them (every generation, end of turn included,
+    whether its pair was kept or not)."""
     report = json.loads((round_dir / "generation.json").read_text())
-    unfinished = set(report["unfinished_generations"])
-    finished_empty = set(report["left_out_empty_generations"]) - unfinished
-    pairs = [json.loads(line) for line in (round_dir / "pairs.jsonl").read_text().splitlines() if line.strip()]
-    finished = [pair["rejected"] for pair in pairs if pair.get("rejected_finished", True)]
-    lengths = [len(ids) + 1 for ids in tokenizer(finished, add_special_tokens=False)["input_ids"]] if finished else []
-    return len(unfinished) * report["generation"]["max_new_tokens"] + sum(lengths) + len(finished_empty)
+    if "generated_tokens" not in report:
+        raise ValueError(f"{round_dir / 'generation.json'}: no generated_tokens (written by an older version): run the round again")
+    return report["generated_tokens"]
 

@@ -41,14 +41,25 @@ def generate_tokens(model, tokenizer, prompt_ids: torch.Tensor, attention_mask: 
     return output[:, prompt_ids.shape[1] :]
 
 
-def generate_with_status(model, tokenizer, prompt_ids: torch.Tensor, attention_mask: torch.Tensor, config: GenerationConfig) -> tuple[list[str], list[bool]]:
-    """Continuations of left-padded prompts, decoded without special tokens, on the model's device; and whether each
-    ended with the end-of-sequence token (False: it stopped at ``max_new_tokens``, an unfinished answer)."""
+@dataclass
+class Generations:
+    """Continuations, decoded without special tokens; whether each ended with the end-of-sequence token (False: it
+    stopped at ``max_new_tokens``, an unfinished answer); and how many tokens each sampled, that token included."""
+
+    texts: list[str]
+    finished: list[bool]
+    lengths: list[int]
+
+
+def generate_with_status(model, tokenizer, prompt_ids: torch.Tensor, attention_mask: torch.Tensor, config: GenerationConfig) -> Generations:
+    """The continuations of left-padded prompts, on the model's device, with their status (:class:`Generations`)."""
     new_tokens = generate_tokens(model, tokenizer, prompt_ids, attention_mask, config)
-    finished = (new_tokens == tokenizer.eos_token_id).any(-1).tolist()
-    return tokenizer.batch_decode(new_tokens, skip_special_tokens=True), finished
+    ends = new_tokens == tokenizer.eos_token_id
+    finished = ends.any(-1)
+    lengths = torch.where(finished, ends.int().argmax(-1) + 1, new_tokens.shape[1])  # up to the first end
+    return Generations(tokenizer.batch_decode(new_tokens, skip_special_tokens=True), finished.tolist(), lengths.tolist())
 
 
 def generate(model, tokenizer, prompt_ids: torch.Tensor, attention_mask: torch.Tensor, config: GenerationConfig) -> list[str]:
     """The continuations of :func:`generate_with_status`, for scoring by a verifier."""
-    return generate_with_status(model, tokenizer, prompt_ids, attention_mask, config)[0]
+    return generate_with_status(model, tokenizer, prompt_ids, attention_mask, config).texts

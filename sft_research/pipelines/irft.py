@@ -140,10 +140,12 @@ class IRFTStage(Stage):
         torch.manual_seed(seed + t)
         generations: list[str] = []
         finished: list[bool] = []
+        sampled_tokens = 0
         for batch in prompt_batches(data.renderer, [prompt for prompt, _ in demos], data.tokenizer.pad_token_id, self.generation_batch_size):
-            texts, ended = generate_with_status(policy, data.tokenizer, batch["prompt_ids"], batch["prompt_attention_mask"], self.generation)
-            generations += texts
-            finished += ended
+            sampled = generate_with_status(policy, data.tokenizer, batch["prompt_ids"], batch["prompt_attention_mask"], self.generation)
+            generations += sampled.texts
+            finished += sampled.finished
+            sampled_tokens += sum(sampled.lengths)
         del policy
         # A generation cut at max_new_tokens is not an answer the model finished: it is kept without an end of turn
         # (``unfinished: keep``), so that the loss never treats the cut as the place to stop, or left out (``drop``).
@@ -166,6 +168,7 @@ class IRFTStage(Stage):
             "device": str(device),
             "generation": asdict(self.generation),
             "prompts": len(rows),
+            "generated_tokens": sampled_tokens,
             "pairs": len(kept),
             "unfinished_generations": unfinished,
             "unfinished": self.unfinished,
