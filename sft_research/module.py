@@ -374,6 +374,10 @@ class FineTuningModule(L.LightningModule):
         state = self.trainer.strategy.lightning_module_state_dict()  # gathered from every process under FSDP
         if self.trainer.is_global_zero:
             state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+            if self.pretrained.lora is not None:
+                # peft saves what trains (adapters, modules_to_save): the frozen base weights are not cast for nothing.
+                trained = {name for name, parameter in self.model.named_parameters() if parameter.requires_grad}
+                state = {k: v for k, v in state.items() if k in trained}
             if "bf16" in str(self.trainer.precision):
                 # Trained in bf16 (mixed keeps float32 master weights): the export is bf16, half the size.
                 state = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in state.items()}

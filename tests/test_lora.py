@@ -156,3 +156,17 @@ def test_an_adapter_whose_base_is_gone_is_a_clear_error(trained, tmp_path):
     (moved / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": str(tmp_path / "gone")}))
     with pytest.raises(ModelLoadError, match=f"{moved}: the adapter's base model {tmp_path / 'gone'} could not be loaded"):
         load_model(ModelConfig(str(moved)))
+
+
+def test_a_bf16_lora_run_exports_its_adapter_in_bf16(trained, tiny_model_dir, tmp_path):
+    """After bf16 training the adapter and the module trained beside it are saved in bf16, the same tensors as fp32
+    training saves."""
+    from safetensors.torch import load_file
+
+    cli, path, _ = trained
+    extra = [*LORA, "--model.pretrained.lora.target_modules=all-linear", "--model.pretrained.lora.modules_to_save=[model.norm]"]
+    bf16 = run("fit", tiny_model_dir, path, tmp_path, *extra, "--trainer.precision=bf16-mixed")
+    saved = load_file(bf16.model.hf_checkpoint_dir() / "adapter_model.safetensors")
+    reference = load_file(cli.model.hf_checkpoint_dir() / "adapter_model.safetensors")
+    assert saved.keys() == reference.keys() and any("norm" in key for key in saved)
+    assert {t.dtype for t in saved.values()} == {torch.bfloat16} and {t.dtype for t in reference.values()} == {torch.float32}
