@@ -23,6 +23,8 @@ from torchmetrics import MeanMetric
 from sft_research.data.errors import DataError
 from sft_research.errors import ConfigError
 from sft_research.files import atomic_dir
+from sft_research.callbacks import StaleUpdates
+from sft_research.master_weights import LOW_PRECISION
 from sft_research.model.fsdp import check_fsdp_wrapping, savable
 from sft_research.evaluation.task_accuracy import TaskAccuracy
 from sft_research.model.generation import GenerationConfig, generate
@@ -187,6 +189,9 @@ class FineTuningModule(L.LightningModule):
         self.trainer.strategy.barrier()
         return compute()
 
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [StaleUpdates()]
+
     def configure_optimizers(self):
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         optimizer, scheduler = build_optimizer(parameters, self.optimizer_config, self.trainer.estimated_stepping_batches)
@@ -307,6 +312,13 @@ class FineTuningModule(L.LightningModule):
             f"model: {self.pretrained.name_or_path}, {total / 1e6:.1f}M parameters ({trainable / 1e6:.1f}M trained), "
             f"objective: {type(self.objective).__name__}; final model: {self.hf_checkpoint_dir()}"
         )
+        low_precision = {p.dtype for p in self.model.parameters() if p.requires_grad and p.dtype in LOW_PRECISION}
+        if low_precision and not self.optimizer_config.master_weights:
+            rank_zero_warn(
+                f"the trained weights are {', '.join(map(str, low_precision))} and model.optimizer.master_weights is "
+                f"false: updates smaller than half a unit in a weight's last place are lost (in bf16 at lr "
+                f"{self.optimizer_config.lr:g}, most of them); keep float32 master weights (master_weights: true)"
+            )
         size = parameter_bytes(self.model)
         check_output_dir(self.hf_checkpoint_dir().parent, size, "model output")
         callback = self.trainer.checkpoint_callback

@@ -1,4 +1,5 @@
-"""AdamW (or RMSprop) with linear warmup, then cosine or linear decay."""
+"""AdamW (or RMSprop) with linear warmup, then cosine or linear decay, over float32 master weights where the model's
+are bf16 or fp16."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Literal
 import torch
 
 from sft_research.errors import ConfigError
+from sft_research.master_weights import LOW_PRECISION, MasterWeights
 
 
 @dataclass
@@ -25,6 +27,9 @@ class OptimizerConfig:
         warmup_ratio: fraction of the optimizer steps spent warming up linearly from 0.
         schedule: the decay after warmup, ``cosine`` or ``linear`` (HF's ``linear``, the IRFT code's).
         min_lr_ratio: the decay ends at ``lr * min_lr_ratio`` at the last step.
+        master_weights: step float32 master copies of bf16/fp16 trained weights and round them into the weights
+            (:class:`~sft_research.master_weights.MasterWeights`, as DeepSpeed and mixed precision do); false steps the
+            low-precision weights themselves, where updates below half a unit in their last place are lost.
     """
 
     name: Literal["adamw", "rmsprop"] = "adamw"
@@ -36,6 +41,7 @@ class OptimizerConfig:
     warmup_ratio: float = 0.0
     schedule: Literal["cosine", "linear"] = "cosine"
     min_lr_ratio: float = 0.0
+    master_weights: bool = True
 
     def __post_init__(self):
         if not self.lr > 0:
@@ -55,10 +61,17 @@ def lr_multiplier(step: int, total_steps: int, warmup_ratio: float, min_lr_ratio
 
 
 def build_optimizer(parameters, config: OptimizerConfig, total_steps: int):
-    if config.name == "adamw":
-        optimizer = torch.optim.AdamW(parameters, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.RMSprop(parameters, lr=config.lr, alpha=config.alpha, eps=config.eps, weight_decay=config.weight_decay)
+    """The optimizer (over float32 masters of low-precision weights unless ``config.master_weights`` is false) and its
+    per-step learning-rate schedule."""
+
+    def make(tensors):
+        if config.name == "adamw":
+            return torch.optim.AdamW(tensors, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay)
+        return torch.optim.RMSprop(tensors, lr=config.lr, alpha=config.alpha, eps=config.eps, weight_decay=config.weight_decay)
+
+    parameters = list(parameters)
+    low_precision = any(p.dtype in LOW_PRECISION for p in parameters)
+    optimizer = MasterWeights(parameters, make) if config.master_weights and low_precision else make(parameters)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_multiplier(step, total_steps, config.warmup_ratio, config.min_lr_ratio, config.schedule)
     )
