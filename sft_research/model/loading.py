@@ -10,6 +10,7 @@ from transformers.utils import logging as transformers_logging
 
 from sft_research.checkpoints.embedded import DEFAULT_MODEL
 from sft_research.checkpoints.names import from_pretrained, portable_name
+from sft_research.model.fp32_buffers import keep_float32_buffers
 
 # Loading or writing a checkpoint takes a moment, not a task to follow: transformers' "Loading weights" and "Writing
 # model shards" bars (one pair per model in a benchmark run) are turned off. Hub downloads keep their own bars.
@@ -74,6 +75,7 @@ def load_model(config: ModelConfig):
         dtype=DTYPES[config.dtype],
         attn_implementation=config.attn_implementation,
     )
+    keep_float32_buffers(model)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
