@@ -8,6 +8,7 @@ checkpoint under its own folder; the checkpoint is renamed into place only when 
 from __future__ import annotations
 
 import copy
+import importlib
 import logging
 import re
 import warnings
@@ -67,6 +68,8 @@ class FitCLI(LightningCLI):
         parser.link_arguments("model.pretrained.name_or_path", "data.tokenizer")
         # The batch settings sit together under data: the global batch and the micro-batch the module splits it into.
         parser.link_arguments("data.micro_batch_size", "model.micro_batch_size")
+        # Rows that hold both an SFT record and a preference pair are read as what the objective trains on.
+        parser.link_arguments("model.objective", "data.record_kind", compute_fn=record_kind_of)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -116,6 +119,17 @@ class FitOnlyCLI(FitCLI):
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         return {"fit": LightningCLI.subcommands()["fit"]}
+
+
+def record_kind_of(objective) -> str:
+    """``preference`` for an objective that trains on pairs (two sequences per example), else ``sft``."""
+    class_path = getattr(objective, "class_path", None)
+    if class_path is None:
+        cls = type(objective)
+    else:
+        module, _, name = class_path.rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+    return "preference" if cls.sequences_per_example == 2 else "sft"
 
 
 def run_name(config) -> str:

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from sft_research.data.collate import collate_examples, collate_prompts
 from sft_research.data.errors import DataError
 from sft_research.errors import ConfigError
-from sft_research.data.records import Preference, parse_record, record_kind
+from sft_research.data.records import Preference, RecordKind, parse_record, record_kind
 from sft_research.data.sampler import ResumableShuffleSampler
 from sft_research.data.sources import DataSource
 from sft_research.data.task import VerifiableTask
@@ -42,6 +42,10 @@ class SFTDataModule(L.LightningDataModule):
         eval_batch_size: prompts per generation batch.
         max_eval_prompts: evaluate only the first n held-out prompts.
         num_workers: data-loader worker processes.
+        record_kind: how to read rows that hold both an SFT record and a preference pair (UltraFeedback binarized:
+            ``messages`` beside ``prompt``/``chosen``/``rejected``): as ``sft`` records or ``preference`` pairs. The
+            command line sets it from the objective (pairs for DPO and IRFT, SFT records for the others); None makes
+            such rows an error.
     """
 
     def __init__(
@@ -59,6 +63,7 @@ class SFTDataModule(L.LightningDataModule):
         eval_batch_size: int = 32,
         max_eval_prompts: int | None = None,
         num_workers: int = 0,
+        record_kind: RecordKind | None = None,
     ):
         super().__init__()
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("max_length", max_length)):
@@ -76,6 +81,7 @@ class SFTDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.max_eval_prompts = max_eval_prompts
         self.num_workers = num_workers
+        self.record_kind = record_kind
         self.tokenizer = None
         self.train_examples: list[TokenizedExample] | None = None
         self.resume_batches = 0  # batches of the epoch already consumed, set when resuming from a checkpoint
@@ -110,7 +116,7 @@ class SFTDataModule(L.LightningDataModule):
         if not records:
             raise DataError(name, "has no records")
         before = (len(self.renderer.report.truncated), len(self.renderer.report.dropped))
-        parsed = [parse_record(record) for record in records]
+        parsed = [parse_record(record, self.record_kind) for record in records]
         kinds = [record_kind(record) for record in parsed]
         # SFT and plain-text records train the same way (one sequence each) and may be mixed (replay of general text);
         # preference pairs may not be mixed with either.

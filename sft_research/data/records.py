@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from sft_research.data.errors import DataError
 from sft_research.data.sources import RawRecord
@@ -62,15 +63,35 @@ def record_kind(record: Record) -> str:
     return {Conversation: "SFT records (prompt/completion or messages)", Preference: "preference records (prompt/chosen/rejected)", Text: "plain text records"}[type(record)]
 
 
-def parse_record(record: RawRecord) -> Record:
+RecordKind = Literal["sft", "preference"]
+SFT_FIELDS = ("messages", "completion")
+PREFERENCE_FIELDS = ("chosen", "rejected")
+
+
+def parse_record(record: RawRecord, kind: RecordKind | None = None) -> Record:
+    """The typed record a raw row holds. A row that holds both an SFT record and a preference pair (UltraFeedback
+    binarized: ``messages`` beside ``prompt``, ``chosen`` and ``rejected``) is read as ``kind``, the kind the objective
+    trains on; without one it is an error that names the columns."""
     fields = record.fields
     quality = _quality(record)
-    if _present(fields, "text") and not any(_present(fields, name) for name in ("messages", "prompt", "completion", "chosen", "rejected")):
+    if _present(fields, "text") and not any(_present(fields, name) for name in ("messages", "prompt", *SFT_FIELDS, *PREFERENCE_FIELDS)):
         return Text(_text(record, "text"), quality)
+    sft = [name for name in SFT_FIELDS if _present(fields, name)]
+    pair = [name for name in PREFERENCE_FIELDS if _present(fields, name)]
+    if sft and pair and kind is None:
+        raise DataError(
+            record.source,
+            f"holds both an SFT record ({', '.join(sft)}) and a preference pair ({', '.join(pair)}), and nothing says "
+            f"which to read (its columns: {sorted(fields)}); the objective's kind decides on the command line, or "
+            "rename or drop columns with FileDataset's columns",
+            row=record.row,
+        )
+    if pair and (kind == "preference" or not sft):
+        return _preference(record, quality)
+    if len(sft) > 1:
+        raise DataError(record.source, f"holds both 'messages' and 'completion'; keep one (its columns: {sorted(fields)})", row=record.row)
     if _present(fields, "messages"):
         return Conversation(_messages(record), quality)
-    if _present(fields, "chosen") or _present(fields, "rejected"):
-        return _preference(record, quality)
     if _present(fields, "prompt") or _present(fields, "completion"):
         prompt = _text(record, "prompt", allow_empty=True)
         completion = _text(record, "completion")

@@ -37,6 +37,7 @@ class TokenizedExample:
     sequences: list[Sequence]  # one for SFT records, [chosen, rejected] for preference records
     quality: float
     raw: RawRecord
+    record: Record | None = None  # the typed record the sequences were rendered from
     frozen: dict[str, torch.Tensor] = field(default_factory=dict)  # declared by the objective: see sft_research.frozen
 
 
@@ -115,7 +116,7 @@ class Tokenizer:
             sequence.completion_mask.append(True)
             sequence.char_ends.append(len(record.text))
             fitted = self._fit(raw, [sequence], ("text",))
-            return None if fitted is None else TokenizedExample(raw.row - 1, fitted, record.quality, raw)
+            return None if fitted is None else TokenizedExample(raw.row - 1, fitted, record.quality, raw, record)
         if isinstance(record, Preference):
             pairs = [(*record.prompt, Message("assistant", answer)) for answer in (record.chosen, record.rejected)]
             fields, finished = ("chosen", "rejected"), (True, record.rejected_finished)
@@ -130,7 +131,7 @@ class Tokenizer:
         sequences = self._fit(raw, sequences, fields)
         if sequences is None:
             return None
-        return TokenizedExample(raw.row - 1, sequences, record.quality, raw)
+        return TokenizedExample(raw.row - 1, sequences, record.quality, raw, record)
 
     def render(self, messages, finished: bool = True) -> Sequence:
         """Token ids of a conversation, with the mask on assistant turns (and, for ``plain``, the final EOS).

@@ -20,7 +20,7 @@ import torch
 
 from sft_research.checkpoints.names import load_tokenizer
 from sft_research.data.errors import DataError
-from sft_research.data.records import Conversation, parse_record
+from sft_research.data.records import Conversation
 from sft_research.data.tokenize import Sequence, TokenizedExample, Tokenizer
 from sft_research.frozen.cache import mean_completion_logprob
 from sft_research.model.loading import ModelConfig
@@ -117,7 +117,7 @@ def baseline_examples(baseline: str, examples: list[TokenizedExample], target: T
     renderer = Tokenizer(tokenizer, "chat" if tokenizer.chat_template else "plain", max_length=2**31 - 1)
     rendered = []
     for example in examples:
-        record = parse_record(example.raw)
+        record = example.record
         if not isinstance(record, Conversation):
             raise DataError(example.raw.source, "baseline scores are for SFT records, got a preference pair", example.raw.row)
         kept = example.sequences[0].kept_characters
@@ -130,5 +130,5 @@ def baseline_examples(baseline: str, examples: list[TokenizedExample], target: T
             raise DataError(example.raw.source, f"baseline {baseline}: {error}", example.raw.row) from error
         if not any(sequence.completion_mask):
             raise DataError(example.raw.source, f"baseline {baseline}: no response token left to score", example.raw.row)
-        rendered.append(TokenizedExample(example.example_id, [Sequence(sequence.input_ids, sequence.completion_mask)], example.quality, example.raw))
+        rendered.append(TokenizedExample(example.example_id, [Sequence(sequence.input_ids, sequence.completion_mask)], example.quality, example.raw, record))
     return rendered

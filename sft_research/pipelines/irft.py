@@ -19,7 +19,7 @@ import torch
 from sft_research.curve_points import add_curve_points, curve_points
 from sft_research.data.collate import prompt_batches
 from sft_research.data.errors import DataError
-from sft_research.data.records import Conversation, parse_record
+from sft_research.data.records import Conversation
 from sft_research.files import atomic_write_text
 from sft_research.model.generation import GenerationConfig, generate_with_status
 from sft_research.model.loading import ModelConfig, load_model
@@ -124,6 +124,7 @@ class IRFTStage(Stage):
         code instead prompts with ``### Instruction: ...\n\n### Response: ``, a format its chat model never trained on.
         """
         data = demonstrations.datamodule
+        data.record_kind = "sft"  # demonstrations, whatever the objective trains on (the command line set pairs)
         data.setup("fit")
         pretrained = demonstrations.model.pretrained
         start = model or pretrained.name_or_path
@@ -134,7 +135,7 @@ class IRFTStage(Stage):
         random.Random(seed).shuffle(examples)
         if self.split_prompts:
             examples = examples[t * len(examples) // self.rounds : (t + 1) * len(examples) // self.rounds]
-        demos = [self.demonstration(example.raw) for example in examples]
+        demos = [self.demonstration(example) for example in examples]
         device = demonstrations.trainer.strategy.root_device
         policy = load_model(ModelConfig(start, dtype=pretrained.dtype, attn_implementation=pretrained.attn_implementation)).to(device).eval()
         torch.manual_seed(seed + t)
@@ -180,8 +181,8 @@ class IRFTStage(Stage):
         return pairs
 
     @staticmethod
-    def demonstration(raw) -> tuple[str, str]:
-        record = parse_record(raw)
+    def demonstration(example) -> tuple[str, str]:
+        record, raw = example.record, example.raw
         if not isinstance(record, Conversation) or [m.role for m in record.messages] != ["user", "assistant"]:
             raise DataError(raw.source, "IRFT needs prompt/completion demonstrations", row=raw.row)
         return record.messages[0].content, record.messages[1].content
