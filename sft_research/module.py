@@ -25,13 +25,13 @@ from sft_research.errors import ConfigError
 from sft_research.files import atomic_dir
 from sft_research.callbacks import StaleUpdates
 from sft_research.master_weights import LOW_PRECISION
-from sft_research.model.fsdp import check_fsdp_wrapping, savable
+from sft_research.model.fsdp import check_fsdp_policy, check_fsdp_wrapping, finish_fsdp_backward, generation_ready, savable
 from sft_research.evaluation.task_accuracy import TaskAccuracy
 from sft_research.model.generation import GenerationConfig, generate
 from sft_research.frozen.cache import frozen_label_logprobs
 from sft_research.frozen.inputs import FrozenContext, ReferenceLogprobs
 from sft_research.model.loading import ModelConfig, load_model
-from sft_research.checkpoints.names import load_tokenizer
+from sft_research.checkpoints.names import load_tokenizer, local_architecture
 from sft_research.model.logprobs import sequence_logprobs
 from sft_research.model.packing import packed_sequence_logprobs
 from sft_research.objectives.base import Objective, ObjectiveInputs
@@ -122,8 +122,6 @@ class FineTuningModule(L.LightningModule):
             self.model = load_model(self.pretrained).train()
             if self.compile_model:
                 self.model.compile()
-                # Chunked log-probs and packing call the decoder directly, past the full model's forward.
-                self.model.get_decoder().compile()
             if self.tokenizer is None:
                 self.tokenizer = load_tokenizer(self.pretrained.name_or_path)
 
@@ -136,6 +134,8 @@ class FineTuningModule(L.LightningModule):
         device = self.trainer.strategy.root_device
         if stage == "fit":
             self.check_record_kind(data)
+            uses_lora = self.pretrained.lora is not None
+            check_fsdp_policy(self.trainer.strategy, local_architecture(self.pretrained.name_or_path), uses_lora)
             self.prepare_frozen_inputs(data, data.train_examples, device)
         if data is not None and data.val_examples and data.eval_task is None:
             # Held-out records of the kind the objective trains on are scored with its own loss (which may need frozen
@@ -243,6 +243,7 @@ class FineTuningModule(L.LightningModule):
             micro = {key: value[first : first + size] for key, value in batch.items()}
             output = self.objective(self.objective_inputs(micro, num_tokens, num_examples))
             self.manual_backward(output.loss)
+            finish_fsdp_backward(self.trainer.strategy)
             loss += output.loss.detach()
             for name, value in output.diagnostics.items():
                 diagnostics.setdefault(name, []).append(value.detach().float())
@@ -347,7 +348,8 @@ class FineTuningModule(L.LightningModule):
     def evaluate(self, batch: dict[str, torch.Tensor], accuracy: TaskAccuracy, loss: MeanMetric, stage: str) -> None:
         if "prompt_ids" in batch:
             task = self.trainer.datamodule.eval_task
-            texts = generate(self.model, self.tokenizer, batch["prompt_ids"], batch["prompt_attention_mask"], self.generation)
+            with generation_ready(self.model):
+                texts = generate(self.model, self.tokenizer, batch["prompt_ids"], batch["prompt_attention_mask"], self.generation)
             scores = torch.tensor([task.score(int(i), text) for i, text in zip(batch["index"], texts)])
             accuracy.update(scores)
             self.log(f"{stage}/task_accuracy", accuracy, prog_bar=True, batch_size=len(texts))
@@ -368,16 +370,18 @@ class FineTuningModule(L.LightningModule):
         target = self.hf_checkpoint_dir()  # every process asks: the log folder is agreed on collectively
         log_dir = self.trainer.log_dir if self.trainer.logger is not None else None  # a collective: every process asks
         lora = self.pretrained.lora
-        if lora is not None and lora.merge:
+        merged = lora is not None and lora.merge
+        if merged:
             # Training is over: the adapters are folded into the weights, and the plain model is what is saved.
             self.model = self.model.merge_and_unload()
             if self.trainer.is_global_zero:
                 self.save_hf_checkpoint(target)
-                rank_zero_info(self.outputs_summary(target, log_dir) + " (LoRA adapters merged)")
-            return
-        self.export_hf_checkpoint(target)
+        else:
+            self.export_hf_checkpoint(target)
         if self.trainer.is_global_zero:
-            rank_zero_info(self.outputs_summary(target, log_dir))
+            rank_zero_info(self.outputs_summary(target, log_dir) + (" (LoRA adapters merged)" if merged else ""))
+        # The next stage, on every process, starts from this model: none goes on before it is on disk.
+        self.trainer.strategy.barrier("final model written")
 
     def export_hf_checkpoint(self, target: Path) -> None:
         """Writes the policy as it is now to ``target`` (every process calls it; the main one writes): the full

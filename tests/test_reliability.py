@@ -121,6 +121,26 @@ def test_fsdp_without_the_model_as_a_unit_is_refused_before_the_first_step():
     check_fsdp_wrapping(object(), model, uses_lora=True)  # any other strategy: nothing to check
 
 
+def test_the_fsdp_wrap_policy_is_checked_from_the_config_before_any_model_loads():
+    """The causal LM class, as the checkpoint's config.json names it, must be in the policy; a policy given as a function
+    is checked once the model is wrapped; LoRA is refused."""
+    from lightning.pytorch.strategies import FSDPStrategy
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaForCausalLM
+
+    from sft_research.errors import ConfigError
+    from sft_research.model.fsdp import check_fsdp_policy
+
+    with pytest.raises(ConfigError, match=r"add its class LlamaForCausalLM .* to the strategy's auto_wrap_policy"):
+        check_fsdp_policy(FSDPStrategy(auto_wrap_policy={LlamaDecoderLayer}), "LlamaForCausalLM")
+    with pytest.raises(ConfigError, match=r"add its class LlamaForCausalLM"):
+        check_fsdp_policy(FSDPStrategy(), "LlamaForCausalLM")
+    check_fsdp_policy(FSDPStrategy(auto_wrap_policy={LlamaDecoderLayer, LlamaForCausalLM}), "LlamaForCausalLM")
+    check_fsdp_policy(FSDPStrategy(auto_wrap_policy=lambda module, recurse, nonwrapped_numel: False), "LlamaForCausalLM")
+    with pytest.raises(ConfigError, match="lora is not supported under FSDP"):
+        check_fsdp_policy(FSDPStrategy(auto_wrap_policy={LlamaForCausalLM}), "LlamaForCausalLM", uses_lora=True)
+    check_fsdp_policy(object(), "LlamaForCausalLM")
+
+
 def test_a_model_wrapped_by_fsdp_saves_its_gathered_weights(tiny_model_dir, tmp_path, monkeypatch):
     """FSDP flattens the model's parameters into its units (on the H100, transformers' save then found none to read a
     dtype from); the export goes through a plain copy holding the gathered weights, which reloads to the same model.

@@ -50,6 +50,19 @@ def adapter_base(name_or_path: str) -> str | None:
     return base
 
 
+def local_architecture(name_or_path: str) -> str | None:
+    """The causal LM class that a local checkpoint's (or an adapter's base's) config.json names, read without loading
+    the model; None for a model that is not on this disk."""
+    base = adapter_base(name_or_path)
+    if base is not None:
+        return local_architecture(base)
+    config = Path(resolve(name_or_path)) / "config.json"
+    if not config.is_file():
+        return None
+    architectures = json.loads(config.read_text()).get("architectures") or [None]
+    return architectures[0]
+
+
 def portable_name(name_or_path: str) -> str:
     """How an adapter records its base model: embedded names and hub ids as they are (not the cache folder they
     resolve to, which belongs to one user), local folders as absolute paths (independent of the working folder)."""

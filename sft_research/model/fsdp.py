@@ -3,11 +3,37 @@ through a plain copy that holds the gathered weights."""
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from lightning.pytorch.strategies import FSDPStrategy
 from torch.distributed.fsdp import FullyShardedDataParallel
 
 from sft_research.errors import ConfigError
+
+LORA_UNDER_FSDP = (
+    "model.pretrained.lora is not supported under FSDP (the adapters could not be saved): train LoRA with DDP "
+    "(trainer.strategy: ddp), where each process holds the frozen base model once"
+)
+
+
+def check_fsdp_policy(strategy, architecture: str | None, uses_lora: bool = False) -> None:
+    """Before anything is loaded: under FSDP, the strategy's ``auto_wrap_policy`` must wrap the causal LM class
+    (``architecture``, as its config.json names it) as a unit of its own, and LoRA is refused (see
+    :func:`check_fsdp_wrapping`). A policy that is a function cannot be read here; the wrapped model is checked then."""
+    if not isinstance(strategy, FSDPStrategy):
+        return
+    if uses_lora:
+        raise ConfigError(LORA_UNDER_FSDP)
+    policy = strategy.kwargs.get("auto_wrap_policy")
+    classes = getattr(policy, "_module_classes", policy if isinstance(policy, (set, list, tuple)) else None)
+    if policy is not None and classes is None or architecture is None:
+        return
+    if architecture not in {cls.__name__ for cls in classes or ()}:
+        raise ConfigError(
+            f"under FSDP the model must be wrapped as a unit of its own: add its class {architecture} (the causal LM, "
+            "beside its decoder layer class) to the strategy's auto_wrap_policy (see experiments/scale/fsdp_gpus.yaml)"
+        )
 
 
 def check_fsdp_wrapping(strategy, model, uses_lora: bool = False) -> None:
@@ -19,16 +45,38 @@ def check_fsdp_wrapping(strategy, model, uses_lora: bool = False) -> None:
     if not isinstance(strategy, FSDPStrategy):
         return
     if uses_lora:
-        raise ConfigError(
-            "model.pretrained.lora is not supported under FSDP (the adapters could not be saved): train LoRA with DDP "
-            "(trainer.strategy: ddp), where each process holds the frozen base model once"
-        )
+        raise ConfigError(LORA_UNDER_FSDP)
     if not isinstance(model, FullyShardedDataParallel):
         name = f"{type(model).__module__}.{type(model).__name__}"
         raise ConfigError(
             f"under FSDP the model must be wrapped as a unit of its own: add {name} to the strategy's auto_wrap_policy "
             "(see experiments/scale/fsdp_gpus.yaml)"
         )
+
+
+def finish_fsdp_backward(strategy) -> None:
+    """Ends one micro-batch's backward pass under FSDP as FSDP itself would end it.
+
+    FSDP closes a backward pass with a callback that the root unit queues from a hook on its forward's outputs: it
+    waits for the gradients' reduce-scatter (on its own CUDA stream), reshards what is still gathered and returns every
+    unit to idle. Lightning runs ``training_step`` inside the root's forward, so the module's backward passes happen
+    before the root has any output, the callback never runs, and the units stay in their post-backward state: the
+    export's state dict then stops ("Expects the handle training to be IDLE"), and on GPUs the optimizer could read
+    gradients whose reduce-scatter is still running. The callback is run here, after each backward."""
+    if not isinstance(strategy, FSDPStrategy):
+        return
+    from torch.distributed.fsdp._runtime_utils import _post_backward_final_callback
+
+    _post_backward_final_callback(strategy.model, strategy.model)
+
+
+def generation_ready(model) -> contextlib.AbstractContextManager:
+    """Gathers the weights that a causal LM wrapped as an FSDP unit holds itself (embeddings, final norm, output
+    layer) while ``model.generate`` runs: generation calls the wrapped model directly, past the unit's forward that
+    would gather them, while its decoder layers, units of their own, still gather theirs. Elsewhere, nothing."""
+    if not isinstance(model, FullyShardedDataParallel):
+        return contextlib.nullcontext()
+    return FullyShardedDataParallel.summon_full_params(model, recurse=False, writeback=False)
 
 
 def savable(model, state_dict: dict[str, torch.Tensor] | None):

@@ -12,8 +12,7 @@ from __future__ import annotations
 import torch
 from torch.nn.attention.flex_attention import create_block_mask
 
-from sft_research.model.chunked_logprobs import chunked_label_logprobs
-from sft_research.model.logprobs import output_layer
+from sft_research.model.logprobs import forward_label_logprobs, plain_output_layer, unwrapped
 
 
 def packed_sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, chunk_size: int | None = 1024) -> torch.Tensor:
@@ -22,6 +21,8 @@ def packed_sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: tor
     With FlexAttention the model's ``attn_implementation`` must be ``flex_attention``; any other is given a dense mask.
     ``chunk_size`` as in :func:`~sft_research.model.logprobs.sequence_logprobs` (None: full logits).
     """
+    if not plain_output_layer(unwrapped(model)):
+        raise ValueError("packing needs a model whose output layer is a plain linear map")
     lengths = attention_mask.sum(-1)
     real = attention_mask.bool()
     packed_ids = input_ids[real][None]
@@ -33,22 +34,13 @@ def packed_sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: tor
     def same_document_causal(batch, head, query, key):
         return (document[query] == document[key]) & (query >= key)
 
-    if model.config._attn_implementation == "flex_attention":
+    if unwrapped(model).config._attn_implementation == "flex_attention":
         mask = create_block_mask(same_document_causal, B=None, H=None, Q_LEN=total, KV_LEN=total, device=input_ids.device)
     else:
         index = torch.arange(total, device=input_ids.device)
         mask = same_document_causal(None, None, index[:, None], index[None, :])[None, None]
-    head = output_layer(model)
-    if head is None:
-        raise ValueError("packing needs a model whose output layer is a plain linear map")
-    decoder, weight = head
-    hidden = decoder(input_ids=packed_ids, attention_mask=mask, position_ids=positions, use_cache=False).last_hidden_state[0]
     # Position i predicts token i + 1; across a document boundary that is another example's first token: dropped below.
-    labels = packed_ids[0, 1:]
-    if chunk_size is None:
-        packed = (hidden[:-1] @ weight.T).float().log_softmax(-1).gather(-1, labels[:, None]).squeeze(-1)
-    else:
-        packed = chunked_label_logprobs(hidden[:-1], weight, labels, chunk_size)
+    packed = forward_label_logprobs(model, packed_ids, mask, positions, chunk_size)[0]
     out = torch.zeros(input_ids.shape[0], input_ids.shape[1] - 1, dtype=packed.dtype, device=packed.device)
     label_positions = real[:, 1:] & real[:, :-1]
     source = (starts[:, None] + torch.arange(input_ids.shape[1] - 1, device=input_ids.device)[None])[label_positions]
