@@ -20,22 +20,10 @@ from sft_research.preflight import PreflightError
 USER_ERRORS = (ConfigError, DataError, ModelLoadError, MissingAssetError, PreflightError, NonFiniteError)
 
 
-def build_pipeline(args: list[str]):
-    """The :class:`~sft_research.pipelines.Pipeline` that ``sft-research pipeline ARGS`` describes."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
-
-    from sft_research.pipelines import Pipeline
-
-    parser = ArgumentParser(prog="sft-research pipeline", description=Pipeline.__doc__)
-    parser.add_argument("--config", action=ActionConfigFile, help="a pipeline YAML")
-    parser.add_class_arguments(Pipeline)
-    init = parser.instantiate(parser.parse_args(args)).as_dict()
-    init.pop("config", None)
-    return Pipeline(**init)
-
-
 def pipeline_main(args: list[str]) -> dict:
     """``sft-research pipeline --config FILE``: runs the stages of a pipeline, skipping those already done."""
+    from sft_research.pipelines.stages import build_pipeline
+
     return build_pipeline(args).run()
 
 
@@ -92,6 +80,10 @@ def main(args: list[str] | None = None):
         from sft_research.inspect_data import data_main
 
         return data_main(argv[1:])
+    if argv and argv[0] == "rehearse":
+        from sft_research.rehearsal.command import rehearse_main
+
+        return rehearse_main(argv[1:])
     if argv and argv[0] == "merge":
         from sft_research.merge import merge_main
 

@@ -49,7 +49,7 @@ def test_a_name_finds_a_shipped_suite_and_a_wrong_one_lists_them(tmp_path, monke
         suite_file("smok")
 
 
-def test_a_built_wheel_carries_the_suites(tmp_path):
+def test_a_built_wheel_carries_the_suites_and_the_rehearsal_stand_ins(tmp_path):
     """Built from a copy, so that the build leaves nothing in the checkout."""
     root, source = Path(__file__).parents[1], tmp_path / "source"
     shutil.copytree(root / "sft_research", source / "sft_research", ignore=shutil.ignore_patterns("__pycache__"))
@@ -59,6 +59,9 @@ def test_a_built_wheel_carries_the_suites(tmp_path):
     (wheel,) = tmp_path.glob("sft_research-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert sorted(n for n in names if n.startswith("sft_research/bench/suites/")) == [f"sft_research/bench/suites/{s}.yaml" for s in SHIPPED]
+    rehearsal = root / "sft_research" / "rehearsal"
+    shipped = {str(p.relative_to(root)) for p in rehearsal.rglob("*") if p.is_file() and p.suffix in (".yaml", ".md", ".jsonl")}
+    assert shipped and shipped <= set(names), "the stand-in models and dataset fixtures ship with the package"
 
 
 @dataclass

@@ -82,7 +82,7 @@ class FileDataset(DataSource):
             return self._load_file(path, builder)
         if builder is not None:
             raise DataError(self.path, "no such file")
-        if not _could_be_hub_id(self.path):
+        if not could_be_hub_id(self.path):
             raise DataError(self.path, f"no such file or folder; {ACCEPTED}")
         return self._load_hub()
 
@@ -134,7 +134,7 @@ class FileDataset(DataSource):
             raise DataError(self.path, f"could not be read as a hub dataset: {error}") from error
 
 
-def _could_be_hub_id(name: str) -> bool:
+def could_be_hub_id(name: str) -> bool:
     """Hub dataset ids are ``owner/name``; a single name, or one starting with ./ ../ / or ~, is a local path."""
     owner, _, rest = name.partition("/")
     return bool(owner) and bool(rest) and "/" not in rest and not owner.startswith((".", "~"))

@@ -159,3 +159,15 @@ class Pipeline:
                 stage.run(stage_dir, start, dict(finals))
             finals[stage.name] = stage.final_model(stage_dir)
         return finals
+
+
+def build_pipeline(args: list[str]) -> Pipeline:
+    """The :class:`Pipeline` that ``sft-research pipeline ARGS`` describes (``--config FILE`` and overrides)."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog="sft-research pipeline", description=Pipeline.__doc__)
+    parser.add_argument("--config", action=ActionConfigFile, help="a pipeline YAML")
+    parser.add_class_arguments(Pipeline)
+    init = parser.instantiate(parser.parse_args(args)).as_dict()
+    init.pop("config", None)
+    return Pipeline(**init)
