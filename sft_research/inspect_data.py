@@ -32,7 +32,7 @@ def show_example(tokenizer, example: TokenizedExample) -> str:
 
 
 def data_report(data) -> str:
-    examples, report = data.train_examples, data.renderer.report
+    examples, report = data.train_examples, data.reports[data.train_source.name]
     lengths = sorted(len(s.input_ids) for e in examples for s in e.sequences)
     trained = sorted(sum(s.completion_mask) for e in examples for s in e.sequences)
 

@@ -180,3 +180,27 @@ def test_batch_mean_losses_add_up_over_micro_batches(split):
         parts[2] += iw_sft_loss(logps[s], ref[s], mask[s], num_tokens=mask.sum())[0]
     for whole, part in zip(full, parts):
         torch.testing.assert_close(part, whole)
+
+
+def test_per_sequence_normalisation_by_hand():
+    """Two answers of 1 and 3 tokens: the token-mean weighs the long one 3:1, the sequence-mean 1:1 (the official
+    iw-SFT run's one sequence per GPU); micro-batches with the whole batch's counts add up to either."""
+    from sft_research.objectives import dft_loss
+
+    logps = torch.tensor([[-1.0, 0.0, 0.0], [-2.0, -3.0, -4.0]], dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[True, False, False], [True, True, True]])
+    assert sft_loss(logps, mask).item() == pytest.approx((1 + 2 + 3 + 4) / 4)
+    assert sft_loss(logps, mask, normalize="sequences").item() == pytest.approx((1 / 1 + (2 + 3 + 4) / 3) / 2)
+    quality = torch.tensor([2.0, 0.5], dtype=torch.float64)
+    assert sft_loss(logps, mask, quality, normalize="sequences").item() == pytest.approx((2 * 1 + 0.5 * 3) / 2)
+    ref = logps.detach() + torch.tensor([[0.5, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    loss, weights = iw_sft_loss(logps, ref, mask, normalize="sequences")
+    w = [math.exp(-0.5), 1.0]
+    assert weights.tolist() == pytest.approx(w)
+    assert loss.item() == pytest.approx((w[0] * 1 + w[1] * 3) / 2)
+    p = [math.exp(-1), math.exp(-2), math.exp(-3), math.exp(-4)]
+    assert dft_loss(logps, mask, normalize="sequences").item() == pytest.approx((p[0] * 1 + (p[1] * 2 + p[2] * 3 + p[3] * 4) / 3) / 2)
+    halves = sum(sft_loss(logps[i : i + 1], mask[i : i + 1], normalize="sequences", num_examples=2) for i in range(2))
+    assert halves.item() == pytest.approx(sft_loss(logps, mask, normalize="sequences").item())
+    (grad,) = torch.autograd.grad(sft_loss(logps, mask, normalize="sequences"), logps)
+    torch.testing.assert_close(grad, torch.tensor([[-0.5, 0, 0], [-1 / 6, -1 / 6, -1 / 6]], dtype=torch.float64))

@@ -12,7 +12,7 @@ from sft_research.frozen import cache as frozen
 from sft_research.frozen.cache import frozen_label_logprobs
 from sft_research.model.loading import ModelConfig, load_model
 from sft_research.model.logprobs import sequence_logprobs
-from sft_research.checkpoints.tiny import build_tiny_checkpoint
+from sft_research.checkpoints.tiny import ZEPHYR_STYLE_TEMPLATE, build_tiny_checkpoint
 from tests.conftest import PAIR_ROWS, SFT_ROWS, file_fit_args, write_jsonl
 
 
@@ -150,28 +150,41 @@ def test_frozen_logprobs_are_cached_checked_and_reused(tiny_model_dir, tmp_path,
     assert not [p for p in cached.parent.iterdir() if p.name.startswith(".")], "no temporary files left"
 
 
-def test_poft_baselines_use_their_own_tokenizer(tiny_model_dir, tmp_path):
-    other = build_tiny_checkpoint(tmp_path / "other", seed=3, vocab_size=262)  # almost no merges: longer sequences
+def test_poft_baselines_use_their_own_tokenizer_and_template_and_score_content_only(tiny_model_dir, tmp_path):
+    """Two baselines: one with the target's tokenizer, one with another vocabulary and another chat template; each
+    scores the response's content through its own, without the end-of-turn tokens (the official scorer's rule)."""
+    from sft_research.checkpoints.names import load_tokenizer
+    from sft_research.data.tokenize import Tokenizer
+
+    other = build_tiny_checkpoint(tmp_path / "other", seed=3, vocab_size=262, chat_template=ZEPHYR_STYLE_TEMPLATE)
     path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
     same_tokenizer = build_tiny_checkpoint(tmp_path / "same_tokenizer", seed=9)
     cli, logged = fit(tiny_model_dir, path, tmp_path, "sft_research.objectives.PoFT", f"--model.objective.baselines=[{same_tokenizer}, {other}]", steps=1)
     examples = cli.datamodule.train_examples
     scores = []
     for model_dir in (same_tokenizer, other):
-        data = SFTDataModule(FileDataset(str(path)), tokenizer=str(model_dir))
-        data.setup("fit")
+        tokenizer = load_tokenizer(str(model_dir))
         model = load_model(ModelConfig(str(model_dir))).eval()
         row = []
-        for example in data.train_examples:
-            ids = torch.tensor([example.sequences[0].input_ids])
-            mask = torch.tensor(example.sequences[0].completion_mask[1:])
+        for example in examples:
+            record = example.record
+            text = tokenizer.apply_chat_template([{"role": m.role, "content": m.content} for m in record.messages], tokenize=False)
+            start = text.rindex(record.messages[-1].content)
+            encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            ids = torch.tensor([encoded["input_ids"]])
+            # the answer's own characters; not the end of turn, not the newline
+            content = [s >= start and e <= start + len(record.messages[-1].content) and e > s for s, e in encoded["offset_mapping"]]
             with torch.no_grad():
                 logps = sequence_logprobs(model, ids, torch.ones_like(ids))[0]
-            row.append(float(logps[mask].mean()))
+            row.append(float(logps[torch.tensor(content[1:])].mean()))
         scores.append(row)
-    assert any(len(a.sequences[0].input_ids) != len(b.sequences[0].input_ids) for a, b in zip(data.train_examples, examples))
     expected = [(a + b) / 2 for a, b in zip(*scores)]
     assert [float(e.frozen["baseline_score"]) for e in examples] == pytest.approx(expected, abs=1e-5)
+    # The test could not pass with the target's template: through it, the other baseline reads other tokens.
+    through_target = Tokenizer(load_tokenizer(str(other)))
+    through_target.tokenizer.chat_template = load_tokenizer(str(tiny_model_dir)).chat_template
+    own = Tokenizer(load_tokenizer(str(other)))
+    assert all(own.render(e.record.messages).input_ids != through_target.render(e.record.messages).input_ids for e in examples)
 
 
 def test_poft_refuses_the_policy_start_or_no_baseline(tiny_model_dir, tmp_path):
@@ -182,9 +195,19 @@ def test_poft_refuses_the_policy_start_or_no_baseline(tiny_model_dir, tmp_path):
 
     with pytest.raises(ValueError, match="PoFT needs at least one baseline model"):
         PoFT(baselines=[])
+    # The same checkpoint under another name: another path to the folder, or a copy of its files.
+    import shutil
+
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "copy")
+    for name in (f"{tiny_model_dir}/.", str(copy)):
+        with pytest.raises(ValueError, match="not the model being trained at its start"):
+            PoFT(baselines=[name]).frozen_inputs[0].check(str(tiny_model_dir))
+    PoFT(baselines=[str(build_tiny_checkpoint(tmp_path / "other", seed=11))]).frozen_inputs[0].check(str(tiny_model_dir))
 
 
 def test_baselines_score_the_part_of_a_cut_response_that_the_target_trains_on(tiny_model_dir, tmp_path):
+    """Across two tokenizers and two templates: the baseline scores the characters of the answer that the target kept,
+    and for a whole answer its content without the end of turn."""
     from sft_research.frozen.inputs import baseline_examples
 
     rows = [{"prompt": "1 + 1 =", "completion": "the quick brown fox jumps over the lazy dog " * 3}, {"prompt": "2 + 2 =", "completion": "4"}]
@@ -192,15 +215,20 @@ def test_baselines_score_the_part_of_a_cut_response_that_the_target_trains_on(ti
     data = SFTDataModule(FileDataset(str(path)), tokenizer=str(tiny_model_dir), max_length=40, truncation="truncate_completion")
     data.setup("fit")
     cut, whole = data.train_examples
-    assert cut.sequences[0].kept_characters is not None and whole.sequences[0].kept_characters is None
-    baseline = build_tiny_checkpoint(tmp_path / "baseline", seed=4)  # same tokenizer, other weights
+    kept = cut.sequences[0].kept_characters
+    assert kept is not None and whole.sequences[0].kept_characters is None
+    target_text = data.tokenizer.decode(cut.sequences[0].input_ids)
+    kept_answer = target_text[target_text.index("the quick") :]
+    baseline = build_tiny_checkpoint(tmp_path / "baseline", seed=4, vocab_size=262, chat_template=ZEPHYR_STYLE_TEMPLATE)
     scored = baseline_examples(str(baseline), data.train_examples, data.renderer)
-    # With the same tokenizer, the baseline reads exactly the target's tokens: the kept part of the cut answer, and
-    # no end-of-turn token that the target never saw; the whole answer keeps its end of turn.
-    for target, seen in zip((cut, whole), scored):
-        assert seen.sequences[0].input_ids == target.sequences[0].input_ids
-        assert seen.sequences[0].completion_mask == target.sequences[0].completion_mask
-    assert data.tokenizer.eos_token_id not in cut.sequences[0].input_ids[-3:]
+    from sft_research.checkpoints.names import load_tokenizer
+
+    tokenizer = load_tokenizer(str(baseline))
+    decoded = [tokenizer.decode([t for t, m in zip(s.sequences[0].input_ids, s.sequences[0].completion_mask) if m]) for s in scored]
+    assert decoded == [kept_answer, "4"]
+    assert tokenizer.decode(scored[0].sequences[0].input_ids).startswith("<|user|>\n1 + 1 =")
+    assert tokenizer.eos_token_id not in scored[0].sequences[0].input_ids[-2:], "the cut answer is scored unfinished"
+    assert scored[0].sequences[0].input_ids != cut.sequences[0].input_ids, "another tokenizer, other ids"
 
 
 def test_held_out_preference_pairs_report_what_dpo_users_read(tiny_model_dir, tmp_path):

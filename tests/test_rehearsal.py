@@ -70,7 +70,8 @@ MAY_CHANGE = (
     "trainer.max_epochs", "trainer.val_check_interval", "trainer.check_val_every_n_epoch", "data.batch_size",
     "data.micro_batch_size", "data.max_eval_prompts", "data.train.init_args.path", "data.val.init_args.path",
     "data.train.init_args.train_size", "data.val.init_args.train_size", "model.pretrained", "model.pretrained.name_or_path",
-    "model.reference", "model.objective.init_args.baselines", "model.generation", "model.generation.max_new_tokens",
+    "model.reference", "model.objective.init_args.baselines", "model.objective.init_args.baseline_chat_templates",
+    "model.generation", "model.generation.max_new_tokens",
     "output_dir", "rounds", "generation.max_new_tokens",
 )
 

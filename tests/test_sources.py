@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from sft_research.data import DataError, FileDataset
+from tests.conftest import write_jsonl
 
 GOOD = '{"prompt": "1 + 1 =", "completion": "2"}\n'
 
@@ -163,3 +164,15 @@ def test_console_leaves_other_errors_alone(monkeypatch):
     monkeypatch.delenv("SFT_RESEARCH_DEBUG", raising=False)
     with pytest.raises(RuntimeError, match="a bug"):
         cli.console()
+
+
+def test_templates_build_fields_from_columns_as_a_formatting_func_would(tmp_path):
+    rows = [{"question": "2 + 2 =", "thinking": "two and two", "attempt": "4"}, {"question": "1 + 1 =", "thinking": None, "attempt": "2"}]
+    path = write_jsonl(tmp_path / "s1.jsonl", rows)
+    source = FileDataset(str(path), columns={"question": "prompt"}, templates={"completion": "<think>{thinking}</think>\nAnswer: {attempt}"}, limit=1)
+    (record,) = source.records()
+    assert record.fields["prompt"] == "2 + 2 =" and record.fields["completion"] == "<think>two and two</think>\nAnswer: 4"
+    with pytest.raises(DataError, match=r"row 2, field 'thinking': the template of 'completion' reads \['thinking'\], missing in this row"):
+        FileDataset(str(path), templates={"completion": "{thinking} {attempt}"}).records()
+    with pytest.raises(DataError, match=r"the template of 'completion' names column\(s\) \['answer'\]; its columns are"):
+        FileDataset(str(path), templates={"completion": "{answer}"}).records()

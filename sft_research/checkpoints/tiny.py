@@ -12,6 +12,11 @@ CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+# Zephyr's layout (<|user|>, <|assistant|>, end of turn then a newline), for tests that need two different templates.
+ZEPHYR_STYLE_TEMPLATE = (
+    "{% for message in messages %}{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token + '\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+)
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CORPUS = [
     "State the final answer to the following arithmetic problem: 12 + 7 = 19",
@@ -20,8 +25,10 @@ CORPUS = [
 ]
 
 
-def build_tiny_checkpoint(path: str | Path, seed: int = 0, hidden_size: int = 32, num_layers: int = 2, vocab_size: int = 320) -> Path:
-    """Writes a random Llama-architecture checkpoint and its tokenizer to ``path`` and returns it."""
+def build_tiny_checkpoint(
+    path: str | Path, seed: int = 0, hidden_size: int = 32, num_layers: int = 2, vocab_size: int = 320, chat_template: str = CHATML_TEMPLATE
+) -> Path:
+    """Writes a random Llama-architecture checkpoint and its tokenizer (with ``chat_template``) to ``path``."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -41,7 +48,7 @@ def build_tiny_checkpoint(path: str | Path, seed: int = 0, hidden_size: int = 32
         pad_token="<|endoftext|>",
         unk_token="<|endoftext|>",
     )
-    tokenizer.chat_template = CHATML_TEMPLATE
+    tokenizer.chat_template = chat_template
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,

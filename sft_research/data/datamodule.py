@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from functools import partial
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from sft_research.data.records import Preference, RecordKind, parse_record, reco
 from sft_research.data.sampler import ResumableShuffleSampler
 from sft_research.data.sources import DataSource
 from sft_research.data.task import VerifiableTask
-from sft_research.data.tokenize import PromptFormat, TokenizedExample, Tokenizer, Truncation
+from sft_research.data.tokenize import PromptFormat, TokenizedExample, Tokenizer, Truncation, TruncationReport
 from sft_research.checkpoints.embedded import DEFAULT_MODEL
 
 
@@ -32,8 +33,19 @@ class SFTDataModule(L.LightningDataModule):
         prompt_format: ``chat`` (the tokenizer's chat template) or ``plain`` (prompt + completion + EOS).
         max_length: longest training sequence, in tokens.
         truncation: what to do with longer examples (see :class:`~sft_research.data.tokenize.Tokenizer`).
-        max_prompt_length: under ``truncation: truncate_prompt``, the prompt tokens kept at most when an example is
-            too long (None: half of ``max_length``).
+        max_prompt_length: under ``truncation: truncate_prompt`` or ``trl_dpo``, the prompt tokens kept at most when
+            an example is too long (None: half of ``max_length``).
+        completion_only_loss: the loss covers completions and assistant turns (TRL's ``completion_only_loss`` and
+            ``assistant_only_loss``); false: every token of the rendered conversation (the alignment-handbook's SFT).
+        add_special_tokens: tokenize rendered conversations with the tokenizer's special tokens: BOS first for Llama
+            and Mistral tokenizers (the alignment-handbook's SFT, TRL's DPO), whatever the chat template writes.
+        auto_insert_empty_system_msg: give conversations without a system turn an empty one first when the chat
+            template knows a system role (the alignment-handbook's option of this name).
+        decontaminate_humaneval: leave out the records whose rendered text contains a HumanEval docstring or
+            solution (the alignment-handbook's filter of this name), counted and reported.
+        val_fraction: hold out this fraction of the training records (at least one), drawn with ``split_seed``, as
+            the validation data (scored with the objective's own loss); only without ``val`` and for file data.
+        split_seed: the seed of that draw.
         chat_template: a Jinja chat template, or the path of a file holding one, for tokenizers that have none (base
             models such as Mistral-7B-v0.1) or to replace theirs; it is saved with the fine-tuned model.
         batch_size: examples per optimizer step, across all processes (each takes its share): the global batch.
@@ -57,6 +69,12 @@ class SFTDataModule(L.LightningDataModule):
         max_length: int = 1024,
         truncation: Truncation = "error",
         max_prompt_length: int | None = None,
+        completion_only_loss: bool = True,
+        add_special_tokens: bool = False,
+        auto_insert_empty_system_msg: bool = False,
+        decontaminate_humaneval: bool = False,
+        val_fraction: float = 0.0,
+        split_seed: int = 0,
         chat_template: str | None = None,
         batch_size: int = 8,
         micro_batch_size: int | None = None,
@@ -69,6 +87,8 @@ class SFTDataModule(L.LightningDataModule):
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("max_length", max_length)):
             if value < 1:
                 raise ConfigError(f"data.{name} must be at least 1, got {value}")
+        if record_kind == "preference" and not completion_only_loss:
+            raise ConfigError("data.completion_only_loss=false is for SFT records: the objective trains on preference pairs, whose loss reads the answers")
         self.train_source = train
         self.val_source = val if val is not None else (train if isinstance(train, VerifiableTask) else None)
         self.tokenizer_name = tokenizer
@@ -76,6 +96,14 @@ class SFTDataModule(L.LightningDataModule):
         self.max_length = max_length
         self.truncation = truncation
         self.max_prompt_length = max_prompt_length
+        self.completion_only_loss, self.add_special_tokens = completion_only_loss, add_special_tokens
+        self.auto_insert_empty_system_msg = auto_insert_empty_system_msg
+        self.decontaminate_humaneval = decontaminate_humaneval
+        if not 0 <= val_fraction < 1:
+            raise ConfigError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        if val_fraction and (val is not None or isinstance(train, VerifiableTask)):
+            raise ConfigError("data.val_fraction holds out training records of a file source: not beside data.val, nor for a task")
+        self.val_fraction, self.split_seed = val_fraction, split_seed
         self.chat_template = chat_template
         self.batch_size, self.micro_batch_size = batch_size, micro_batch_size
         self.eval_batch_size = eval_batch_size
@@ -87,6 +115,7 @@ class SFTDataModule(L.LightningDataModule):
         self.resume_batches = 0  # batches of the epoch already consumed, set when resuming from a checkpoint
         self.val_examples: list | None = None
         self.kinds: dict[str, str] = {}  # the kind of records each source holds, by source name
+        self.reports: dict[str, TruncationReport] = {}  # what truncation did to each source, by source name
 
     @property
     def eval_task(self) -> VerifiableTask | None:
@@ -99,7 +128,14 @@ class SFTDataModule(L.LightningDataModule):
             self.tokenizer = load_tokenizer(self.tokenizer_name)
             if self.chat_template is not None:
                 self.tokenizer.chat_template = read_chat_template(self.chat_template)
-            self.renderer = Tokenizer(self.tokenizer, self.prompt_format, self.max_length, self.truncation, self.max_prompt_length)
+            self.renderer = Tokenizer(
+                self.tokenizer, self.prompt_format, self.max_length, self.truncation, self.max_prompt_length,
+                self.completion_only_loss, self.add_special_tokens, self.auto_insert_empty_system_msg,
+            )
+        if self.val_fraction and self.train_examples is None:
+            train, held_out = self.held_out_split(self.train_source.records())
+            self.train_examples = self.tokenize_records(self.train_source.name, train)
+            self.val_examples = self.tokenize_records(f"{self.train_source.name} (held out)", held_out)
         if stage == "fit" and self.train_examples is None:
             self.train_examples = self.tokenize(self.train_source)
         if self.val_source is not None and self.val_examples is None:
@@ -109,13 +145,20 @@ class SFTDataModule(L.LightningDataModule):
             else:
                 self.val_examples = self.tokenize(self.val_source)
 
+    def held_out_split(self, records: list) -> tuple[list, list]:
+        """The records kept for training and the ``val_fraction`` held out (at least one), drawn with ``split_seed``."""
+        count = max(1, round(len(records) * self.val_fraction))
+        held = set(random.Random(self.split_seed).sample(range(len(records)), count))
+        return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held]
+
     def tokenize(self, source: DataSource) -> list[TokenizedExample]:
-        """Checks and tokenizes every record; raises :class:`DataError` on the first bad one."""
-        records = source.records()
-        name = source.name
+        """Checks and tokenizes every record of ``source``; raises :class:`DataError` on the first bad one."""
+        return self.tokenize_records(source.name, source.records())
+
+    def tokenize_records(self, name: str, records: list) -> list[TokenizedExample]:
         if not records:
             raise DataError(name, "has no records")
-        before = (len(self.renderer.report.truncated), len(self.renderer.report.dropped))
+        report = self.renderer.report = self.reports[name] = TruncationReport()  # this source's own
         parsed = [parse_record(record, self.record_kind) for record in records]
         kinds = [record_kind(record) for record in parsed]
         # SFT and plain-text records train the same way (one sequence each) and may be mixed (replay of general text);
@@ -125,16 +168,30 @@ class SFTDataModule(L.LightningDataModule):
             if pair != pairs[0]:
                 raise DataError(name, f"mixes record kinds: the first row holds {kinds[0]}, this one {kind}; use one kind per dataset", raw.row)
         self.kinds[name] = " and ".join(sorted(set(kinds)))
+        if self.decontaminate_humaneval:
+            records, parsed = self.decontaminated(name, records, parsed)
         examples = [self.renderer(raw, record) for raw, record in zip(records, parsed)]
         kept = [example for example in examples if example is not None]
-        truncated = len(self.renderer.report.truncated) - before[0]
-        dropped = len(self.renderer.report.dropped) - before[1]
-        rank_zero_info(f"{name}: {len(kept)} of {len(records)} examples kept; {self.renderer.report.summary()}")
+        truncated, dropped = len(report.truncated), len(report.dropped)
+        rank_zero_info(f"{name}: {len(kept)} of {len(records)} examples kept; {report.summary()}")
         if truncated or dropped:
             rank_zero_warn(f"{name}: {truncated} examples truncated and {dropped} dropped (truncation={self.truncation!r})")
         if not kept:
             raise DataError(name, f"every example was dropped as longer than max_length={self.max_length}")
         return kept
+
+    def decontaminated(self, name: str, records: list, parsed: list) -> tuple[list, list]:
+        """The records whose rendered text holds no HumanEval docstring or solution; the others are reported."""
+        from sft_research.data.decontaminate import humaneval_contaminated
+
+        clean = [not humaneval_contaminated(self.renderer.full_text(record)) for record in parsed]
+        left_out = [f"row {raw.row}" for raw, ok in zip(records, clean) if not ok]
+        if left_out:
+            shown = ", ".join(left_out[:5]) + (f" and {len(left_out) - 5} more" if len(left_out) > 5 else "")
+            rank_zero_info(f"{name}: {len(left_out)} of {len(records)} records left out as HumanEval-contaminated ({shown})")
+        if not any(clean):
+            raise DataError(name, "every record was left out as HumanEval-contaminated")
+        return [r for r, ok in zip(records, clean) if ok], [p for p, ok in zip(parsed, clean) if ok]
 
     def train_dataloader(self) -> DataLoader:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)

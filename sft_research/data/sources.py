@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import string
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,13 +50,23 @@ class FileDataset(DataSource):
         split: the split to read from a folder of data files, a ``DatasetDict`` folder or a hub dataset (a folder
             written by ``Dataset.save_to_disk`` holds one split, read whole).
         columns: renames columns to the record fields, e.g. ``{"question": "prompt", "answer": "completion"}``.
+        templates: builds record fields from a row's columns (after ``columns``) with Python format strings, e.g.
+            ``{"completion": "{reasoning}\nAnswer: {answer}"}``: what TRL's ``formatting_func`` does, as data.
         limit: read only the first n rows.
     """
 
-    def __init__(self, path: str, split: str = "train", columns: dict[str, str] | None = None, limit: int | None = None):
+    def __init__(
+        self,
+        path: str,
+        split: str = "train",
+        columns: dict[str, str] | None = None,
+        templates: dict[str, str] | None = None,
+        limit: int | None = None,
+    ):
         self.path = path
         self.split = split
         self.columns = dict(columns or {})
+        self.templates = dict(templates or {})
         self.limit = limit
         self.name = path
 
@@ -66,10 +77,21 @@ class FileDataset(DataSource):
         missing = set(self.columns) - set(dataset.column_names)
         if missing:
             raise DataError(self.path, f"has no column(s) {sorted(missing)} to rename; its columns are {dataset.column_names}")
-        return [
-            RawRecord(self.path, i + 1, {self.columns.get(key, key): value for key, value in row.items()})
-            for i, row in enumerate(dataset)
-        ]
+        renamed = [self.columns.get(name, name) for name in dataset.column_names]
+        for field, template in self.templates.items():
+            named = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+            if named - set(renamed):
+                raise DataError(self.path, f"the template of '{field}' names column(s) {sorted(named - set(renamed))}; its columns are {renamed}")
+        records = []
+        for i, row in enumerate(dataset):
+            fields = {self.columns.get(key, key): value for key, value in row.items()}
+            for field, template in self.templates.items():
+                empty = [name for _, name, _, _ in string.Formatter().parse(template) if name and fields[name] is None]
+                if empty:
+                    raise DataError(self.path, f"the template of '{field}' reads {empty}, missing in this row", row=i + 1, field=empty[0])
+                fields[field] = template.format_map(fields)
+            records.append(RawRecord(self.path, i + 1, fields))
+        return records
 
     def _load(self):
         path = Path(self.path).expanduser()

@@ -16,7 +16,7 @@ from sft_research.data.records import Message, Preference, Record, Text
 from sft_research.data.sources import RawRecord
 
 PromptFormat = Literal["chat", "plain"]
-Truncation = Literal["error", "truncate_completion", "truncate_prompt", "drop"]
+Truncation = Literal["error", "truncate_completion", "truncate_prompt", "trl_dpo", "drop"]
 
 
 @dataclass
@@ -76,12 +76,26 @@ class Tokenizer:
             completion and appends EOS (conversations with several turns need ``chat``).
         max_length: the longest sequence, in tokens.
         truncation: what to do with longer examples. ``error`` stops with the row named; ``truncate_completion``
-            cuts the end; ``truncate_prompt`` cuts the start of the prompt down to ``max_prompt_length`` tokens at
-            most, then the end of the completion if it still does not fit (TRL's and the official recipes' order);
-            ``drop`` leaves the example out. Truncation that would leave no completion token is an error under every
-            policy except ``drop``. For preference pairs the shared prompt is cut once, identically for both answers.
-        max_prompt_length: under ``truncate_prompt``, the prompt tokens that may be kept when an example is too long
-            (None: half of ``max_length``).
+            cuts the end; ``truncate_prompt`` cuts only the overflow from the start of the prompt, down to
+            ``max_prompt_length`` tokens at most, then the end of the completion if it still does not fit (TRL's
+            order, and the least cut); ``trl_dpo`` is the rule of TRL 0.7-0.11's DPO trainer (which the
+            alignment-handbook's DPO used) and of the SPIN/IRFT collator: the prompt is cut to its last
+            ``max_prompt_length`` tokens outright, then each completion to ``max_length - max_prompt_length``
+            tokens; ``drop`` leaves the example out. Truncation that would leave no completion token is an error under
+            every policy except ``drop``. For preference pairs the shared prompt is cut once, identically for both.
+        max_prompt_length: under ``truncate_prompt`` and ``trl_dpo``, the prompt tokens that may be kept when an
+            example is too long (None: half of ``max_length``).
+        completion_only_loss: the loss covers the completions and assistant turns (TRL's ``completion_only_loss``
+            and ``assistant_only_loss``); false: every token of the rendered conversation (TRL's default for
+            conversational data, the alignment-handbook's SFT). Truncation still reads the completion.
+        add_special_tokens: tokenize rendered conversations with the tokenizer's special tokens, which prepends BOS
+            for Llama and Mistral tokenizers (the alignment-handbook's SFT and TRL's DPO did, whatever the template
+            wrote); a template that writes BOS itself then gives two, which is refused.
+        auto_insert_empty_system_msg: start a conversation that has no system turn with an empty one when the chat
+            template knows a system role (it mentions "system" or ChatML's "<|im_start|>"), as the
+            alignment-handbook's ``maybe_insert_system_message`` does for SFT, DPO and PoFT data.
+        scaffolding_in_completion: the completion mask covers each assistant turn's end-of-turn scaffolding too (the
+            model learns to stop); false: the assistant's content only (PoFT's official baseline scorer).
     """
 
     def __init__(
@@ -91,6 +105,10 @@ class Tokenizer:
         max_length: int = 1024,
         truncation: Truncation = "error",
         max_prompt_length: int | None = None,
+        completion_only_loss: bool = True,
+        add_special_tokens: bool = False,
+        auto_insert_empty_system_msg: bool = False,
+        scaffolding_in_completion: bool = True,
     ):
         if prompt_format == "chat" and not getattr(tokenizer, "chat_template", None):
             raise ValueError(
@@ -106,6 +124,8 @@ class Tokenizer:
         self.max_length = max_length
         self.truncation = truncation
         self.max_prompt_length = max_prompt_length if max_prompt_length is not None else max_length // 2
+        self.completion_only_loss, self.add_special_tokens = completion_only_loss, add_special_tokens
+        self.auto_insert_empty_system_msg, self.scaffolding_in_completion = auto_insert_empty_system_msg, scaffolding_in_completion
         self.report = TruncationReport()
 
     def __call__(self, raw: RawRecord, record: Record) -> TokenizedExample | None:
@@ -118,6 +138,8 @@ class Tokenizer:
             fitted = self._fit(raw, [sequence], ("text",))
             return None if fitted is None else TokenizedExample(raw.row - 1, fitted, record.quality, raw, record)
         if isinstance(record, Preference):
+            if not self.completion_only_loss:
+                raise DataError(raw.source, "completion_only_loss=false is for SFT records: a preference pair's loss reads its answers", raw.row)
             pairs = [(*record.prompt, Message("assistant", answer)) for answer in (record.chosen, record.rejected)]
             fields, finished = ("chosen", "rejected"), (True, record.rejected_finished)
         else:
@@ -131,6 +153,9 @@ class Tokenizer:
         sequences = self._fit(raw, sequences, fields)
         if sequences is None:
             return None
+        if not self.completion_only_loss:
+            # Every token after the first is a target, as in language modelling on the rendered text.
+            sequences = [Sequence(s.input_ids, [True] * len(s.input_ids), kept_characters=s.kept_characters) for s in sequences]
         return TokenizedExample(raw.row - 1, sequences, record.quality, raw, record)
 
     def render(self, messages, finished: bool = True) -> Sequence:
@@ -140,20 +165,25 @@ class Tokenizer:
         scaffolding or EOS, so that a cut answer is never trained or scored as complete.
         """
         text, spans = self.rendered_text(messages, finished)
-        sequence = self._tokenize(text, spans, self.prompt_format == "plain")
-        if self.prompt_format == "plain" and finished:
+        sequence = self._tokenize(text, spans, self.prompt_format == "plain" or self.add_special_tokens)
+        bos = self.tokenizer.bos_token_id
+        if self.add_special_tokens and bos is not None and sequence.input_ids[:2] == [bos, bos]:
+            raise ValueError("add_special_tokens=true gives two BOS tokens: the chat template writes one already")
+        if self.prompt_format == "plain" and finished and self.scaffolding_in_completion:
             sequence.input_ids.append(self.tokenizer.eos_token_id)
             sequence.completion_mask.append(True)
             sequence.char_ends.append(len(text))
         return sequence
 
     def rendered_text(self, messages, finished: bool = True) -> tuple[str, list[tuple[int, int]]]:
-        """The conversation as text, and the character spans of its assistant turns (scaffolding included)."""
+        """The conversation as text, and the character spans of its assistant turns (with their end-of-turn
+        scaffolding unless ``scaffolding_in_completion`` is false)."""
         if self.prompt_format == "plain":
             if len(messages) != 2 or messages[0].role != "user":
                 raise ValueError("prompt_format='plain' takes prompt/completion records only")
             prompt, completion = messages[0].content, messages[1].content
             return prompt + completion, [(len(prompt), len(prompt) + len(completion))]
+        messages = self.conversation(messages)
         spans: list[tuple[int, int]] = []
         rendered = ""
         for turn, message in enumerate(messages):
@@ -166,13 +196,35 @@ class Tokenizer:
                 through = self._template(messages[: turn + 1], add_generation_prompt=False)
             if not (before.startswith(rendered) and through.startswith(before)):
                 raise ValueError("the tokenizer's chat template does not render conversations prefix by prefix")
-            spans.append((len(before), len(through)))
+            if self.scaffolding_in_completion:
+                spans.append((len(before), len(through)))
+            else:
+                content = message.content.strip()  # templates may trim it
+                start = through.find(content, len(before))
+                spans.append((start, start + len(content)) if content and start >= 0 else (len(before), len(through)))
             rendered = through
         return rendered, spans
+
+    def full_text(self, record: Record) -> str:
+        """A record as rendered for training, every sequence of it (both answers of a pair)."""
+        if isinstance(record, Text):
+            return record.text
+        if isinstance(record, Preference):
+            return "\n".join(self.rendered_text((*record.prompt, Message("assistant", a)))[0] for a in (record.chosen, record.rejected))
+        return self.rendered_text(record.messages)[0]
+
+    def conversation(self, messages) -> tuple:
+        """``messages`` as rendered: with an empty system turn first where ``auto_insert_empty_system_msg`` asks."""
+        template = self.tokenizer.chat_template or ""
+        knows_system = "system" in template or "<|im_start|>" in template
+        if self.auto_insert_empty_system_msg and knows_system and messages and messages[0].role != "system":
+            return (Message("system", ""), *messages)
+        return tuple(messages)
 
     def kept_messages(self, messages, kept_characters: int) -> tuple:
         """The conversation as far as ``kept_characters`` of its rendered text: later turns go, and the assistant turn
         that was cut keeps the part of its text that was kept (to be rendered with ``finished=False``)."""
+        messages = self.conversation(messages)
         text, spans = self.rendered_text(messages)
         assistant_turns = [turn for turn, message in enumerate(messages) if message.role == "assistant"]
         for turn, (start, end) in zip(assistant_turns, spans):
@@ -209,7 +261,8 @@ class Tokenizer:
         """The tokens that precede a generated answer, for evaluation and generation."""
         if self.prompt_format == "plain":
             return self.tokenizer(prompt)["input_ids"]
-        return self.tokenizer(self._template([Message("user", prompt)], True), add_special_tokens=False)["input_ids"]
+        text = self._template(self.conversation([Message("user", prompt)]), True)
+        return self.tokenizer(text, add_special_tokens=self.add_special_tokens)["input_ids"]
 
     def _template(self, messages, add_generation_prompt: bool) -> str:
         return self.tokenizer.apply_chat_template(
@@ -236,14 +289,20 @@ class Tokenizer:
             raise DataError(raw.source, f"{message} (truncation='error'; raise max_length or choose a truncation policy)", raw.row, blame)
         cut_prompt = 0
         if self.truncation == "truncate_prompt":
-            # The same leading tokens go from every sequence: they share the prompt.
             cut_prompt = max(0, min(longest - self.max_length, prompt_length - self.max_prompt_length))
-            sequences = [self._cut_start(sequence, cut_prompt) for sequence in sequences]
+        elif self.truncation == "trl_dpo":
+            cut_prompt = max(0, prompt_length - self.max_prompt_length)
+        # The same leading tokens go from every sequence: they share the prompt.
+        sequences = [self._cut_start(sequence, cut_prompt) for sequence in sequences]
         if prompt_length - cut_prompt >= self.max_length:
             raise DataError(raw.source, f"the prompt alone {message}: {self.truncation} would leave no completion", raw.row, prompt_field)
+        keep = self.max_length
+        if self.truncation == "trl_dpo" and max(len(s.input_ids) for s in sequences) > self.max_length:
+            # Every completion gets what the prompt's budget leaves, whatever the prompt's own length.
+            keep = prompt_length - cut_prompt + self.max_length - self.max_prompt_length
         cut = [
-            Sequence(s.input_ids[: self.max_length], s.completion_mask[: self.max_length], kept_characters=s.char_ends[self.max_length - 1])
-            if len(s.input_ids) > self.max_length
+            Sequence(s.input_ids[:keep], s.completion_mask[:keep], kept_characters=s.char_ends[keep - 1])
+            if len(s.input_ids) > keep
             else Sequence(s.input_ids, s.completion_mask)
             for s in sequences
         ]

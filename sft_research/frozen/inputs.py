@@ -11,6 +11,7 @@ label log-probs); the collator pads the latter to the batch's ``[B, S, T, ...]``
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from sft_research.checkpoints.names import load_tokenizer
+from sft_research.checkpoints.names import load_tokenizer, resolve
+from sft_research.data.datamodule import read_chat_template
 from sft_research.data.errors import DataError
 from sft_research.data.records import Conversation
 from sft_research.data.tokenize import Sequence, TokenizedExample, Tokenizer
@@ -72,16 +74,24 @@ class ReferenceLogprobs(FrozenInput):
 
 class BaselineScores(FrozenInput):
     """``baseline_score``: the mean over baseline models of each one's length-normalised log-likelihood of the
-    response (PoFT's r̄). Each baseline reads the record through its own tokenizer and chat template.
+    response (PoFT's r̄). Each baseline reads the record through its own tokenizer and chat template (or the one
+    ``chat_templates`` gives it), and, as the official scorer, only the tokens of the assistant's content count:
+    not the template's end-of-turn tokens or the newline after them.
 
     Args:
         baselines: the baseline models; at least one must differ from the policy's start.
+        chat_templates: a chat template (Jinja, or a file holding one) for some baselines, by name, in place of their
+            own: the official scorer's hand-built prompts have no system header, which Llama-3.1's template adds.
     """
 
     name = "baseline_score"
 
-    def __init__(self, baselines: list[str]):
+    def __init__(self, baselines: list[str], chat_templates: dict[str, str] | None = None):
         self.baselines = list(baselines)
+        self.chat_templates = dict(chat_templates or {})
+        unknown = set(self.chat_templates) - set(self.baselines)
+        if unknown:
+            raise ValueError(f"chat templates given for {sorted(unknown)}, which are not among the baselines {self.baselines}")
 
     def check(self, policy_start: str) -> None:
         # Against its own start alone, PoFT's weight is 0.5 for every example at the first step whatever its quality,
@@ -96,7 +106,7 @@ class BaselineScores(FrozenInput):
     def compute(self, examples: list[TokenizedExample], context: FrozenContext) -> list[torch.Tensor]:
         scores = torch.zeros(len(examples), dtype=torch.float64)
         for baseline in self.baselines:
-            rendered = baseline_examples(baseline, examples, context.renderer)
+            rendered = baseline_examples(baseline, examples, context.renderer, self.chat_templates.get(baseline))
             config = ModelConfig(baseline, dtype=context.policy.dtype)
             logps = context.label_logprobs(config, rendered, load_tokenizer(baseline).pad_token_id)
             scores += torch.tensor([mean_completion_logprob(lp, ex) for lp, ex in zip(logps, rendered)], dtype=torch.float64)
@@ -104,17 +114,38 @@ class BaselineScores(FrozenInput):
 
 
 def same_model(a: str, b: str) -> bool:
-    paths = [Path(name).expanduser() for name in (a, b)]
-    if all(path.exists() for path in paths):
-        return paths[0].resolve() == paths[1].resolve()
-    return a == b
+    """Whether two model names are the same checkpoint: the same name, the same resolved folder (an ``embedded:`` name
+    and the folder it converts to), or folders holding the same files (by size, and the content at both ends)."""
+    if a == b:
+        return True
+    paths = [Path(resolve(name)).expanduser() for name in (a, b)]
+    if not all(path.exists() for path in paths):
+        return False
+    return paths[0].resolve() == paths[1].resolve() or files_signature(paths[0]) == files_signature(paths[1])
 
 
-def baseline_examples(baseline: str, examples: list[TokenizedExample], target: Tokenizer) -> list[TokenizedExample]:
-    """The training examples as a baseline model reads them: its own tokenizer and chat template (plain text where it
-    has none), whatever the target's prompt format, and the same part of each response that the target trains on."""
+def files_signature(folder: Path) -> str:
+    """A quick signature of a checkpoint folder's files: names, sizes, and the first and last MiB of each."""
+    digest = hashlib.blake2b(digest_size=16)
+    for file in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        size = file.stat().st_size
+        digest.update(f"{file.name}:{size}".encode())
+        with file.open("rb") as handle:
+            digest.update(handle.read(1 << 20))
+            handle.seek(max(0, size - (1 << 20)))
+            digest.update(handle.read(1 << 20))
+    return digest.hexdigest()
+
+
+def baseline_examples(baseline: str, examples: list[TokenizedExample], target: Tokenizer, chat_template: str | None = None) -> list[TokenizedExample]:
+    """The training examples as a baseline model reads them: its own tokenizer and chat template (``chat_template``
+    in its place; plain text where it has none), whatever the target's prompt format, the same part of each
+    response that the target trains on, and its assistant content alone marked to be scored."""
     tokenizer = load_tokenizer(baseline)
-    renderer = Tokenizer(tokenizer, "chat" if tokenizer.chat_template else "plain", max_length=2**31 - 1)
+    if chat_template is not None:
+        tokenizer.chat_template = read_chat_template(chat_template)
+    prompt_format = "chat" if tokenizer.chat_template else "plain"
+    renderer = Tokenizer(tokenizer, prompt_format, max_length=2**31 - 1, scaffolding_in_completion=False)
     rendered = []
     for example in examples:
         record = example.record

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
@@ -72,3 +73,27 @@ class Objective(ABC):
 
     @abstractmethod
     def __call__(self, inputs: ObjectiveInputs) -> ObjectiveOutput: ...
+
+
+Normalization = Literal["tokens", "sequences"]
+
+
+def normalize_token_losses(
+    token_losses: torch.Tensor,
+    mask: torch.Tensor,
+    normalize: Normalization = "tokens",
+    num_tokens: torch.Tensor | float | None = None,
+    num_examples: float | None = None,
+) -> torch.Tensor:
+    """A micro-batch's share of the batch loss from ``[B, T]`` per-token losses (zero off the completion).
+
+    * ``tokens``: their sum over the whole batch's completion tokens N (``num_tokens``, default ``mask.sum()``):
+      every token counts the same (transformers' ``num_items_in_batch`` on one device, TRL's default);
+    * ``sequences``: each sequence's sum over its own length, summed over the batch's examples (``num_examples``,
+      default B): every sequence counts the same, however long. This is what one sequence per GPU with a token-mean
+      loss averaged over GPUs computes (the official iw-SFT run), where a long trace otherwise weighs by its length.
+    """
+    if normalize == "sequences":
+        per_sequence = token_losses.sum(-1) / mask.sum(-1).clamp(min=1)
+        return per_sequence.sum() / (num_examples if num_examples is not None else token_losses.shape[0])
+    return token_losses.sum() / (num_tokens if num_tokens is not None else mask.sum())

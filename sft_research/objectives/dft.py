@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import torch
 
-from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput
+from sft_research.objectives.base import Normalization, Objective, ObjectiveInputs, ObjectiveOutput, normalize_token_losses
 
 
-def dft_loss(logps: torch.Tensor, mask: torch.Tensor, num_tokens: torch.Tensor | float | None = None) -> torch.Tensor:
+def dft_loss(
+    logps: torch.Tensor,
+    mask: torch.Tensor,
+    num_tokens: torch.Tensor | float | None = None,
+    *,
+    normalize: Normalization = "tokens",
+    num_examples: float | None = None,
+) -> torch.Tensor:
     """The token-level DFT objective ``L_DFT = E_{(x, y*)}[ -sum_t sg(pi(y*_t | y*_<t, x)) log pi(y*_t | y*_<t, x) ]``::
 
         loss = -sum_{i,t} mask_it * sg(exp(logps_it)) * logps_it / N
@@ -23,24 +30,30 @@ def dft_loss(logps: torch.Tensor, mask: torch.Tensor, num_tokens: torch.Tensor |
     Args:
         logps: ``[B, T]`` label-token log-probs (position t scores token t+1).
         mask: ``[B, T]`` bool, true on completion tokens.
-        num_tokens: N; defaults to ``mask.sum()``. Pass the count of the whole optimizer batch when the batch is split
-            into micro-batches, so that the sum of micro-batch gradients equals the full-batch gradient.
+        num_tokens, num_examples: N and the number of examples of the whole optimizer batch (defaults: this
+            micro-batch's), so that the sum of micro-batch gradients equals the full-batch gradient.
+        normalize: ``tokens`` or ``sequences`` (:func:`normalize_token_losses`).
     """
     weights = logps.detach().exp()
-    if num_tokens is None:
-        num_tokens = mask.sum()
-    return -(weights * logps * mask).sum() / num_tokens
+    return normalize_token_losses(-(weights * logps * mask), mask, normalize, num_tokens, num_examples)
 
 
 class DFT(Objective):
-    """DFT: the token-mean NLL of the completion, each token weighted by its detached probability. No arguments: the
-    method has no hyperparameters."""
+    """DFT: the token-mean NLL of the completion, each token weighted by its detached probability. The method has no
+    hyperparameters.
+
+    Args:
+        normalize: ``tokens`` (every token of the batch counts the same) or ``sequences`` (every sequence does).
+    """
 
     spread_diagnostics = ("dft/token_prob",)
 
+    def __init__(self, normalize: Normalization = "tokens"):
+        self.normalize = normalize
+
     def __call__(self, inputs: ObjectiveInputs) -> ObjectiveOutput:
         logps, mask = inputs.logps[:, 0], inputs.mask[:, 0]
-        loss = dft_loss(logps, mask, inputs.num_tokens)
+        loss = dft_loss(logps, mask, inputs.num_tokens, normalize=self.normalize, num_examples=inputs.num_examples)
         with torch.no_grad():
             tokens = mask.sum(-1).clamp(min=1)
             nll = -(logps * mask).sum(-1) / tokens

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from sft_research.frozen.inputs import ReferenceLogprobs
-from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput
+from sft_research.objectives.base import Normalization, Objective, ObjectiveInputs, ObjectiveOutput, normalize_token_losses
 
 
 def iw_sft_loss(
@@ -23,6 +23,8 @@ def iw_sft_loss(
     *,
     quality: torch.Tensor | None = None,
     num_tokens: torch.Tensor | float | None = None,
+    normalize: Normalization = "tokens",
+    num_examples: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The iw-SFT loss ``J = E_{tau in D+}[ sg(q(tau)/pi_ref(tau)) log p(tau; theta) ]`` with q the current policy.
 
@@ -33,7 +35,9 @@ def iw_sft_loss(
 
     Token level (``sum_over_time=False``): ``w_it = clip(exp(logps_it - ref_logps_it), 1 - token_clip, 1 + token_clip)``,
     multiplied per token. N is the number of completion tokens (``num_tokens``, default ``mask.sum()``), and Q the
-    optional per-example quality scores (iw-SFT(Q)). Unlike the official code, whose ``[B, T, 1] *= [B, 1]`` broadcast
+    optional per-example quality scores (iw-SFT(Q)). ``normalize="sequences"`` takes each sequence's weighted
+    token-mean and averages over sequences instead (:func:`normalize_token_losses`): the official run's one sequence
+    per GPU, whose per-device token-means are averaged over GPUs. Unlike the official code, whose ``[B, T, 1] *= [B, 1]`` broadcast
     is only right at batch size 1, the weights are applied per example for any batch size.
 
     Args:
@@ -54,9 +58,7 @@ def iw_sft_loss(
     weighted = token_nll * weights if token_level else token_nll * weights[:, None]
     if quality is not None:
         weighted = weighted * quality[:, None]
-    if num_tokens is None:
-        num_tokens = mask.sum()
-    return weighted.sum() / num_tokens, weights
+    return normalize_token_losses(weighted, mask, normalize, num_tokens, num_examples), weights
 
 
 class IwSFT(Objective):
@@ -68,6 +70,8 @@ class IwSFT(Objective):
         token_level: per-token ratios clipped to ``[1 - token_clip, 1 + token_clip]`` instead of sequence weights.
         token_clip: the token-level clip (official: 0.8).
         use_quality: multiply each example's terms by its quality score: iw-SFT(Q).
+        normalize: ``tokens`` (every token of the batch counts the same) or ``sequences`` (every sequence does, as
+            in the official run: one sequence per GPU, averaged over GPUs).
     """
 
     frozen_inputs = (ReferenceLogprobs(),)
@@ -80,8 +84,9 @@ class IwSFT(Objective):
         token_level: bool = False,
         token_clip: float = 0.8,
         use_quality: bool = False,
+        normalize: Normalization = "tokens",
     ):
-        self.temperature, self.max_weight = temperature, max_weight
+        self.temperature, self.max_weight, self.normalize = temperature, max_weight, normalize
         self.token_level, self.token_clip, self.use_quality = token_level, token_clip, use_quality
 
     def __call__(self, inputs: ObjectiveInputs) -> ObjectiveOutput:
@@ -96,6 +101,8 @@ class IwSFT(Objective):
             self.token_clip,
             quality=inputs.quality if self.use_quality else None,
             num_tokens=inputs.num_tokens,
+            normalize=self.normalize,
+            num_examples=inputs.num_examples,
         )
         tokens = mask.sum(-1).clamp(min=1)
         if self.token_level:

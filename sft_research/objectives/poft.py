@@ -50,15 +50,17 @@ class PoFT(Objective):
             alone, PoFT's weight is 0.5 for every example, then falls fastest on the examples the model fits best).
         beta: scale of the reward difference (paper and code: 1).
         gamma: margin (paper and code: 0).
+        baseline_chat_templates: chat templates (Jinja, or files) for some baselines, by name, in place of their own
+            (see :class:`~sft_research.frozen.inputs.BaselineScores`).
     """
 
     spread_diagnostics = ("poft/effective_weight",)
 
-    def __init__(self, baselines: list[str], beta: float = 1.0, gamma: float = 0.0):
+    def __init__(self, baselines: list[str], beta: float = 1.0, gamma: float = 0.0, baseline_chat_templates: dict[str, str] | None = None):
         if not baselines:
             raise ValueError("PoFT needs at least one baseline model that is not the model being fine-tuned (see papers/poft.md)")
         self.baselines = list(baselines)
-        self.frozen_inputs = (BaselineScores(self.baselines),)
+        self.frozen_inputs = (BaselineScores(self.baselines, baseline_chat_templates),)
         self.beta, self.gamma = beta, gamma
 
     def __call__(self, inputs: ObjectiveInputs) -> ObjectiveOutput:

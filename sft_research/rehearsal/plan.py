@@ -142,7 +142,10 @@ def stand_in_models(result: Plan, model: dict[str, Any], where: str, starts_else
     objective = model.get("objective")
     init = objective.get("init_args", {}) if isinstance(objective, dict) else {}
     if init.get("baselines"):
-        init["baselines"] = [replace_model(result, name, where, "baseline") for name in init["baselines"]]
+        replaced = {name: replace_model(result, name, where, "baseline") for name in init["baselines"]}
+        init["baselines"] = list(replaced.values())
+        templates = init.get("baseline_chat_templates") or {}
+        init["baseline_chat_templates"] = {replaced.get(name, name): template for name, template in templates.items()} or None
 
 
 def replace_model(result: Plan, name: str, where: str, role: str) -> str:
