@@ -66,5 +66,6 @@ def test_shipped_chat_templates_render_prefix_by_prefix(template, tiny_model_dir
     (example,) = data.train_examples
     sequence = example.sequences[0]
     trained = data.tokenizer.decode([t for t, m in zip(sequence.input_ids, sequence.completion_mask) if m])
-    assert trained == f"2{data.tokenizer.eos_token}\n"
-    assert data.tokenizer.decode(sequence.input_ids).startswith("<|system|>\nbe brief")
+    rendered = data.tokenizer.decode(sequence.input_ids)
+    assert trained.startswith("2") and "1 + 1 =" not in trained, "the loss covers the answer and what ends its turn"
+    assert rendered.index("be brief") < rendered.index("1 + 1 =") < rendered.rindex("2")
