@@ -8,6 +8,8 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
+from sft_research.export import export_model, model_dir
+
 POINT = re.compile(r"step_(\d+)")
 
 
@@ -29,7 +31,7 @@ class CurvePoints(Callback):
         step = trainer.global_step
         # A batch skipped for a non-finite loss makes no optimizer step: the step it ends was exported already.
         if step in self.steps and step < trainer.estimated_stepping_batches and step != self.exported:
-            pl_module.export_hf_checkpoint(Path(pl_module.hf_checkpoint_dir()).parent / "points" / f"step_{step}")
+            export_model(pl_module, model_dir(pl_module).parent / "points" / f"step_{step}")
             self.exported = step
 
 

@@ -27,6 +27,8 @@ class OptimizerConfig:
         warmup_ratio: fraction of the optimizer steps spent warming up linearly from 0.
         schedule: the decay after warmup, ``cosine`` or ``linear`` (HF's ``linear``, the IRFT code's).
         min_lr_ratio: the decay ends at ``lr * min_lr_ratio`` at the last step.
+        max_grad_norm: clip the gradient's global norm to this value (None: no clipping); ``train/grad_norm`` logs
+            the norm before clipping.
         master_weights: step float32 master copies of bf16/fp16 trained weights and round them into the weights
             (:class:`~sft_research.master_weights.MasterWeights`, as DeepSpeed and mixed precision do); false steps the
             low-precision weights themselves, where updates below half a unit in their last place are lost.
@@ -41,6 +43,7 @@ class OptimizerConfig:
     warmup_ratio: float = 0.0
     schedule: Literal["cosine", "linear"] = "cosine"
     min_lr_ratio: float = 0.0
+    max_grad_norm: float | None = 1.0
     master_weights: bool = True
 
     def __post_init__(self):

@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from sft_research.checkpoints.tiny import CORPUS, build_tiny_checkpoint
 from sft_research.cli import main
 from sft_research.data import FileDataset, SFTDataModule
-from sft_research.model.chunked_logprobs import chunked_label_logprobs
+from sft_research.model.output_layer import chunked_label_logprobs
 from sft_research.model.loading import ModelConfig
 from sft_research.model.logprobs import sequence_logprobs
 from sft_research.module import FineTuningModule
@@ -189,8 +189,8 @@ def test_frozen_logprobs_cached_on_gpu_equal_the_on_the_fly_ones(tiny_model_dir,
                 "fit",
                 f"--model.pretrained.name_or_path={tiny_model_dir}",
                 "--model.objective=sft_research.objectives.DPO",
-                f"--model.reference={reference}",
-                f"--model.frozen_logprobs={mode}",
+                f"--model.frozen.reference={reference}",
+                f"--model.frozen.mode={mode}",
                 "--model.optimizer.lr=1e-3",
                 "--data.micro_batch_size=2",
                 "--data.train=sft_research.data.FileDataset",

@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from sft_research.checkpoints.embedded import TINY_MODEL
 from sft_research.checkpoints.names import ModelLoadError, load_tokenizer
 from sft_research.checkpoints.tiny import build_tiny_checkpoint
+from sft_research.export import model_dir
 from sft_research.cli import main
 from sft_research.errors import ConfigError
 from sft_research.frozen.cache import checkpoint_fingerprint
@@ -49,7 +50,7 @@ def trained(tiny_model_dir, tmp_path_factory):
 
 def test_a_lora_run_saves_an_adapter_of_every_linear_layer_and_the_saved_module(trained, tiny_model_dir):
     cli, _, _ = trained
-    adapter = cli.model.hf_checkpoint_dir()
+    adapter = model_dir(cli.model)
     assert (adapter / "adapter_config.json").is_file() and (adapter / "tokenizer_config.json").is_file()
     assert not (adapter / "config.json").exists()
     config = json.loads((adapter / "adapter_config.json").read_text())
@@ -66,7 +67,7 @@ def test_a_lora_run_saves_an_adapter_of_every_linear_layer_and_the_saved_module(
 
 def test_the_adapter_validates_merges_and_agrees_with_the_trained_model(trained, tmp_path):
     cli, path, _ = trained
-    adapter = cli.model.hf_checkpoint_dir()
+    adapter = model_dir(cli.model)
     tokenizer = load_tokenizer(str(adapter))
     expected = label_logprobs(cli.model.model, tokenizer)
 
@@ -89,15 +90,15 @@ def test_the_adapter_validates_merges_and_agrees_with_the_trained_model(trained,
 
 def test_an_adapter_is_a_dpo_reference_and_a_start_for_a_further_lora_run(trained, tmp_path):
     cli, _, _ = trained
-    adapter = cli.model.hf_checkpoint_dir()
+    adapter = model_dir(cli.model)
     pairs = write_jsonl(tmp_path / "pairs.jsonl", PAIR_ROWS)
-    dpo = run("fit", adapter, pairs, tmp_path, *LORA, "--model.objective=sft_research.objectives.DPO", f"--model.reference={adapter}", steps=2)
+    dpo = run("fit", adapter, pairs, tmp_path, *LORA, "--model.objective=sft_research.objectives.DPO", f"--model.frozen.reference={adapter}", steps=2)
     with open(dpo.trainer.logger.log_dir + "/metrics.csv") as file:
         first = next(row for row in csv.DictReader(file) if row.get("train/rewards/margins"))
     # The new adapter starts at zero on the merged first one, so the policy equals the reference at the first step.
     assert float(first["train/rewards/margins"]) == pytest.approx(0.0, abs=1e-5)
 
-    second = dpo.model.hf_checkpoint_dir()
+    second = model_dir(dpo.model)
     assert json.loads((second / "adapter_config.json").read_text())["base_model_name_or_path"] == str(adapter.resolve())
     tokenizer = load_tokenizer(str(second))
     expected = label_logprobs(dpo.model.model, tokenizer)
@@ -107,7 +108,7 @@ def test_an_adapter_is_a_dpo_reference_and_a_start_for_a_further_lora_run(traine
 def test_merge_at_the_end_of_fit_saves_full_weights(tiny_model_dir, tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
     cli = run("fit", tiny_model_dir, path, tmp_path, *LORA, "--model.pretrained.lora.merge=true", steps=2)
-    saved = cli.model.hf_checkpoint_dir()
+    saved = model_dir(cli.model)
     assert (saved / "config.json").is_file() and not (saved / "adapter_config.json").exists()
     tokenizer = AutoTokenizer.from_pretrained(saved)
     expected = label_logprobs(cli.model.model, tokenizer)
@@ -119,7 +120,7 @@ def test_merge_at_the_end_of_fit_saves_full_weights(tiny_model_dir, tmp_path):
 def test_an_adapter_of_an_embedded_model_names_it_portably(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
     cli = run("fit", TINY_MODEL, path, tmp_path, *LORA, steps=1)
-    adapter = cli.model.hf_checkpoint_dir()
+    adapter = model_dir(cli.model)
     assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == TINY_MODEL
     tokenizer = load_tokenizer(str(adapter))
     torch.testing.assert_close(
@@ -129,7 +130,7 @@ def test_an_adapter_of_an_embedded_model_names_it_portably(tmp_path):
 
 def test_an_adapters_fingerprint_covers_its_base(trained, tmp_path):
     cli, _, _ = trained
-    adapter = cli.model.hf_checkpoint_dir()
+    adapter = model_dir(cli.model)
     moved = shutil.copytree(adapter, tmp_path / "moved")
     assert checkpoint_fingerprint(str(moved)) == checkpoint_fingerprint(str(adapter)), "the same files on the same base"
     other = build_tiny_checkpoint(tmp_path / "other", seed=7)
@@ -145,13 +146,13 @@ def test_an_adapter_without_its_tokenizer_uses_the_bases(trained, tmp_path, tiny
     bare = tmp_path / "bare"
     bare.mkdir()
     for name in ("adapter_config.json", "adapter_model.safetensors"):
-        shutil.copy(cli.model.hf_checkpoint_dir() / name, bare / name)
+        shutil.copy(model_dir(cli.model) / name, bare / name)
     assert load_tokenizer(str(bare)).get_vocab() == load_tokenizer(str(tiny_model_dir)).get_vocab()
 
 
 def test_an_adapter_whose_base_is_gone_is_a_clear_error(trained, tmp_path):
     cli, _, _ = trained
-    moved = shutil.copytree(cli.model.hf_checkpoint_dir(), tmp_path / "moved")
+    moved = shutil.copytree(model_dir(cli.model), tmp_path / "moved")
     config = json.loads((moved / "adapter_config.json").read_text())
     (moved / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": str(tmp_path / "gone")}))
     with pytest.raises(ModelLoadError, match=f"{moved}: the adapter's base model {tmp_path / 'gone'} could not be loaded"):
@@ -166,7 +167,7 @@ def test_a_bf16_lora_run_exports_its_adapter_in_bf16(trained, tiny_model_dir, tm
     cli, path, _ = trained
     extra = [*LORA, "--model.pretrained.lora.target_modules=all-linear", "--model.pretrained.lora.modules_to_save=[model.norm]"]
     bf16 = run("fit", tiny_model_dir, path, tmp_path, *extra, "--trainer.precision=bf16-mixed")
-    saved = load_file(bf16.model.hf_checkpoint_dir() / "adapter_model.safetensors")
-    reference = load_file(cli.model.hf_checkpoint_dir() / "adapter_model.safetensors")
+    saved = load_file(model_dir(bf16.model) / "adapter_model.safetensors")
+    reference = load_file(model_dir(cli.model) / "adapter_model.safetensors")
     assert saved.keys() == reference.keys() and any("norm" in key for key in saved)
     assert {t.dtype for t in saved.values()} == {torch.bfloat16} and {t.dtype for t in reference.values()} == {torch.float32}

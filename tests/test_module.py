@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import Callback
 from sft_research.data import FileDataset, SFTDataModule
 from sft_research.model.loading import ModelConfig
 from sft_research.model.logprobs import sequence_logprobs
+from sft_research.model.execution import ExecutionConfig
 from sft_research.module import FineTuningModule
 from sft_research.objectives import SFT
 from sft_research.optim import OptimizerConfig
@@ -28,7 +29,8 @@ class GradientCapture(Callback):
 def first_step_gradients(model_dir, data_path, micro_batch_size, objective, root, **options):
     L.seed_everything(0)
     module = FineTuningModule(
-        ModelConfig(str(model_dir)), objective, OptimizerConfig(lr=1e-3), micro_batch_size=micro_batch_size, max_grad_norm=None, **options
+        ModelConfig(str(model_dir)), objective, OptimizerConfig(lr=1e-3, max_grad_norm=None), micro_batch_size=micro_batch_size,
+        execution=ExecutionConfig(**options),
     )
     data = SFTDataModule(FileDataset(str(data_path)), tokenizer=str(model_dir), batch_size=8)
     capture = GradientCapture()
@@ -69,10 +71,10 @@ def test_gradient_flows_only_from_completion_tokens(tiny_model_dir, tmp_path):
     batch = next(iter(data.train_dataloader()))
     module = FineTuningModule(ModelConfig(str(tiny_model_dir)))
     module.configure_model()
-    logps = module.policy_logprobs(batch)
+    logps = module.policy_outputs(batch, {})["logps"]
     mask = batch["loss_mask"]
     hand = -(logps * mask).sum() / mask.sum()
-    out = module.objective(module.objective_inputs(batch, mask.sum(), 8))
+    out = module.objective(module.objective_inputs(batch, mask.sum(), 8, "train"))
     torch.testing.assert_close(out.loss, hand)
     # The masked positions are exactly the completion and end-of-turn tokens of each example.
     texts = [data.tokenizer.decode(batch["input_ids"][b, 0, 1:][mask[b, 0]]) for b in range(8)]

@@ -166,22 +166,6 @@ def test_irft_is_dpo_on_demonstration_against_generation():
     torch.testing.assert_close(irft_loss(pc, pr, rc, rr, 0.1)[0], F.softplus(-0.1 * ((pc - rc) - (pr - rr))).mean())
 
 
-@pytest.mark.parametrize("split", [1, 2, 3])
-def test_batch_mean_losses_add_up_over_micro_batches(split):
-    logps, ref, mask = random_batch(11, b=6)
-    baseline = torch.randn(6, dtype=torch.float64)
-    pc, pr, rc, rr = summed(12)
-    full = (poft_loss(logps, mask, baseline)[0], dpo_loss(pc, pr, rc, rr)[0], iw_sft_loss(logps, ref, mask)[0])
-    parts = [0.0, 0.0, 0.0]
-    for i in range(0, 6, split):
-        s = slice(i, i + split)
-        parts[0] += poft_loss(logps[s], mask[s], baseline[s], num_examples=6)[0]
-        parts[1] += dpo_loss(pc[s], pr[s], rc[s], rr[s], num_examples=6)[0]
-        parts[2] += iw_sft_loss(logps[s], ref[s], mask[s], num_tokens=mask.sum())[0]
-    for whole, part in zip(full, parts):
-        torch.testing.assert_close(part, whole)
-
-
 def test_per_sequence_normalisation_by_hand():
     """Two answers of 1 and 3 tokens: the token-mean weighs the long one 3:1, the sequence-mean 1:1 (the official
     iw-SFT run's one sequence per GPU); micro-batches with the whole batch's counts add up to either."""

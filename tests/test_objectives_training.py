@@ -118,7 +118,7 @@ def test_cached_and_on_the_fly_reference_give_the_same_losses(tiny_model_dir, tm
     reference = build_tiny_checkpoint(tmp_path / "reference", seed=7)  # a reference that differs from the start model
     runs = {}
     for mode in ("cached", "on_the_fly"):
-        _, logged = fit(tiny_model_dir, path, tmp_path / mode, objective, f"--model.reference={reference}", f"--model.frozen_logprobs={mode}")
+        _, logged = fit(tiny_model_dir, path, tmp_path / mode, objective, f"--model.frozen.reference={reference}", f"--model.frozen.mode={mode}")
         runs[mode] = [float(row["train/loss"]) for row in logged]
     torch.testing.assert_close(runs["cached"], runs["on_the_fly"], rtol=0, atol=1e-5)
 
@@ -135,7 +135,7 @@ def test_frozen_logprobs_are_cached_checked_and_reused(tiny_model_dir, tmp_path,
         with torch.no_grad():
             expected = sequence_logprobs(model, ids, torch.ones_like(ids))
         torch.testing.assert_close(logps, expected, rtol=0, atol=1e-5)
-    (cached,) = list((tmp_path / "cache" / "logprobs").glob("*.safetensors"))
+    (cached,) = list((tmp_path / "cache" / "frozen").glob("*.safetensors"))
 
     monkeypatch.setattr(frozen, "load_model", lambda *a, **k: pytest.fail("the cache should have been used"))
     again = frozen_label_logprobs(config, data.train_examples, data.tokenizer.pad_token_id, batch_size=3)

@@ -48,7 +48,7 @@ def test_sft_then_dpo_pipeline_and_resume(tiny_model_dir, tmp_path, capsys):
     assert (out / "sft" / "hf_model" / "config.json").is_file() and (out / "dpo" / "hf_model" / "config.json").is_file()
     dpo_config = yaml.safe_load((out / "dpo" / "logs" / "version_0" / "config.yaml").read_text())
     assert dpo_config["model"]["pretrained"]["name_or_path"] == str(out / "sft" / "hf_model")
-    assert dpo_config["model"]["reference"] is None  # defaults to the start model: stage 1's
+    assert dpo_config["model"]["frozen"]["reference"] is None  # defaults to the start model: stage 1's
     first = train_rows(out / "dpo")[0]
     assert float(first["train/rewards/margins"]) == pytest.approx(0.0, abs=1e-5), "the reference is stage 1's model"
 

@@ -48,13 +48,6 @@ def test_masked_positions_do_not_matter_and_get_no_gradient():
     torch.testing.assert_close(sft_loss(changed, mask), loss.detach())
 
 
-def test_micro_batch_losses_sum_to_full_batch_loss_with_global_count():
-    logps, mask = random_inputs(4, b=8)
-    full = sft_loss(logps, mask)
-    parts = sum(sft_loss(logps[i : i + 2], mask[i : i + 2], num_tokens=mask.sum()) for i in range(0, 8, 2))
-    torch.testing.assert_close(parts, full, rtol=0, atol=1e-12)
-
-
 def test_objective_uses_quality_only_when_asked():
     logps, mask = random_inputs(5)
     quality = torch.tensor([0.0, 1.0, 0.5, 2.0], dtype=torch.float64)

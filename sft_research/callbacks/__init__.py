@@ -1,5 +1,9 @@
 """Callbacks that the training module brings to every fit (``FineTuningModule.configure_callbacks``)."""
 
+from sft_research.callbacks.compute_record import ComputeRecord
+from sft_research.callbacks.preflight import Preflight
+from sft_research.callbacks.rng_state import RNGState
 from sft_research.callbacks.stale_updates import StaleUpdates
+from sft_research.callbacks.throughput import Throughput
 
-__all__ = ["StaleUpdates"]
+__all__ = ["ComputeRecord", "Preflight", "RNGState", "StaleUpdates", "Throughput"]

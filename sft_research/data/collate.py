@@ -39,17 +39,22 @@ def collate_examples(examples: list[TokenizedExample], pad_token_id: int) -> dic
         "quality": torch.tensor([example.quality for example in examples], dtype=torch.float32),
     }
     for name in examples[0].frozen:
-        batch[f"frozen/{name}"] = collate_frozen([example.frozen[name] for example in examples], length - 1)
+        collated = collate_frozen([example.frozen[name] for example in examples], length - 1)
+        for key, value in (collated.items() if isinstance(collated, dict) else [(None, collated)]):
+            batch[f"frozen/{name}" if key is None else f"frozen/{name}/{key}"] = value
     return batch
 
 
-def collate_frozen(values: list[torch.Tensor], label_positions: int) -> torch.Tensor:
-    """Scalars into ``[B]``; tensors whose dim 1 runs over label positions into ``[B, S, T, ...]``, zero-padded."""
+def collate_frozen(values: list, label_positions: int, device: torch.device | None = None) -> torch.Tensor | dict[str, torch.Tensor]:
+    """Scalars into ``[B]``; tensors whose dim 1 runs over label positions into ``[B, S, T, ...]``, zero-padded and in
+    their own dtype (token ids stay integers); dicts of such tensors tensor by tensor."""
+    if isinstance(values[0], dict):
+        return {key: collate_frozen([value[key] for value in values], label_positions, device) for key in values[0]}
     if values[0].dim() == 0:
-        return torch.stack(values).float()
-    out = values[0].new_zeros(len(values), values[0].shape[0], label_positions, *values[0].shape[2:])
+        return torch.stack(values).float().to(device)
+    out = values[0].new_zeros(len(values), values[0].shape[0], label_positions, *values[0].shape[2:], device=device)
     for b, value in enumerate(values):
-        out[b, :, : value.shape[1]] = value
+        out[b, :, : value.shape[1]] = value[:, :label_positions]
     return out
 
 

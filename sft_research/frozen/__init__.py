@@ -1,5 +1,20 @@
-"""Frozen models' inputs to objectives (reference log-probs, baseline scores, ...), computed once and cached."""
+"""Frozen models' inputs to objectives (reference log-probs, baseline scores, teachers' distributions), computed once
+and cached, or on every batch."""
 
-from sft_research.frozen.inputs import BaselineScores, FrozenContext, FrozenInput, ReferenceLogprobs
+from sft_research.frozen.context import FrozenContext
+from sft_research.frozen.distributions import FullDistribution, TopKDistribution
+from sft_research.frozen.inputs import BaselineScores, FrozenInput, ReferenceLogprobs
+from sft_research.frozen.quantities import FrozenQuantity, HiddenStatesQuantity, LabelLogprobsQuantity, TopKQuantity
 
-__all__ = ["BaselineScores", "FrozenContext", "FrozenInput", "ReferenceLogprobs"]
+__all__ = [
+    "BaselineScores",
+    "FrozenContext",
+    "FrozenInput",
+    "FrozenQuantity",
+    "FullDistribution",
+    "HiddenStatesQuantity",
+    "LabelLogprobsQuantity",
+    "ReferenceLogprobs",
+    "TopKDistribution",
+    "TopKQuantity",
+]

@@ -1,9 +1,10 @@
-"""Log-probs of frozen models (references, baselines), computed once per (model, data) and cached on disk.
+"""Per-position quantities of frozen models (log-probs, top-k distributions, ...), computed once per
+(model, data, quantity) and cached on disk.
 
-A frozen model is loaded only while its log-probs are computed, then freed, so it never sits in training memory.
-The cache file is named by a fingerprint of the checkpoint's files, the dtype and the token sequences, so runs and
+A frozen model is loaded only while a quantity is computed, then freed, so it never sits in training memory. The cache
+file is named by a fingerprint of the checkpoint's files, the dtype, the token sequences and the quantity, so runs and
 seeds on the same data reuse it; it is written under a temporary name and renamed, and checked against its
-fingerprint before use.
+fingerprint before use. A value may hold several tensors, each keeping its dtype (token ids stay integers).
 """
 
 from __future__ import annotations
@@ -15,16 +16,18 @@ from pathlib import Path
 
 import torch
 
-from sft_research.data.collate import collate_examples
-from sft_research.files import atomic_write
-from sft_research.data.tokenize import TokenizedExample
 from sft_research.checkpoints.embedded import cache_dir
-from sft_research.model.loading import ModelConfig, load_model
 from sft_research.checkpoints.names import adapter_base, resolve
-from sft_research.model.logprobs import sequence_logprobs
+from sft_research.data.collate import collate_examples
+from sft_research.data.tokenize import TokenizedExample
+from sft_research.files import atomic_write
+from sft_research.frozen.quantities import FrozenQuantity, LabelLogprobsQuantity
+from sft_research.model.loading import ModelConfig, load_model
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FILES = (".json", ".safetensors", ".bin", ".model", ".jinja", ".txt")
+# Per example: named tensors whose dim 1 runs over label positions ([S, L - 1, ...]).
+Value = dict[str, torch.Tensor]
 
 
 def checkpoint_fingerprint(name_or_path: str) -> str:
@@ -49,7 +52,7 @@ def checkpoint_fingerprint(name_or_path: str) -> str:
 
 
 def sequences_fingerprint(examples: list[TokenizedExample], training_targets: bool = False) -> str:
-    """A hash of examples' token ids (all a frozen model's log-probs depend on); with ``training_targets``, also each
+    """A hash of examples' token ids (all a frozen model's quantities depend on); with ``training_targets``, also each
     sequence's completion mask and the example's quality, which a training run depends on as well."""
     digest = hashlib.blake2b(digest_size=16)
     for example in examples:
@@ -63,11 +66,10 @@ def sequences_fingerprint(examples: list[TokenizedExample], training_targets: bo
 
 
 @torch.no_grad()
-def compute_label_logprobs(
-    model, examples: list[TokenizedExample], batch_size: int, pad_token_id: int, chunk_size: int | None = 1024
-) -> list[torch.Tensor]:
-    """Per example, an ``[S, L - 1]`` float32 tensor of label log-probs (L its own length, padding cut off);
-    ``chunk_size`` as in :func:`~sft_research.model.logprobs.sequence_logprobs`."""
+def compute_quantity(
+    model, examples: list[TokenizedExample], quantity: FrozenQuantity, batch_size: int, pad_token_id: int, chunk_size: int | None = 1024
+) -> list[Value]:
+    """Per example, the quantity's tensors, ``[S, L - 1, ...]`` with L its own length (padding cut off)."""
     device = next(model.parameters()).device
     results = []
     for first in range(0, len(examples), batch_size):
@@ -75,11 +77,43 @@ def compute_label_logprobs(
         batch = collate_examples(chunk, pad_token_id)
         b, s, length = batch["input_ids"].shape
         ids, mask = batch["input_ids"].view(b * s, length).to(device), batch["attention_mask"].view(b * s, length).to(device)
-        logps = sequence_logprobs(model, ids, mask, chunk_size).view(b, s, length - 1).float().cpu()
+        values = {name: value.view(b, s, length - 1, *value.shape[2:]).cpu() for name, value in quantity(model, ids, mask, chunk_size).items()}
         for row, example in enumerate(chunk):
             longest = max(len(sequence.input_ids) for sequence in example.sequences)
-            results.append(logps[row, :, : longest - 1].clone())
+            results.append({name: value[row, :, : longest - 1].clone() for name, value in values.items()})
     return results
+
+
+def frozen_quantity(
+    model: ModelConfig,
+    examples: list[TokenizedExample],
+    quantity: FrozenQuantity,
+    pad_token_id: int,
+    batch_size: int = 16,
+    device: torch.device | str = "cpu",
+    use_cache: bool = True,
+    chunk_size: int | None = 1024,
+) -> list[Value]:
+    """A quantity of ``examples`` under the frozen ``model``, from the on-disk cache when it has it."""
+    key = hashlib.blake2b(
+        f"{checkpoint_fingerprint(model.name_or_path)}:{model.dtype}:{sequences_fingerprint(examples)}:{quantity.key}".encode(),
+        digest_size=16,
+    ).hexdigest()
+    path = cache_dir() / "frozen" / f"{key}.safetensors"
+    if use_cache:
+        cached = _read(path, key, len(examples))
+        if cached is not None:
+            log.info("%s of %s: read from %s", quantity.key, model.name_or_path, path)
+            return cached
+    frozen = load_model(ModelConfig(model.name_or_path, dtype=model.dtype, attn_implementation=model.attn_implementation))
+    frozen.to(device).eval().requires_grad_(False)
+    values = compute_quantity(frozen, examples, quantity, batch_size, pad_token_id, chunk_size)
+    del frozen
+    gc.collect()
+    if use_cache:
+        _write(path, key, values)
+        log.info("%s of %s: computed and cached in %s", quantity.key, model.name_or_path, path)
+    return values
 
 
 def frozen_label_logprobs(
@@ -91,37 +125,22 @@ def frozen_label_logprobs(
     use_cache: bool = True,
     chunk_size: int | None = 1024,
 ) -> list[torch.Tensor]:
-    """Label log-probs of ``examples`` under the frozen ``model``, from the on-disk cache when it has them."""
-    key = hashlib.blake2b(
-        f"{checkpoint_fingerprint(model.name_or_path)}:{model.dtype}:{sequences_fingerprint(examples)}".encode(),
-        digest_size=16,
-    ).hexdigest()
-    path = cache_dir() / "logprobs" / f"{key}.safetensors"
-    if use_cache:
-        cached = _read(path, key, len(examples))
-        if cached is not None:
-            log.info("frozen log-probs of %s: read from %s", model.name_or_path, path)
-            return cached
-    frozen = load_model(ModelConfig(model.name_or_path, dtype=model.dtype, attn_implementation=model.attn_implementation))
-    frozen.to(device).eval().requires_grad_(False)
-    logps = compute_label_logprobs(frozen, examples, batch_size, pad_token_id, chunk_size)
-    del frozen
-    gc.collect()
-    if use_cache:
-        _write(path, key, logps)
-        log.info("frozen log-probs of %s: computed and cached in %s", model.name_or_path, path)
-    return logps
+    """Label log-probs of ``examples`` under the frozen ``model`` (``[S, L - 1]`` per example), cached."""
+    values = frozen_quantity(model, examples, LabelLogprobsQuantity(), pad_token_id, batch_size, device, use_cache, chunk_size)
+    return [value["logps"] for value in values]
 
 
-def _write(path: Path, key: str, logps: list[torch.Tensor]) -> None:
+def _write(path: Path, key: str, values: list[Value]) -> None:
     from safetensors.torch import save_file
 
-    shapes = torch.tensor([list(t.shape) for t in logps], dtype=torch.int64)
-    values = torch.cat([t.reshape(-1) for t in logps])
-    atomic_write(path, lambda temporary: save_file({"values": values, "shapes": shapes}, str(temporary), metadata={"fingerprint": key}))
+    tensors = {}
+    for name in values[0]:
+        tensors[f"{name}/shapes"] = torch.tensor([list(value[name].shape) for value in values], dtype=torch.int64)
+        tensors[f"{name}/values"] = torch.cat([value[name].reshape(-1) for value in values])
+    atomic_write(path, lambda temporary: save_file(tensors, str(temporary), metadata={"fingerprint": key}))
 
 
-def _read(path: Path, key: str, count: int) -> list[torch.Tensor] | None:
+def _read(path: Path, key: str, count: int) -> list[Value] | None:
     from safetensors import safe_open
 
     if not path.is_file():
@@ -130,14 +149,18 @@ def _read(path: Path, key: str, count: int) -> list[torch.Tensor] | None:
         with safe_open(str(path), framework="pt") as file:
             if file.metadata().get("fingerprint") != key:
                 raise ValueError("fingerprint mismatch")
-            values, shapes = file.get_tensor("values"), file.get_tensor("shapes")
-        sizes = shapes.prod(-1)
-        if len(shapes) != count or int(sizes.sum()) != values.numel():
-            raise ValueError("size mismatch")
+            names = sorted({k.rsplit("/", 1)[0] for k in file.keys()})
+            stored = {name: (file.get_tensor(f"{name}/values"), file.get_tensor(f"{name}/shapes")) for name in names}
+        split = {}
+        for name, (values, shapes) in stored.items():
+            sizes = shapes.prod(-1)
+            if len(shapes) != count or int(sizes.sum()) != values.numel():
+                raise ValueError(f"size mismatch in {name}")
+            split[name] = [chunk.view(*shape) for chunk, shape in zip(values.split(sizes.tolist()), shapes.tolist())]
     except Exception as error:  # a damaged or foreign file is recomputed, never trusted
-        log.warning("ignoring the cached log-probs in %s (%s); recomputing", path, error)
+        log.warning("ignoring the cached values in %s (%s); recomputing", path, error)
         return None
-    return [chunk.view(*shape) for chunk, shape in zip(values.split(sizes.tolist()), shapes.tolist())]
+    return [{name: split[name][i] for name in names} for i in range(count)]
 
 
 def mean_completion_logprob(logps: torch.Tensor, example: TokenizedExample) -> float:

@@ -1,20 +1,18 @@
-"""Frozen-model inputs: what an objective declares it needs from frozen models, computed once before training.
+"""Frozen-model inputs: what an objective declares it needs from frozen models.
 
 An objective lists :class:`FrozenInput` s in its ``frozen_inputs``; the training module computes each one on every
-training example before the first step (through the on-disk cache of :mod:`sft_research.frozen.cache`), the
-collator pads them into the batch, and the objective reads them from ``ObjectiveInputs.frozen[name]``. A new frozen
-quantity is one new ``FrozenInput`` subclass: nothing else changes.
+training example before the first step (through the on-disk cache of :mod:`sft_research.frozen.cache`), or on every
+batch, the collator pads them into the batch, and the objective reads them from ``ObjectiveInputs.frozen[name]``. A
+new frozen quantity is one new ``FrozenInput`` subclass: nothing else changes.
 
-A per-example value is either a scalar or a tensor whose dim 1 runs over label positions (``[S, L - 1, ...]``, like
-label log-probs); the collator pads the latter to the batch's ``[B, S, T, ...]``.
+A per-example value is a scalar, a tensor whose dim 1 runs over label positions (``[S, L - 1, ...]``, like label
+log-probs), or a dict of such tensors; the collator pads them to the batch's ``[B, S, T, ...]``.
 """
 
 from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,46 +23,32 @@ from sft_research.data.errors import DataError
 from sft_research.data.records import Conversation
 from sft_research.data.tokenize import Sequence, TokenizedExample, Tokenizer
 from sft_research.frozen.cache import mean_completion_logprob
+from sft_research.frozen.context import FrozenContext
 from sft_research.model.loading import ModelConfig
 
-# (frozen model, examples, pad token id) -> per-example [S, L - 1] label log-probs, computed once and cached.
-LabelLogprobs = Callable[[ModelConfig, list[TokenizedExample], int], list[torch.Tensor]]
+class FrozenInput(ABC):
+    """One value per training example from frozen models: a scalar, a ``[S, L - 1, ...]`` tensor over label
+    positions, or several such tensors by name. ``name`` is its key in ``ObjectiveInputs.frozen``.
 
-
-@dataclass
-class FrozenContext:
-    """What computing a frozen input may use.
-
-    Attributes:
-        policy: the model being trained, at its start.
-        reference: the frozen reference model (the run's ``reference``, by default the policy's start).
-        renderer: the training data's tokenizer and prompt format.
-        label_logprobs: label log-probs of examples under a frozen model, through the on-disk cache (and, under
-            data parallelism, computed by the first process only).
+    ``compute`` runs its frozen models through the context (:class:`~sft_research.frozen.context.FrozenContext`),
+    which caches on disk and computes once on the first process, or runs them on every batch (``on_the_fly``, set
+    for the run by ``model.frozen.mode``, or by ``on_the_fly_only`` for a quantity too large to cache), and counts
+    what they score.
     """
 
-    policy: ModelConfig
-    reference: ModelConfig
-    renderer: Tokenizer
-    label_logprobs: LabelLogprobs
-
-
-class FrozenInput(ABC):
-    """One quantity per training example from frozen models. ``name`` is its key in ``ObjectiveInputs.frozen``."""
-
     name: str
+    on_the_fly_only: bool = False
 
     def check(self, policy_start: str) -> None:
         """Refuses settings that would change what the objective means, before anything is loaded."""
 
     @abstractmethod
-    def compute(self, examples: list[TokenizedExample], context: FrozenContext) -> list[torch.Tensor]:
+    def compute(self, examples: list[TokenizedExample], context: FrozenContext) -> list[torch.Tensor | dict[str, torch.Tensor]]:
         """One value per example, in order."""
 
 
 class ReferenceLogprobs(FrozenInput):
-    """``ref_logps``: ``[S, L - 1]`` label log-probs of each example's sequences under the frozen reference model.
-    The module can also run the reference on every batch instead (``frozen_logprobs: on_the_fly``)."""
+    """``ref_logps``: ``[S, L - 1]`` label log-probs of each example's sequences under the frozen reference model."""
 
     name = "ref_logps"
 

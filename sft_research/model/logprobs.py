@@ -1,16 +1,21 @@
-"""Label-token log-probs: the one quantity every objective is built from.
+"""Per-position outputs of a causal LM (the label tokens' log-probs first), from one forward of the model.
 
-They are always computed through the causal LM's own forward, whatever wraps it (peft, an FSDP unit, torch.compile):
-with a chunk size, its output layer is swapped, for that call only, for one that returns the label log-probs chunk by
-chunk (:mod:`~sft_research.model.chunked_logprobs`), so the ``[tokens, vocab]`` logits never exist and FSDP gathers
-the output weight as it does for any forward of the unit that holds it.
+They are always computed through the model's own forward, whatever wraps it (peft, an FSDP unit, torch.compile):
+its output layer is swapped, for that call only, for one that returns the outputs chunk by chunk
+(:mod:`~sft_research.model.output_layer`), so the ``[tokens, vocab]`` logits never exist and FSDP gathers the output
+weight as it does for any forward of the unit that holds it. A model whose logits are not a plain linear map of the
+final hidden states (soft-capped, scaled) gets its full logits computed, and the outputs read from them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
-from sft_research.model.chunked_logprobs import chunked_label_logprobs
+from sft_research.model.output_layer import LabelLogprobs, PositionOutput, output_layer, outputs_from_logits
+
+LABELS_ONLY = (LabelLogprobs(),)
 
 
 def label_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
@@ -20,43 +25,65 @@ def label_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tenso
 
 
 def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
-    """Runs ``model`` on ``[N, L]`` right-padded token ids and returns their ``[N, L - 1]`` label log-probs.
+    """Runs ``model`` on ``[N, L]`` right-padded token ids and returns their ``[N, L - 1]`` label log-probs."""
+    return sequence_outputs(model, input_ids, attention_mask, LABELS_ONLY, {}, chunk_size)["logps"]
 
-    With ``chunk_size``, the output layer runs on that many tokens at a time and the full logits never exist (for
-    models whose output layer is a plain linear map; others fall back to full logits).
-    """
+
+def sequence_outputs(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    outputs: Sequence[PositionOutput],
+    frozen: dict[str, torch.Tensor],
+    chunk_size: int | None,
+) -> dict[str, torch.Tensor]:
+    """The ``outputs`` (``[N, L - 1, ...]`` each) of ``[N, L]`` right-padded sequences; ``frozen`` holds the
+    ``[N, L - 1, ...]`` tensors they read."""
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    return forward_label_logprobs(model, input_ids, attention_mask, position_ids, chunk_size)
+    return forward_outputs(model, input_ids, attention_mask, position_ids, outputs, frozen, chunk_size)
 
 
-def forward_label_logprobs(model, input_ids: torch.Tensor, attention_mask, position_ids: torch.Tensor, chunk_size: int | None) -> torch.Tensor:
-    """``[N, L - 1]`` label log-probs of ``input_ids`` from one forward of ``model`` with this attention mask (a 2D
-    padding mask, a 4D mask or a FlexAttention block mask) and these positions."""
+def forward_outputs(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask,
+    position_ids: torch.Tensor,
+    outputs: Sequence[PositionOutput],
+    frozen: dict[str, torch.Tensor],
+    chunk_size: int | None,
+) -> dict[str, torch.Tensor]:
+    """The ``[N, L - 1, ...]`` outputs at the label positions of ``input_ids`` from one forward of ``model``, with this
+    attention mask (a 2D padding mask, a 4D mask or a FlexAttention block mask) and these positions."""
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids, "use_cache": False}
+    labels = input_ids[:, 1:]
     inner = unwrapped(model)
-    if not chunk_size or not plain_output_layer(inner):
-        return label_logprobs(model(**inputs).logits, input_ids)
+    if not plain_output_layer(inner):
+        logits = model(**inputs).logits[:, :-1]
+        flat = {name: value.reshape(-1, *value.shape[2:]) for name, value in frozen.items()}
+        values = outputs_from_logits(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), outputs, flat)
+        return {output.name: value.view(*labels.shape, *value.shape[1:]) for output, value in zip(outputs, values)}
     linear = inner.get_output_embeddings()
-    inner.set_output_embeddings(ChunkedLabelHead(linear, input_ids[:, 1:], chunk_size))
+    inner.set_output_embeddings(OutputsHead(linear, labels, outputs, frozen, chunk_size))
     try:
         return model(**inputs).logits
     finally:
         inner.set_output_embeddings(linear)
 
 
-class ChunkedLabelHead(torch.nn.Module):
+class OutputsHead(torch.nn.Module):
     """Stands in for a causal LM's output layer during one forward: from the ``[N, L, H]`` final hidden states it
-    returns the ``[N, L - 1]`` log-probs of ``labels`` (the next tokens), chunk by chunk. The linear layer is held
-    outside the module tree and its weight read at call time: FSDP points the layer at the gathered weight."""
+    returns the outputs at the label positions, a dict of ``[N, L - 1, ...]`` tensors, chunk by chunk. The linear layer is
+    held outside the module tree and its weight read at call time: FSDP points the layer at the gathered weight."""
 
-    def __init__(self, linear: torch.nn.Linear, labels: torch.Tensor, chunk_size: int):
+    def __init__(self, linear: torch.nn.Linear, labels: torch.Tensor, outputs, frozen: dict[str, torch.Tensor], chunk_size: int | None):
         super().__init__()
-        self.linear, self.labels, self.chunk_size = (linear,), labels, chunk_size
+        self.linear, self.labels, self.outputs, self.frozen, self.chunk_size = (linear,), labels, tuple(outputs), frozen, chunk_size
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor) -> dict[str, torch.Tensor]:
         hidden = hidden[:, :-1]
-        logps = chunked_label_logprobs(hidden.reshape(-1, hidden.shape[-1]), self.linear[0].weight, self.labels.reshape(-1), self.chunk_size)
-        return logps.view(self.labels.shape)
+        flat = {name: value.reshape(-1, *value.shape[2:]) for name, value in self.frozen.items()}
+        values = output_layer(hidden.reshape(-1, hidden.shape[-1]), self.linear[0].weight, self.labels.reshape(-1), self.outputs, flat, self.chunk_size)
+        return {name: value.view(*self.labels.shape, *value.shape[1:]) for name, value in values.items()}
 
 
 def unwrapped(model):

@@ -12,14 +12,30 @@ from __future__ import annotations
 import torch
 from torch.nn.attention.flex_attention import create_block_mask
 
-from sft_research.model.logprobs import forward_label_logprobs, plain_output_layer, unwrapped
+from collections.abc import Sequence
+
+from sft_research.model.logprobs import LABELS_ONLY, forward_outputs, plain_output_layer, unwrapped
+from sft_research.model.output_layer import PositionOutput
 
 
 def packed_sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, chunk_size: int | None = 1024) -> torch.Tensor:
-    """``[N, L - 1]`` label log-probs of right-padded ``[N, L]`` sequences, computed on their packed real tokens.
+    """``[N, L - 1]`` label log-probs of right-padded ``[N, L]`` sequences, computed on their packed real tokens."""
+    return packed_sequence_outputs(model, input_ids, attention_mask, LABELS_ONLY, {}, chunk_size)["logps"]
+
+
+def packed_sequence_outputs(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    outputs: Sequence[PositionOutput],
+    frozen: dict[str, torch.Tensor],
+    chunk_size: int | None = 1024,
+) -> dict[str, torch.Tensor]:
+    """The ``outputs`` (``[N, L - 1, ...]`` each) of right-padded ``[N, L]`` sequences, computed on their packed real
+    tokens; ``frozen`` holds the ``[N, L - 1, ...]`` tensors they read, packed alongside.
 
     With FlexAttention the model's ``attn_implementation`` must be ``flex_attention``; any other is given a dense mask.
-    ``chunk_size`` as in :func:`~sft_research.model.logprobs.sequence_logprobs` (None: full logits).
+    ``chunk_size`` as in :func:`~sft_research.model.output_layer.output_layer` (None: full logits).
     """
     if not plain_output_layer(unwrapped(model)):
         raise ValueError("packing needs a model whose output layer is a plain linear map")
@@ -40,9 +56,15 @@ def packed_sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: tor
         index = torch.arange(total, device=input_ids.device)
         mask = same_document_causal(None, None, index[:, None], index[None, :])[None, None]
     # Position i predicts token i + 1; across a document boundary that is another example's first token: dropped below.
-    packed = forward_label_logprobs(model, packed_ids, mask, positions, chunk_size)[0]
-    out = torch.zeros(input_ids.shape[0], input_ids.shape[1] - 1, dtype=packed.dtype, device=packed.device)
     label_positions = real[:, 1:] & real[:, :-1]
     source = (starts[:, None] + torch.arange(input_ids.shape[1] - 1, device=input_ids.device)[None])[label_positions]
-    out[label_positions] = packed[source]
-    return out
+    packed_frozen = {}
+    for name, value in frozen.items():
+        packed_frozen[name] = value.new_zeros(1, total - 1, *value.shape[2:])
+        packed_frozen[name][0, source] = value[label_positions]
+    packed = forward_outputs(model, packed_ids, mask, positions, outputs, packed_frozen, chunk_size)
+    unpacked = {}
+    for name, value in packed.items():
+        unpacked[name] = value.new_zeros(input_ids.shape[0], input_ids.shape[1] - 1, *value.shape[2:])
+        unpacked[name][label_positions] = value[0, source]
+    return unpacked

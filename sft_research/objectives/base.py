@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 
 from sft_research.frozen.inputs import FrozenInput
+from sft_research.model.output_layer import PositionOutput
 
 
 @dataclass
@@ -29,7 +30,9 @@ class ObjectiveInputs:
             depend on how the batch is split.
         num_examples: examples in the whole optimizer batch, counted the same way.
         frozen: the frozen-model inputs the objective declared in ``frozen_inputs``, by name: ``[B]`` for scalars,
-            ``[B, S, T, ...]`` for per-position ones.
+            ``[B, S, T, ...]`` for per-position ones, a dict of those for inputs of several tensors.
+        outputs: the policy's own per-position outputs the objective declared in ``position_outputs``, by name,
+            ``[B, S, T, ...]``, with gradients (log-probs at other token ids, reductions over the vocabulary).
     """
 
     logps: torch.Tensor
@@ -37,7 +40,8 @@ class ObjectiveInputs:
     quality: torch.Tensor
     num_tokens: torch.Tensor
     num_examples: float
-    frozen: dict[str, torch.Tensor] = field(default_factory=dict)
+    frozen: dict[str, torch.Tensor | dict[str, torch.Tensor]] = field(default_factory=dict)
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def ref_logps(self) -> torch.Tensor:
@@ -67,6 +71,9 @@ class Objective(ABC):
 
     frozen_inputs: tuple[FrozenInput, ...] = ()
     """What the objective needs from frozen models (e.g. ``(ReferenceLogprobs(),)``), in ``ObjectiveInputs.frozen``."""
+    position_outputs: tuple[PositionOutput, ...] = ()
+    """What it needs from the policy's output layer besides the label log-probs, in ``ObjectiveInputs.outputs``: per
+    position, computed chunk by chunk inside the output layer with gradients (:mod:`sft_research.model.output_layer`)."""
     sequences_per_example: int = 1
     """1 for SFT-style records, 2 for preference pairs (chosen, rejected)."""
     spread_diagnostics: tuple[str, ...] = ()

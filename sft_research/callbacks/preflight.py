@@ -1,0 +1,60 @@
+"""Checks that fail a fit before its first step rather than hours into it, and the line that says what trains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from sft_research.data.errors import DataError
+from sft_research.errors import ConfigError
+from sft_research.export import model_dir
+from sft_research.master_weights import LOW_PRECISION
+from sft_research.model.fsdp import check_fsdp_wrapping
+from sft_research.preflight import check_output_dir, parameter_bytes
+
+
+class Preflight(L.Callback):
+    """At the start of a fit, once the model is wrapped: FSDP must wrap the causal LM as a unit of its own; the output
+    and checkpoint folders must be writable with room for what goes there; low-precision weights without float32
+    master weights are warned about; and one line says what trains, and where its final model will go."""
+
+    def on_fit_start(self, trainer, module) -> None:
+        model = module.model
+        check_fsdp_wrapping(trainer.strategy, model, uses_lora=module.pretrained.lora is not None)
+        total = sum(p.numel() for p in model.parameters())
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        target = model_dir(module)
+        rank_zero_info(
+            f"model: {module.pretrained.name_or_path}, {total / 1e6:.1f}M parameters ({trainable / 1e6:.1f}M trained), "
+            f"objective: {type(module.objective).__name__}; final model: {target}"
+        )
+        optimizer = module.optimizer_config
+        low_precision = {p.dtype for p in model.parameters() if p.requires_grad and p.dtype in LOW_PRECISION}
+        if low_precision and not optimizer.master_weights:
+            rank_zero_warn(
+                f"the trained weights are {', '.join(map(str, low_precision))} and model.optimizer.master_weights is "
+                f"false: updates smaller than half a unit in a weight's last place are lost (in bf16 at lr "
+                f"{optimizer.lr:g}, most of them); keep float32 master weights (master_weights: true)"
+            )
+        size = parameter_bytes(model)
+        check_output_dir(target.parent, size, "model output")
+        callback = trainer.checkpoint_callback
+        if callback is not None and callback.dirpath is not None:
+            check_output_dir(Path(callback.dirpath), 3 * size, "checkpoint")  # weights and two Adam moments
+
+
+def check_batch_and_records(module, data) -> None:
+    """Before any model loads: the micro-batch fits each process's share of the batch, and the training records are
+    of the kind the objective trains on."""
+    world, micro, objective = module.trainer.world_size, module.micro_batch_size, module.objective
+    share = data.batch_size // world
+    if micro is not None and micro > share:
+        raise ConfigError(
+            f"data.micro_batch_size={micro} is larger than each process's share of the batch "
+            f"(data.batch_size={data.batch_size} over {world} processes: {share})"
+        )
+    if len(data.train_examples[0].sequences) != objective.sequences_per_example:
+        wanted = "preference records (prompt/chosen/rejected)" if objective.sequences_per_example == 2 else "SFT or text records"
+        raise DataError(data.train_source.name, f"{type(objective).__name__} trains on {wanted}, but this source holds {data.kinds[data.train_source.name]}")

@@ -1,0 +1,28 @@
+"""Tokens per second and peak memory, logged every step as tensors (no host sync of their own)."""
+
+from __future__ import annotations
+
+import resource
+import time
+
+import lightning as L
+import torch
+
+
+class Throughput(L.Callback):
+    """``train/tokens_per_s``: the real tokens of a step's batch (this process's share) over the step's wall time;
+    ``train/peak_memory_gib``: peak accelerator memory, or the process's peak resident memory on CPU."""
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        seconds = time.perf_counter() - self.start
+        tokens = batch["attention_mask"].sum()
+        module.log_dict({"train/tokens_per_s": tokens / seconds, "train/peak_memory_gib": peak_memory_gib(module.device)})
+
+
+def peak_memory_gib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

@@ -1,0 +1,80 @@
+"""Writing the policy as a Hugging Face folder: at the end of a fit, and part-way through it (curve points).
+
+Every process calls these (FSDP gathers the weights collectively); the first one writes, under a temporary name that
+is renamed into place only when complete, so that a folder's presence means a finished model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from sft_research.files import atomic_dir
+from sft_research.model.fsdp import savable
+
+
+def model_dir(module) -> Path:
+    """Where the fit's final model goes: ``model.save_dir``, else ``<log dir>/hf_model``, else (no logger) a folder
+    that is named, never the bare working folder. Every process must ask: the log folder is agreed on collectively."""
+    trainer = module.trainer
+    if module.save_dir is not None:
+        return Path(module.save_dir)
+    if trainer.logger is not None:
+        return Path(trainer.log_dir) / "hf_model"
+    return Path(trainer.default_root_dir) / "runs" / "unlogged" / "hf_model"
+
+
+def export_model(module, target: Path) -> None:
+    """Writes the policy as it is now to ``target``: the full weights, in bf16 after bf16 training, or, while LoRA
+    adapters train, the adapters, which load wherever a model path goes."""
+    trainer = module.trainer
+    state = trainer.strategy.lightning_module_state_dict()  # gathered from every process under FSDP
+    if trainer.is_global_zero:
+        state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+        if module.pretrained.lora is not None:
+            # peft saves what trains (adapters, modules_to_save): the frozen base weights are not cast for nothing.
+            trained = {name for name, parameter in module.model.named_parameters() if parameter.requires_grad}
+            state = {k: v for k, v in state.items() if k in trained}
+        if "bf16" in str(trainer.precision):
+            # Trained in bf16 (mixed keeps float32 weights): the export is bf16, half the size.
+            state = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in state.items()}
+        save(module, target, state)
+
+
+def export_final_model(module) -> None:
+    """The fit's final model, with its LoRA adapters merged into the weights where ``lora.merge`` asks; every process
+    waits until it is on disk, since the next stage, on every process, starts from it."""
+    trainer = module.trainer
+    target = model_dir(module)
+    log_dir = trainer.log_dir if trainer.logger is not None else None  # a collective: every process asks
+    lora = module.pretrained.lora
+    merged = lora is not None and lora.merge
+    if merged:
+        module.model = module.model.merge_and_unload()
+        if trainer.is_global_zero:
+            save(module, target)
+    else:
+        export_model(module, target)
+    if trainer.is_global_zero:
+        rank_zero_info(outputs_summary(trainer, target, log_dir) + (" (LoRA adapters merged)" if merged else ""))
+    trainer.strategy.barrier("final model written")
+
+
+def save(module, target: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    with atomic_dir(target) as staging:
+        savable(module.model, state_dict).save_pretrained(staging, state_dict=state_dict)
+        module.tokenizer.save_pretrained(staging)
+
+
+def outputs_summary(trainer, model_folder: Path, log_dir: str | None) -> str:
+    """One line: what the fit wrote, and where."""
+    size = sum(f.stat().st_size for f in model_folder.rglob("*") if f.is_file()) / 2**20
+    parts = [f"final model {model_folder} ({size:.1f} MB)"]
+    if log_dir is not None:
+        parts.insert(0, f"metrics and config in {log_dir}")
+    callback = trainer.checkpoint_callback
+    if callback is not None and callback.last_model_path:
+        parts.append(f"training state {callback.last_model_path}")
+    return "outputs: " + "; ".join(parts)
