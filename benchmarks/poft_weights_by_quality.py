@@ -18,8 +18,7 @@ import yaml
 
 from sft_research.fit import build_fit
 from sft_research.frozen.cache import frozen_label_logprobs, mean_completion_logprob
-from sft_research.frozen.inputs import FrozenContext
-from sft_research.model.loading import ModelConfig
+from sft_research.frozen import FrozenContext
 
 
 def main(pipeline_dir: str) -> None:
@@ -29,11 +28,8 @@ def main(pipeline_dir: str) -> None:
     data.setup("fit")
     examples, pad = data.train_examples, data.tokenizer.pad_token_id
 
-    def label_logprobs(model: ModelConfig, rendered, pad_token_id: int):
-        return frozen_label_logprobs(model, rendered, pad_token_id, batch_size=16)
-
     (baselines,) = module.objective.frozen_inputs
-    context = FrozenContext(module.pretrained, module.reference, data.renderer, label_logprobs)
+    context = FrozenContext(module.pretrained, module.reference, data.renderer)
     r_bar = torch.stack(baselines.compute(examples, context)).double()
     start = frozen_label_logprobs(module.pretrained, examples, pad, batch_size=16)
     r_start = torch.tensor([mean_completion_logprob(lp, ex) for lp, ex in zip(start, examples)], dtype=torch.float64)

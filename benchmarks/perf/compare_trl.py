@@ -114,6 +114,7 @@ def run_ours(job: dict) -> dict:
     import torch
 
     from sft_research.data import FileDataset, SFTDataModule
+    from sft_research.model.execution import ExecutionConfig
     from sft_research.model.loading import ModelConfig
     from sft_research.module import FineTuningModule
     from sft_research.objectives import DPO, SFT
@@ -145,8 +146,7 @@ def run_ours(job: dict) -> dict:
         ModelConfig(job["model"], dtype=job["dtype"], attn_implementation=attention, gradient_checkpointing=job["gradient_checkpointing"]),
         DPO(beta=0.1) if dpo else SFT(),
         OptimizerConfig(lr=1e-5),
-        packing=job["setting"] == "packed",
-        logprob_chunk_size=1024,
+        execution=ExecutionConfig(packing=job["setting"] == "packed", logprob_chunk_size=1024),
         save_dir=str(Path(job["run_dir"]) / "hf_model"),
     )
     data = SFTDataModule(FileDataset(job["pairs" if dpo else "sft"]), tokenizer=job["model"], prompt_format="plain",
