@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow  # the smoke suite's 20 runs, three times over for
 
 ROOT = Path(__file__).parents[1]
 SMOKE = ROOT / "sft_research" / "bench" / "suites" / "smoke.yaml"
-ARMS = ["sft", "sft_quality", "iw_sft", "poft", "sft_then_dpo", "irft", "lora", "replay", "dft", "clean_data"]
+ARMS = ["sft", "sft_quality", "iw_sft", "poft", "sft_then_dpo", "irft", "lora", "replay", "dft", "kl_to_base", "clean_data"]
 POINTS = ["task.noise_fraction=0.25", "task.noise_fraction=0.5"]
 METRICS = ["task_score", "general_text_loglik_change", "skill_accuracy_change", "flip_rate", "kl_from_base"]
 
@@ -91,7 +91,7 @@ def test_every_arm_is_evaluated_along_its_way(uninterrupted):
     rows = results(out / POINTS[0])
     schedule = {arm: [(p["fit"], p["fraction"]) for p in row["curve"]] + [(row["end"]["fit"], 1.0)] for (arm, _), row in rows.items()}
     assert schedule == {
-        **{arm: [("fit", 0.5), ("fit", 1.0)] for arm in ("sft", "sft_quality", "iw_sft", "lora", "replay", "dft", "clean_data")},
+        **{arm: [("fit", 0.5), ("fit", 1.0)] for arm in ("sft", "sft_quality", "iw_sft", "lora", "replay", "dft", "kl_to_base", "clean_data")},
         "poft": [("poft", 0.5), ("poft", 1.0)],
         "sft_then_dpo": [("sft", 0.5), ("dpo", 1.0)],
         "irft": [("irft/round_0", 0.5), ("irft/round_1", 1.0)],
@@ -117,13 +117,13 @@ def test_smoke_suite_counts_what_every_arm_spent(uninterrupted):
     # DPO and IRFT train on pairs (2 sequences an example); PoFT and SFT-then-DPO run two fits
     assert policy == {**dict.fromkeys(ARMS, 8), "poft": 16, "sft_then_dpo": 8 + 16, "irft": 2 * 4 * 2}
     # references score every training example, once: IwSFT's 16, DPO's 16 pairs, IRFT's 8 pairs a round;
-    # PoFT's baseline scores its 16 responses
-    assert frozen == {**dict.fromkeys(ARMS, 0), "iw_sft": 16, "poft": 16, "sft_then_dpo": 32, "irft": 2 * 8 * 2}
+    # PoFT's baseline scores its 16 responses; the KL arm's base model runs on every batch trained on
+    assert frozen == {**dict.fromkeys(ARMS, 0), "iw_sft": 16, "poft": 16, "sft_then_dpo": 32, "irft": 2 * 8 * 2, "kl_to_base": 8}
     rounds = [json.loads((out / POINTS[0] / "runs" / "irft" / f"seed_{seed}" / "irft" / f"round_{t}" / "generation.json").read_text()) for t in (0, 1)]
     assert all(len(r["unfinished_generations"]) == r["prompts"] == 8 for r in rounds), "the random model never ends in 4 tokens"
     assert {arm: c["generated_tokens"] for arm, c in spent.items()} == {**dict.fromkeys(ARMS, 0), "irft": 2 * 8 * 4}
     # the same data in the same order: the same tokens, whatever the objective or LoRA
-    same = [{k: v for k, v in spent[arm].items() if k in ("tokens", "completion_tokens")} for arm in ("sft", "sft_quality", "iw_sft", "lora", "dft")]
+    same = [{k: v for k, v in spent[arm].items() if k in ("tokens", "completion_tokens")} for arm in ("sft", "sft_quality", "iw_sft", "lora", "dft", "kl_to_base")]
     assert all(s == same[0] for s in same) and 0 < same[0]["completion_tokens"] < same[0]["tokens"]
     # replay trains 16 task records and 5 pieces of text (every text token in the loss): more of a batch is loss
     assert spent["replay"]["completion_tokens"] > 2 * spent["sft"]["completion_tokens"]
@@ -150,7 +150,7 @@ def test_smoke_suite_rows_say_where_they_came_from(uninterrupted):
         assert row["versions"]["peft"] and row["versions"]["reasoning_gym"]
     data = {key: row["provenance"]["data"] for key, row in rows.items()}
     assert set(data["poft", 0]) == {"baseline", "poft"} and set(data["irft", 0]) == {"irft/round_0", "irft/round_1"}
-    same = {str(data[arm, 0]) for arm in ("sft", "sft_quality", "iw_sft", "lora", "dft")}
+    same = {str(data[arm, 0]) for arm in ("sft", "sft_quality", "iw_sft", "lora", "dft", "kl_to_base")}
     assert len(same) == 1, "one rendering of the task's data for every SFT-style arm"
     assert len({str(data[arm, 0]) for arm in ("replay", "sft", "clean_data")}) == 3, "replay and clean data change the data"
     assert results(out / POINTS[1])["sft", 0]["provenance"]["data"] != data["sft", 0], "the sweep point's noise changes the data"

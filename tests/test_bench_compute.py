@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from lightning.pytorch.callbacks import Callback
 
-from sft_research.bench.compute import Compute, fit_compute, generated_tokens, replay_batches, run_compute
+from sft_research.bench.compute import Compute, fit_compute, generated_tokens, run_compute
 from sft_research.bench.evaluate import Measures
 from sft_research.bench.probes import GeneralTextProbe, HeldOutSkillsProbe, KLProbe, TaskScore
 from sft_research.checkpoints.embedded import TINY_MODEL
@@ -66,15 +66,15 @@ def fitted(tmp_path_factory):
 
 
 def test_compute_is_what_the_fit_trained_on(fitted):
+    """The fit's own record (compute.json) against the batches a callback saw it train on."""
     run_dir, batches, examples = fitted
     assert [len(batch) for batch in batches] == [4, 2, 4, 2, 4]
-    assert replay_batches(6, 4, seed=7, batches=5) == batches, "the sampler's draws, replayed from the seed"
     sequences = [examples[i].sequences[0] for batch in batches for i in batch]
     compute, fingerprint = fit_compute(run_dir / "fit")
     assert compute == Compute(
         optimizer_steps=5,
         tokens=sum(len(s.input_ids) for s in sequences),
-        completion_tokens=sum(sum(s.completion_mask) for s in sequences),
+        completion_tokens=sum(sum(s.completion_mask[1:]) for s in sequences),
         policy_sequences=16,
         frozen_sequences=6,  # the reference scores every training example once, before the first step
         generated_tokens=0,
@@ -84,17 +84,33 @@ def test_compute_is_what_the_fit_trained_on(fitted):
     assert run_compute(run_dir) == (compute, {"fit": fingerprint})
 
 
-def test_counts_come_from_the_newest_log(fitted, tmp_path):
-    """A fit killed part-way and run again logs into the next version folder: only the finished attempt counts."""
+def test_counts_come_from_the_newest_finished_attempt(fitted, tmp_path):
+    """A fit killed part-way and run again logs into the next version folder: only a finished attempt counts."""
     run_dir, _, _ = fitted
     fit = tmp_path / "fit"
     shutil.copytree(run_dir / "fit", fit)
     logs = fit / "logs"
-    rows = (logs / "version_0" / "metrics.csv").read_text().splitlines()
-    for version, kept in ((9, 5), (10, 2)):
-        (logs / f"version_{version}").mkdir()
-        (logs / f"version_{version}" / "metrics.csv").write_text("\n".join(rows[: kept + 1]) + "\n")
+    (logs / "version_9").mkdir()  # killed: no record
+    (logs / "version_10").mkdir()
+    recorded = json.loads((logs / "version_0" / "compute.json").read_text())
+    (logs / "version_10" / "compute.json").write_text(json.dumps({**recorded, "optimizer_steps": 2}))
     assert fit_compute(fit)[0].optimizer_steps == 2
+    shutil.rmtree(logs)
+    with pytest.raises(ValueError, match="no finished fit recorded what it spent"):
+        fit_compute(fit)
+
+
+def test_on_the_fly_frozen_models_are_counted_on_every_batch(tmp_path):
+    """Run on every batch, the reference scores every sequence trained on."""
+    data = write_jsonl(tmp_path / "train.jsonl", ROWS)
+    config = {
+        "trainer": {"accelerator": "cpu", "max_steps": 3, "limit_val_batches": 0, "enable_progress_bar": False},
+        "model": {"pretrained": {"name_or_path": TINY_MODEL}, "objective": {"class_path": "sft_research.objectives.IwSFT"}, "frozen": {"mode": "on_the_fly"}},
+        "data": {"train": {"class_path": "sft_research.data.FileDataset", "init_args": {"path": str(data)}}, "batch_size": 4, "max_length": 64},
+    }
+    run_fit(config, tmp_path / "fit")
+    compute, _ = fit_compute(tmp_path / "fit")
+    assert compute.frozen_sequences == compute.policy_sequences == 4 + 2 + 4
 
 
 def test_generated_tokens_of_an_irft_round_are_its_own_count(tmp_path):
@@ -153,8 +169,8 @@ def test_summary_shows_mean_compute_and_reads_rows_from_before_counting():
     rows = [row("sft", 0, counted(1000)), row("sft", 1, counted(2000)), row("old", 0, None), row("old", 1, None)]
     metrics = Measures([TaskScore(), GeneralTextProbe(), HeldOutSkillsProbe(), KLProbe()]).metrics
     table = summarize(rows, base, ["sft", "old"], metrics)
-    assert table[1]["spent"] == {**counted(1500), "wall_s": 10.5}
-    assert table[2]["spent"] == {**dict.fromkeys(counted(0)), "wall_s": 10.5}, "an old row has its wall time only"
+    assert table[1].spent == {**counted(1500), "wall_s": 10.5}
+    assert table[2].spent == {**dict.fromkeys(counted(0)), "wall_s": 10.5}, "an old row has its wall time only"
     summary = {r["arm"]: r for r in csv.DictReader(io.StringIO(summary_csv(table, metrics)))}
     assert (summary["sft"]["tokens"], summary["sft"]["completion_tokens"], summary["sft"]["wall_s"]) == ("1500", "150", "10.5")
     assert (summary["old"]["tokens"], summary["old"]["wall_s"], summary["base model"]["tokens"]) == ("", "10.5", "")

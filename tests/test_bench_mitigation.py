@@ -8,8 +8,7 @@ import torch
 import yaml
 from jsonargparse import ArgumentParser
 
-from sft_research.bench import GeneralTextProbe, LoRAArm, ObjectiveArm, ProbeContext, ReplayArm, Suite
-from sft_research.bench.suite import TaskSpec, probe_chunk_spans
+from sft_research.bench import GeneralTextProbe, LoRAArm, ObjectiveArm, ProbeContext, ReplayArm, Suite, TaskSpec
 from sft_research.checkpoints.embedded import TINY_MODEL
 from sft_research.checkpoints.names import load_tokenizer
 from sft_research.data import DataSource, Mixture, RawRecord, SFTDataModule, TextChunks
@@ -108,7 +107,7 @@ def test_replay_text_never_overlaps_what_the_probe_scores(probe, repeated):
     chunks = [tokenizer.decode(ids) for ids in scored]
     located = [(text.index(chunk), text.index(chunk) + len(chunk)) for chunk in chunks]
     assert len(located) == probe.num_chunks and all(end - start > 20 for start, end in located)
-    assert located == probe_chunk_spans(probe, TINY_MODEL), "the arm excludes exactly the probe's chunks"
+    assert located == probe.scored_spans(TINY_MODEL), "the arm excludes exactly the probe's chunks"
 
     suite = Suite([ObjectiveArm("sft", {"class_path": "sft_research.objectives.SFT"})], base_model=TINY_MODEL, probes=[probe])
     mixture = ReplayArm("replay", text_fraction=0.5, chunk_tokens=80).source(suite)["init_args"]
@@ -160,12 +159,12 @@ def test_mitigation_suite_is_the_default_suite_with_the_fixes_as_arms():
     default, mitigation = suite_config("default.yaml"), suite_config("mitigation.yaml")
     for key in ("base_model", "task", "probes", "budget", "seeds", "eval_batch_size"):
         assert mitigation[key] == default[key], key
-    assert [arm["init_args"]["name"] for arm in mitigation["arms"]] == ["sft", "lora", "replay", "dft"]
+    assert [arm["init_args"]["name"] for arm in mitigation["arms"]] == ["sft", "lora", "replay", "dft", "kl_to_base"]
     assert mitigation["arms"][0] == default["arms"][0]
     parser = ArgumentParser()
     parser.add_class_arguments(Suite, "suite", sub_configs=True)
     suite = parser.instantiate_classes(parser.parse_object({"suite": mitigation})).suite
-    assert [type(arm).__name__ for arm in suite.arms] == ["ObjectiveArm", "LoRAArm", "ReplayArm", "ObjectiveArm"]
+    assert [type(arm).__name__ for arm in suite.arms] == ["ObjectiveArm", "LoRAArm", "ReplayArm", "ObjectiveArm", "ObjectiveArm"]
     assert suite.arms[3].objective["class_path"] == "sft_research.objectives.DFT"
-    assert [arm["init_args"]["name"] for arm in suite_config("smoke.yaml")["arms"]][-4:] == ["lora", "replay", "dft", "clean_data"]
+    assert [arm["init_args"]["name"] for arm in suite_config("smoke.yaml")["arms"]][-5:] == ["lora", "replay", "dft", "kl_to_base", "clean_data"]
     assert "lora" not in [arm["init_args"]["name"] for arm in default["arms"]], "the default suite keeps its 15 minutes"

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from jsonargparse import ArgumentParser
 
+from sft_research.bench import ObjectiveArm, Suite
+from sft_research.bench.overrides import deep_merge
 from sft_research.bench.probes import Metric, Probe, ProbeContext
-from sft_research.bench.suite import ObjectiveArm, Suite
 from sft_research.bench.sweep import grid, point_config
 from sft_research.cli import SUITES, suite_file
 from sft_research.data.collate import collate_prompts
@@ -124,3 +126,46 @@ def test_a_sweep_reaches_settings_whose_default_is_none_and_probes_are_checked()
 
     with pytest.raises(ValueError, match=r"probe 'answer_length': compare\(\) returned metrics \['length'\], but it declares \['answer_length_change'\]"):
         Measures([Misnamed()]).item_values({"answer_length": [1.0]}, {"answer_length": [1.0]})
+
+
+def test_an_arm_changes_any_fit_setting_through_overrides_in_the_suite():
+    """Overrides in a suite's YAML reach the arm's fit config, merged into the suite's settings and the arm's own
+    change (LoRA's adapters and learning rate), and the fit parser accepts the result; nothing is trained."""
+    config = yaml.safe_load(Path(suite_file("smoke")).read_text())
+    config["arms"] = [
+        {"class_path": "sft_research.bench.ObjectiveArm", "init_args": {"name": "sft", "objective": {"class_path": "sft_research.objectives.SFT"}}},
+        {"class_path": "sft_research.bench.ObjectiveArm", "init_args": {
+            "name": "tuned", "objective": {"class_path": "sft_research.objectives.SFT"},
+            "overrides": {"model": {"optimizer": {"weight_decay": 0.1}, "execution": {"packing": True, "logprob_chunk_size": 64}}, "trainer": {"max_steps": 3}},
+        }},
+        {"class_path": "sft_research.bench.LoRAArm", "init_args": {"name": "lora", "r": 4, "lr": 1e-3, "overrides": {"model": {"pretrained": {"lora": {"dropout": 0.1}}}}}},
+    ]
+    suite = parser().instantiate(parser().parse_object({"suite": config})).suite
+    plain, tuned, lora = (fit_of(arm, suite) for arm in suite.arms)
+    assert tuned["model"]["optimizer"] == {"lr": suite.budget.lr, "warmup_ratio": suite.budget.warmup_ratio, "weight_decay": 0.1}
+    assert tuned["model"]["execution"] == {"packing": True, "logprob_chunk_size": 64} and tuned["trainer"]["max_steps"] == 3
+    assert "execution" not in plain["model"] and plain["trainer"]["max_steps"] == suite.budget.max_steps
+    assert tuned["data"] == plain["data"] and tuned["model"]["objective"] == plain["model"]["objective"]
+    assert lora["model"]["pretrained"]["lora"] == {"r": 4, "alpha": 16, "dropout": 0.1, "target_modules": "all-linear", "modules_to_save": None, "merge": True}
+    assert lora["model"]["optimizer"]["lr"] == 1e-3
+
+
+def fit_of(arm, suite: Suite) -> dict:
+    (stage,) = arm.stages(suite, seed=0)
+    stage.check()  # the fit parser accepts it
+    return stage.fit
+
+
+def test_overrides_merge_mappings_and_replace_everything_else():
+    task = {"class_path": "sft_research.data.ReasoningGymTask", "init_args": {"seed": 0, "noise_fraction": 0.25}}
+    base = {"trainer": {"max_steps": 30, "callbacks": [{"class_path": "a.Bar"}]}, "model": {"optimizer": {"lr": 1e-4}}, "data": {"train": task}}
+    merged = deep_merge(base, {"trainer": {"callbacks": []}, "model": {"optimizer": {"lr": 1e-3}}}, {"data": {"train": {"init_args": {"noise_fraction": 0.0}}}})
+    assert merged == {
+        "trainer": {"max_steps": 30, "callbacks": []},
+        "model": {"optimizer": {"lr": 1e-3}},
+        "data": {"train": {"class_path": "sft_research.data.ReasoningGymTask", "init_args": {"seed": 0, "noise_fraction": 0.0}}},
+    }
+    mixture = {"class_path": "sft_research.data.Mixture", "init_args": {"records": task, "text_fraction": 0.25}}
+    assert deep_merge(base, {"data": {"train": mixture}})["data"]["train"] == mixture, "another class's settings replace the task's"
+    merged["data"]["train"]["init_args"]["seed"] = 7
+    assert base["data"]["train"]["init_args"] == {"seed": 0, "noise_fraction": 0.25}, "the inputs are left as they were"

@@ -1,19 +1,8 @@
 """The benchmark harness: task score against forgetting, across objectives and seeds."""
 
+from sft_research.bench.arms import Arm, CleanDataArm, IRFTArm, LoRAArm, ObjectiveArm, PoFTArm, ReplayArm, SFTThenDPOArm
 from sft_research.bench.probes import GeneralTextProbe, HeldOutSkillsProbe, KLProbe, Metric, Probe, ProbeContext, Skill
-from sft_research.bench.suite import (
-    Arm,
-    Budget,
-    CleanDataArm,
-    IRFTArm,
-    LoRAArm,
-    ObjectiveArm,
-    PoFTArm,
-    ReplayArm,
-    SFTThenDPOArm,
-    Suite,
-    TaskSpec,
-)
+from sft_research.bench.suite import Budget, Suite, TaskSpec
 
 __all__ = [
     "Arm", "Budget", "CleanDataArm", "GeneralTextProbe", "HeldOutSkillsProbe", "IRFTArm", "KLProbe", "LoRAArm", "Metric",

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sft_research.bench.probes import Metric
-
-TASK = "task_score"
+from sft_research.bench.probes import TASK_SCORE, Metric
 
 
 @dataclass
@@ -81,7 +79,7 @@ def along_curves(curves: dict[str, list[Point]], reference_arm: str, forgetting:
     end = curves[reference_arm][-1].values
     return {
         arm: {
-            m.name: Reading(first_crossing(curve, m.name, end[m.name], TASK), first_crossing(curve, TASK, end[TASK], m.name))
+            m.name: Reading(first_crossing(curve, m.name, end[m.name], TASK_SCORE), first_crossing(curve, TASK_SCORE, end[TASK_SCORE], m.name))
             for m in forgetting
         }
         for arm, curve in curves.items()

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from sft_research.bench.curves import Point
-from sft_research.bench.probes import Metric
+from sft_research.bench.probes import Metric, task_and_forgetting
+from sft_research.bench.report import SummaryRow
 from sft_research.files import atomic_write
 
 
@@ -24,15 +25,15 @@ def save(figure, path: Path) -> None:
     pyplot().close(figure)
 
 
-def tradeoff_plot(table: list[dict], curves: dict[str, list[Point]], metrics: list[Metric], path: Path) -> None:
+def tradeoff_plot(table: list[SummaryRow], curves: dict[str, list[Point]], metrics: list[Metric], path: Path) -> None:
     """One panel per forgetting metric: each arm's mean curve from the base model (a star) through its points to its
     end, which carries 95% CI error bars in both directions."""
     plt = pyplot()
-    task, forgetting = metrics[0], metrics[1:]
+    task, forgetting = task_and_forgetting(metrics)
     figure, axes = plt.subplots(1, len(forgetting), figsize=(5 * len(forgetting), 4.2), sharey=True, squeeze=False)
-    ends = {entry["arm"]: entry for entry in table if entry["runs"]}
+    ends = {row.arm: row.estimates for row in table if row.runs}
     for axis, metric in zip(axes[0], forgetting):
-        base = table[0]
+        base = table[0].estimates
         axis.plot(base[metric.name][0], base[task.name][0], marker="*", markersize=16, color="black", linestyle="none", label="base model")
         for arm, curve in curves.items():
             line = axis.plot([p.values[metric.name] for p in curve], [p.values[task.name] for p in curve], marker=".", alpha=0.8)[0]
@@ -47,16 +48,16 @@ def tradeoff_plot(table: list[dict], curves: dict[str, list[Point]], metrics: li
     save(figure, path)
 
 
-def sweep_plot(points: list[tuple[str, list[dict]]], metrics: list[Metric], key: str, path: Path) -> None:
+def sweep_plot(points: list[tuple[str, list[SummaryRow]]], metrics: list[Metric], key: str, path: Path) -> None:
     """One panel per metric: each arm's mean and 95% CI at every sweep point (``points``: the point's value as text,
     and its summary table), the base model dashed."""
     plt = pyplot()
     figure, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 4.0), squeeze=False)
     labels = [label for label, _ in points]
-    arms = list(dict.fromkeys(entry["arm"] for _, table in points for entry in table))
+    arms = list(dict.fromkeys(row.arm for _, table in points for row in table))
     for axis, metric in zip(axes[0], metrics):
         for arm in arms:
-            cells = [next((e[metric.name] for e in table if e["arm"] == arm), None) for _, table in points]
+            cells = [next((row.estimates[metric.name] for row in table if row.arm == arm), None) for _, table in points]
             shown = [(i, c) for i, c in enumerate(cells) if c is not None]
             axis.errorbar(
                 [i for i, _ in shown], [c[0] for _, c in shown], yerr=[c[1] for _, c in shown], marker="o", capsize=3,

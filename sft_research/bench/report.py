@@ -5,14 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-from sft_research.bench.compute import Compute
+from sft_research.callbacks.compute_record import Compute
 from sft_research.bench.curves import Point, Reading
 from sft_research.bench.evaluate import Measurements, Measures
 from sft_research.bench.paired import paired_difference, verdict
-from sft_research.bench.probes import Metric
+from sft_research.bench.probes import TASK_SCORE, Metric, task_and_forgetting
 from sft_research.bench.stats import Estimate, confidence_interval
 from sft_research.files import atomic_write_text
 
@@ -33,6 +33,57 @@ def append_result(path: Path, row: dict) -> None:
     atomic_write_text(path, existing + json.dumps(row) + "\n")
 
 
+@dataclass
+class SummaryRow:
+    """One line of the summary: an arm, or the base model (no runs); per metric, its mean, the half-width of its 95%
+    confidence interval and how that was computed (:func:`~sft_research.bench.stats.confidence_interval`); the mean
+    compute of its runs (:func:`spent`); and its verdict on the task score against the base model's (none for the
+    base model)."""
+
+    arm: str
+    runs: int
+    estimates: dict[str, tuple[float, float, str]]
+    spent: dict[str, float | None]
+    verdict: str = ""
+
+
+@dataclass(frozen=True)
+class NumberFormat:
+    """How one output writes a summary row's numbers, as format specs: the CSV files exactly enough to compute with,
+    the markdown to be read.
+
+    Args:
+        estimate: a metric's mean and the half-width of its interval.
+        count: a compute count.
+        seconds: the wall time.
+        missing: what stands for a compute quantity that the runs did not record.
+    """
+
+    estimate: str
+    count: str
+    seconds: str
+    missing: str
+
+    def interval_cells(self, row: SummaryRow, metric: str) -> tuple[str, str]:
+        """A metric's mean and half-width."""
+        mean, half, _ = row.estimates[metric]
+        return format(mean, self.estimate), format(half, self.estimate)
+
+    def spent_cells(self, row: SummaryRow) -> list[str]:
+        """Each quantity of :data:`SPENT`."""
+        return [self.missing if (v := row.spent[name]) is None else format(v, self.seconds if name == "wall_s" else self.count) for name in SPENT]
+
+
+CSV = NumberFormat(estimate=".6g", count=".6g", seconds=".6g", missing="")
+MARKDOWN = NumberFormat(estimate=".3f", count=",.0f", seconds=".1f", missing="n/a")
+
+
+def estimate_markdown(row: SummaryRow, metric: str) -> str:
+    """Mean ± half-width; the base model's mean alone: it is measured once and not trained, so it has no interval."""
+    mean, half = MARKDOWN.interval_cells(row, metric)
+    return f"{mean} ± {half}" if row.runs else mean
+
+
 def spent(runs: list[dict]) -> dict[str, float | None]:
     """Per quantity of :data:`SPENT`, its mean over the runs; None where a run does not have it (rows written before
     the harness counted compute)."""
@@ -40,26 +91,26 @@ def spent(runs: list[dict]) -> dict[str, float | None]:
     return {name: sum(v[name] for v in values) / len(values) if all(name in v for v in values) else None for name in SPENT}
 
 
-def summarize(rows: list[dict], base: dict[str, Estimate], arms: list[str], metrics: list[Metric]) -> list[dict]:
-    """Per arm and metric: mean, 95% CI half-width and how it was computed, and the mean compute of its runs; the base
-    model first."""
+def summarize(rows: list[dict], base: dict[str, Estimate], arms: list[str], metrics: list[Metric]) -> list[SummaryRow]:
+    """Per arm with runs, its :class:`SummaryRow`; the base model first."""
     names = [m.name for m in metrics]
-    table = [{"arm": "base model", "runs": 0, **{m: (base[m].mean, 0.0, "") for m in names}, "spent": dict.fromkeys(SPENT)}]
+    table = [SummaryRow("base model", 0, {m: (base[m].mean, 0.0, "") for m in names}, dict.fromkeys(SPENT))]
     for arm in arms:
         runs = [row for row in rows if row["arm"] == arm]
         if runs:
-            estimates = {m: [Estimate(**run["metrics"][m]) for run in runs] for m in names}
-            table.append({"arm": arm, "runs": len(runs), **{m: confidence_interval(estimates[m]) for m in names}, "spent": spent(runs)})
-    base_score = base["task_score"].mean
-    for entry in table[1:]:
-        mean, half, _ = entry["task_score"]
-        if mean - half > base_score:
-            entry["verdict"] = "task score above base (CI clear of it)"
-        elif mean + half < base_score:
-            entry["verdict"] = "task score below base (CI clear of it)"
-        else:
-            entry["verdict"] = "no clear effect on the task score"
+            estimates = {m: confidence_interval([Estimate(**run["metrics"][m]) for run in runs]) for m in names}
+            table.append(SummaryRow(arm, len(runs), estimates, spent(runs), task_verdict(estimates[TASK_SCORE], base[TASK_SCORE].mean)))
     return table
+
+
+def task_verdict(task: tuple[float, float, str], base_score: float) -> str:
+    """Whether an arm's task score is above or below the base model's, its interval clear of it."""
+    mean, half, _ = task
+    if mean - half > base_score:
+        return "task score above base (CI clear of it)"
+    if mean + half < base_score:
+        return "task score below base (CI clear of it)"
+    return "no clear effect on the task score"
 
 
 def compare_to_reference(rows: list[dict], base: Measurements, arms: list[str], measures: Measures, reference_arm: str = "sft") -> list[dict]:
@@ -88,30 +139,29 @@ def directions(metrics: list[Metric]) -> str:
     return f"higher is better: {higher}" + (f"; lower is better: {lower}" if lower else "")
 
 
-def summary_csv(table: list[dict], metrics: list[Metric]) -> str:
+def summary_csv(table: list[SummaryRow], metrics: list[Metric]) -> str:
     names = [m.name for m in metrics]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["arm", "runs"] + [f"{m}{suffix}" for m in names for suffix in ("", "_ci95")] + ["ci_method", "verdict", *SPENT])
-    for entry in table:
-        methods = sorted({entry[m][2] for m in names if entry[m][2]})
+    for row in table:
+        methods = sorted({row.estimates[m][2] for m in names if row.estimates[m][2]})
         writer.writerow(
-            [entry["arm"], entry["runs"]]
-            + [f"{v:.6g}" for m in names for v in entry[m][:2]]
-            + ["; ".join(methods), entry.get("verdict", "")]
-            + ["" if entry["spent"][name] is None else f"{entry['spent'][name]:.6g}" for name in SPENT]
+            [row.arm, row.runs]
+            + [cell for m in names for cell in CSV.interval_cells(row, m)]
+            + ["; ".join(methods), row.verdict]
+            + CSV.spent_cells(row)
         )
     return out.getvalue()
 
 
-def summary_markdown(table: list[dict], metrics: list[Metric]) -> str:
+def summary_markdown(table: list[SummaryRow], metrics: list[Metric]) -> str:
     names = [m.name for m in metrics]
     header = "| arm | runs | " + " | ".join(m.label for m in metrics) + " | verdict |"
     lines = [header, "|" + "---|" * (len(names) + 3)]
-    for entry in table:
-        cells = [f"{entry[m][0]:.3f}" + (f" ± {entry[m][1]:.3f}" if entry["runs"] else "") for m in names]
-        lines.append(f"| {entry['arm']} | {entry['runs']} | " + " | ".join(cells) + f" | {entry.get('verdict', '')} |")
-    methods = sorted({entry[m][2] for entry in table for m in names if entry[m][2]})
+    for row in table:
+        lines.append(f"| {row.arm} | {row.runs} | " + " | ".join(estimate_markdown(row, m) for m in names) + f" | {row.verdict} |")
+    methods = sorted({row.estimates[m][2] for row in table for m in names if row.estimates[m][2]})
     notes = [
         "",
         "Mean ± 95% confidence interval (" + "; ".join(methods) + "). Changes are fine-tuned minus base on the same items",
@@ -120,7 +170,7 @@ def summary_markdown(table: list[dict], metrics: list[Metric]) -> str:
     return "\n".join(lines + notes) + "\n" + spent_markdown(table)
 
 
-def spent_markdown(table: list[dict]) -> str:
+def spent_markdown(table: list[SummaryRow]) -> str:
     """What each arm spent on training, so that no arm's scores are read apart from their cost."""
     lines = [
         "",
@@ -129,9 +179,8 @@ def spent_markdown(table: list[dict]) -> str:
         "| arm | " + " | ".join(SPENT_LABELS[name] for name in SPENT) + " |",
         "|" + "---|" * (len(SPENT) + 1),
     ]
-    for entry in table[1:]:
-        cells = ["n/a" if (v := entry["spent"][name]) is None else f"{v:.1f}" if name == "wall_s" else f"{v:,.0f}" for name in SPENT]
-        lines.append(f"| {entry['arm']} | " + " | ".join(cells) + " |")
+    for row in table[1:]:
+        lines.append(f"| {row.arm} | " + " | ".join(MARKDOWN.spent_cells(row)) + " |")
     lines += [
         "",
         "Tokens and sequences are those trained on (forward and backward), frozen-model sequences those scored by",
@@ -179,7 +228,7 @@ def curves_markdown(curves: dict[str, list[Point]], readings: dict[str, dict[str
     """Each arm's readings off the curves against the reference arm's end (:mod:`sft_research.bench.curves`)."""
     if not readings:
         return ""
-    task, forgetting = metrics[0], metrics[1:]
+    task, forgetting = task_and_forgetting(metrics)
     header = [f"{task.label} at `{reference_arm}`'s {m.label} | {m.label} at `{reference_arm}`'s {task.label}" for m in forgetting]
     lines = [
         "",

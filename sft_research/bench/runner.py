@@ -29,7 +29,9 @@ from sft_research.bench.compute import run_compute
 from sft_research.bench.curves import along_curves, mean_curves
 from sft_research.bench.evaluate import Evaluator, Measurements
 from sft_research.bench.plots import tradeoff_plot
+from sft_research.bench.probes import task_and_forgetting
 from sft_research.bench.report import (
+    SummaryRow,
     append_result,
     compare_to_reference,
     curves_csv,
@@ -78,7 +80,7 @@ class SuiteReport:
     """What a finished suite reports: the summary rows (base model first) and the paired comparisons with the
     reference arm (the readings off the curves are in summary.md)."""
 
-    table: list[dict]
+    table: list[SummaryRow]
     comparisons: list[dict]
 
 
@@ -190,7 +192,8 @@ def report(suite: Suite, out: Path, base: Measurements) -> SuiteReport:
     table = summarize(rows, base_metrics, arms, metrics)
     comparisons = compare_to_reference(rows, base, arms, measures, reference_arm)
     curves = mean_curves(rows, {name: e.mean for name, e in base_metrics.items()}, arms)
-    readings = along_curves(curves, reference_arm, metrics[1:])
+    _, forgetting = task_and_forgetting(metrics)
+    readings = along_curves(curves, reference_arm, forgetting)
     markdown = summary_markdown(table, metrics) + paired_markdown(comparisons, metrics, reference_arm) + curves_markdown(curves, readings, metrics, reference_arm)
     atomic_write_text(out / "summary.md", markdown)
     atomic_write_text(out / "summary.csv", summary_csv(table, metrics))

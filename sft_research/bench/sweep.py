@@ -16,7 +16,8 @@ import itertools
 from pathlib import Path
 
 from sft_research.bench.plots import sweep_plot
-from sft_research.bench.probes import Metric
+from sft_research.bench.probes import Metric, task_and_forgetting
+from sft_research.bench.report import CSV, estimate_markdown
 from sft_research.bench.runner import SuiteReport, run_suite
 from sft_research.files import atomic_write_text
 
@@ -55,21 +56,21 @@ def sweep_report(points: list[tuple[dict[str, Value], SuiteReport]], metrics: li
     """Writes sweep.md, sweep.csv and sweep.png; returns the markdown."""
     key = ", ".join(points[0][0])
     labels = [",".join(str(v) for v in point.values()) for point, _ in points]
-    tables = [{entry["arm"]: entry for entry in report.table} for _, report in points]
+    tables = [{row.arm: row for row in report.table} for _, report in points]
     comparisons = [{c["arm"]: c for c in report.comparisons} for _, report in points]
     lines = [f"Sweep over {key}: mean ± 95% interval at each point (each point's own summary.md has the rest)."]
     for metric in metrics:
         lines += ["", f"**{metric.label}**", "", "| arm | " + " | ".join(labels) + " |", "|" + "---|" * (len(labels) + 1)]
         for arm in dict.fromkeys(arm for table in tables for arm in table):
-            entries = [table.get(arm) for table in tables]
-            cells = ["" if e is None else f"{e[metric.name][0]:.3f}" + (f" ± {e[metric.name][1]:.3f}" if e["runs"] else "") for e in entries]
+            cells = ["" if arm not in table else estimate_markdown(table[arm], metric.name) for table in tables]
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-    lines += ["", f"Paired difference to `{reference_arm}` on the {metrics[0].label} (same items and seeds; 95% interval, verdict):", ""]
+    task, _ = task_and_forgetting(metrics)
+    lines += ["", f"Paired difference to `{reference_arm}` on the {task.label} (same items and seeds; 95% interval, verdict):", ""]
     lines += ["| arm | " + " | ".join(labels) + " |", "|" + "---|" * (len(labels) + 1)]
     for arm in dict.fromkeys(arm for compared in comparisons for arm in compared):
         cells = []
         for compared in comparisons:
-            d, v = compared[arm][metrics[0].name] if arm in compared else (None, None)
+            d, v = compared[arm][task.name] if arm in compared else (None, None)
             cells.append("" if d is None else f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] {v}")
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     markdown = "\n".join(lines) + "\n"
@@ -86,12 +87,11 @@ def sweep_csv(points: list[tuple[dict[str, Value], SuiteReport]], metrics: list[
     writer.writerow([*keys, "arm", "runs", "metric", "mean", "ci95", f"difference_to_{reference_arm}", "difference_low", "difference_high", "verdict"])
     for point, report in points:
         comparisons = {c["arm"]: c for c in report.comparisons}
-        for entry in report.table:
+        for row in report.table:
             for metric in metrics:
-                mean, half, _ = entry[metric.name]
-                d, v = comparisons[entry["arm"]][metric.name] if entry["arm"] in comparisons else (None, "")
+                d, v = comparisons[row.arm][metric.name] if row.arm in comparisons else (None, "")
                 paired = [f"{d.mean:.6g}", f"{d.low:.6g}", f"{d.high:.6g}"] if d is not None else ["", "", ""]
-                writer.writerow([*point.values(), entry["arm"], entry["runs"], metric.name, f"{mean:.6g}", f"{half:.6g}", *paired, v])
+                writer.writerow([*point.values(), row.arm, row.runs, metric.name, *CSV.interval_cells(row, metric.name), *paired, v])
     return out.getvalue()
 
 

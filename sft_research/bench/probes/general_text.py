@@ -8,6 +8,7 @@ import torch
 
 from sft_research.bench.probes.base import Metric, Probe, ProbeContext
 from sft_research.bench.stats import differences
+from sft_research.checkpoints.names import load_tokenizer
 from sft_research.data.mixture import read_text
 from sft_research.model.logprobs import label_logprobs
 
@@ -33,9 +34,17 @@ class GeneralTextProbe(Probe):
     metrics = (Metric("general_text_loglik_change", "Δ general-text log-lik/token", higher_is_better=True),)
 
     def text(self) -> str:
+        """The whole text the chunks are cut from."""
         return read_text(self.source)
 
-    def chunk_starts(self, num_tokens: int) -> list[int]:
+    def scored_spans(self, tokenizer_name: str) -> list[tuple[int, int]]:
+        """The ``[start, end)`` character spans of the chunks that :meth:`measure` scores under the tokenizer of
+        ``tokenizer_name``, in order, for training data cut from the same text to leave out (the replay arm's)."""
+        encoded = load_tokenizer(tokenizer_name)(self.text(), add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        offsets = encoded["offset_mapping"]
+        return [(offsets[start][0], offsets[start + self.chunk_tokens - 1][1]) for start in self._chunk_starts(len(offsets))]
+
+    def _chunk_starts(self, num_tokens: int) -> list[int]:
         """The first token of each chunk in a text of ``num_tokens`` tokens."""
         if num_tokens < self.num_chunks * self.chunk_tokens:
             raise ValueError(f"{self.source}: {num_tokens} tokens, too short for {self.num_chunks} chunks of {self.chunk_tokens}")
@@ -47,7 +56,7 @@ class GeneralTextProbe(Probe):
         # The whole text is tokenized once and cut into chunks: it is never given to the model whole, so the
         # tokenizer's warning about sequences longer than the model's maximum does not apply.
         ids = context.tokenizer(self.text(), add_special_tokens=False, verbose=False)["input_ids"]
-        chunks = torch.tensor([ids[start : start + self.chunk_tokens] for start in self.chunk_starts(len(ids))])
+        chunks = torch.tensor([ids[start : start + self.chunk_tokens] for start in self._chunk_starts(len(ids))])
         values: list[float] = []
         for batch in chunks.to(model.device).split(min(context.batch_size, 8)):
             values += label_logprobs(model(input_ids=batch).logits, batch).mean(-1).tolist()
