@@ -20,9 +20,10 @@ from jsonargparse import lazy_instance
 import shutil
 
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
 
+from sft_research.callbacks.progress_bar import StepProgressBar
 from sft_research.checkpoints.names import ADAPTER_CONFIG
 from sft_research.csv_logger import RunCSVLogger
 from sft_research.data.datamodule import SFTDataModule
@@ -84,12 +85,13 @@ class FitCLI(LightningCLI):
             config.ckpt_path = str(self.resume.checkpoint)
 
     def instantiate_trainer(self, **kwargs):
-        # The plain progress bar counts steps; Lightning's default (Rich) shows "Epoch 0/-2" for step-limited runs.
+        # The plain progress bar counts steps (Lightning's default, Rich, shows "Epoch 0/-2" for step-limited runs),
+        # and reads the loss on logged steps only.
         trainer = self._get(self.config_init, "trainer", default={})
         given = trainer.get("callbacks") or []
         given = given if isinstance(given, list) else [given]
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in given):
-            kwargs["callbacks"] = [*given, TQDMProgressBar()]
+            kwargs["callbacks"] = [*given, StepProgressBar()]
         # A full training state is several times the model's size: written only when a checkpoint callback asks for
         # it (or enable_checkpointing is set true for Lightning's default one).
         if trainer.get("enable_checkpointing") is None and not any(isinstance(c, ModelCheckpoint) for c in given):

@@ -18,17 +18,20 @@ from torchmetrics import MeanMetric
 
 from sft_research.callbacks import ComputeRecord, Preflight, RNGState, StaleUpdates, Throughput
 from sft_research.callbacks.preflight import check_batch_and_records
+from sft_research.callbacks.throughput import logged_step
+from sft_research.data.collate import micro_batches
 from sft_research.checkpoints.names import load_tokenizer, local_architecture
 from sft_research.errors import ConfigError
 from sft_research.evaluation.task_accuracy import TaskAccuracy
 from sft_research.export import export_final_model
 from sft_research.frozen.runner import FrozenConfig, FrozenInputs, batch_frozen, frozen_tensor
+from sft_research.model.fp32_buffers import restore_float32_buffers
 from sft_research.model.fsdp import check_fsdp_policy, finish_fsdp_backward, generation_ready
 from sft_research.model.generation import GenerationConfig, generate
 from sft_research.model.loading import ModelConfig, load_model
-from sft_research.model.execution import ExecutionConfig, batch_outputs
+from sft_research.model.execution import ExecutionConfig, batch_outputs, trimmed
 from sft_research.model.output_layer import LabelLogprobs
-from sft_research.objectives.base import Objective, ObjectiveInputs
+from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput
 from sft_research.objectives.sft import SFT, sft_loss
 from sft_research.optim import OptimizerConfig, build_optimizer
 
@@ -86,8 +89,9 @@ class FineTuningModule(L.LightningModule):
         if self.model is None:
             # from_pretrained returns eval mode; Lightning switches modes around evaluation but not into training.
             self.model = load_model(self.pretrained).train()
-            if self.execution.compile:
-                self.model.compile()
+            # The policy's forward, output layer and the objective's loss as one compiled graph, per batch shape
+            # (static: the data loader pads to a few lengths, and each gets its own graph).
+            self.compute_loss = torch.compile(self.objective_loss, dynamic=False) if self.execution.compile else self.objective_loss
             if self.tokenizer is None:
                 self.tokenizer = load_tokenizer(self.pretrained.name_or_path)
 
@@ -95,6 +99,8 @@ class FineTuningModule(L.LightningModule):
         data = self.trainer.datamodule
         # The data's tokenizer carries a configured chat template: generate with it and save it with the model.
         self.tokenizer = getattr(data, "tokenizer", None) or self.tokenizer
+        if data is not None:  # the data loader splits, packs and pads its batches as this module runs them
+            data.micro_batch_size, data.pack, data.pad_to_bucket = self.micro_batch_size, self.execution.packing, self.execution.compile
         if stage == "fit":
             check_batch_and_records(self, data)
             check_fsdp_policy(self.trainer.strategy, local_architecture(self.pretrained.name_or_path), self.pretrained.lora is not None)
@@ -108,14 +114,13 @@ class FineTuningModule(L.LightningModule):
             kind = f"{type(self.objective).__name__}'s own loss" if self.val_uses_objective else "the completion's NLL"
             rank_zero_info(f"val/loss: {kind} on the held-out records")
 
+    def on_fit_start(self) -> None:
+        restore_float32_buffers(self.model)  # after the precision's cast, before any step is compiled
+
     def prepare_frozen(self, data, stage: str, examples: list) -> None:
         self.frozen = self.frozen or FrozenInputs.for_fit(self, data.renderer)
         self.frozen.attach(examples)
         self.examples[stage] = {example.example_id: example for example in examples}
-
-    def frozen_sequences(self) -> int:
-        """Sequences that frozen models scored for this fit, over every process (a collective)."""
-        return self.frozen.sequences(self.trainer) if self.frozen is not None else 0
 
     def configure_callbacks(self) -> list[L.Callback]:
         return [Preflight(), RNGState(), Throughput(), ComputeRecord(), StaleUpdates()]
@@ -125,32 +130,35 @@ class FineTuningModule(L.LightningModule):
         optimizer, scheduler = build_optimizer(parameters, self.optimizer_config, self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def policy_outputs(self, batch: dict[str, torch.Tensor], reads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The label log-probs (``logps``) and the objective's position outputs, ``[B, S, T, ...]``, under the policy."""
-        outputs = (LabelLogprobs(), *self.objective.position_outputs)
-        return batch_outputs(self.model, batch["input_ids"], batch["attention_mask"], outputs, reads, self.execution)
-
-    def objective_inputs(self, batch: dict[str, torch.Tensor], num_tokens: torch.Tensor, num_examples: float, stage: str) -> ObjectiveInputs:
-        frozen = batch_frozen(batch)
+    def micro_loss(self, micro: dict, num_tokens: torch.Tensor, num_examples: torch.Tensor, stage: str) -> ObjectiveOutput:
+        """A micro-batch's loss: its frozen inputs gathered (those run on the fly computed now), its tensors cut to
+        the lengths known on the host, then the policy's outputs and the objective, compiled as one function when
+        ``execution.compile``."""
+        frozen = batch_frozen(micro)
         if self.frozen is not None and any(self.frozen.on_the_fly(f) for f in self.objective.frozen_inputs):
-            examples = [self.examples[stage][int(i)] for i in batch["example_id"]]
-            frozen |= self.frozen.for_batch(examples, batch["input_ids"].shape[-1] - 1, self.device)
+            examples = [self.examples[stage][i] for i in micro["example_ids"]]
+            frozen |= self.frozen.for_batch(examples, micro["input_ids"].shape[-1] - 1, self.device)
         missing = [f.name for f in self.objective.frozen_inputs if f.name not in frozen]
         if missing:
             raise ValueError(f"{type(self.objective).__name__} needs the frozen inputs {missing}, but the batch has none")
-        reads = {read: frozen_tensor(frozen, read) for output in self.objective.position_outputs for read in output.reads}
-        outputs = self.policy_outputs(batch, reads)
-        return ObjectiveInputs(outputs.pop("logps"), batch["loss_mask"], batch["quality"], num_tokens, num_examples, frozen, outputs)
+        tensors, frozen = trimmed(micro, frozen, self.execution)
+        return self.compute_loss(tensors, frozen, num_tokens, num_examples)
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def objective_loss(self, tensors: dict, frozen: dict, num_tokens: torch.Tensor, num_examples: torch.Tensor) -> ObjectiveOutput:
+        reads = {read: frozen_tensor(frozen, read) for output in self.objective.position_outputs for read in output.reads}
+        outputs = batch_outputs(self.model, tensors, (LabelLogprobs(), *self.objective.position_outputs), reads, self.execution)
+        inputs = ObjectiveInputs(outputs.pop("logps"), tensors["loss_mask"], tensors["quality"], num_tokens, num_examples, frozen, outputs)
+        return self.objective(inputs)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        """One optimizer step over the batch's micro-batches. It waits for the device once, to check that the loss and
+        gradient are finite; the logged values are read only on logging steps."""
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
-        size = self.micro_batch_size or batch["input_ids"].shape[0]
         num_tokens, num_examples = self.global_counts(batch)
         loss = torch.zeros((), device=self.device)
         diagnostics: dict[str, list[torch.Tensor]] = {}
-        for first in range(0, batch["input_ids"].shape[0], size):
-            micro = {key: value[first : first + size] for key, value in batch.items()}
-            output = self.objective(self.objective_inputs(micro, num_tokens, num_examples, "train"))
+        for micro in micro_batches(batch, self.micro_batch_size):
+            output = self.micro_loss(micro, num_tokens, num_examples, "train")
             self.manual_backward(output.loss)
             finish_fsdp_backward(self.trainer.strategy)
             loss += output.loss.detach()
@@ -158,7 +166,7 @@ class FineTuningModule(L.LightningModule):
                 diagnostics.setdefault(name, []).append(value.detach().float())
         max_norm = self.optimizer_config.max_grad_norm
         grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None], max_norm or float("inf"))
-        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+        if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):  # the step's one wait for the device
             self.handle_nonfinite(batch, loss, grad_norm, diagnostics)
             optimizer.zero_grad(set_to_none=True)
             return loss
@@ -166,20 +174,21 @@ class FineTuningModule(L.LightningModule):
         optimizer.zero_grad(set_to_none=True)
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
-        self.log("train/loss", loss, prog_bar=True, sync_dist=True)
-        self.log_diagnostics("train", diagnostics)
-        self.log_dict({"train/lr": lr, "train/grad_norm": grad_norm})
+        if logged_step(self.trainer, self.global_step):  # optimizer.step() has counted this step
+            self.log("train/loss", loss, sync_dist=True)  # shown by StepProgressBar
+            self.log_diagnostics("train", diagnostics)
+            self.log_dict({"train/lr": lr, "train/grad_norm": grad_norm})
         return loss
 
-    def global_counts(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, float]:
+    def global_counts(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | float]:
         """Completion tokens and examples of the whole optimizer batch, over every micro-batch and process, divided by
         the number of processes: data-parallel strategies average the processes' gradients, so each one's loss is its
         share of the global batch's loss, and the average of their gradients is the gradient of the global batch."""
-        counts = torch.stack([batch["loss_mask"].sum().float(), torch.tensor(float(batch["input_ids"].shape[0]), device=self.device)])
+        counts = torch.stack([batch["loss_mask"].sum().float(), torch.full((), float(len(batch["lengths"])), device=self.device)])
         world = self.trainer.world_size
         if world > 1:
             counts = self.trainer.strategy.reduce(counts, reduce_op="sum") / world
-        return counts[0], counts[1].item()
+        return counts[0], counts[1]
 
     def handle_nonfinite(self, batch, loss, grad_norm, diagnostics: dict[str, list[torch.Tensor]]) -> None:
         means = {name: torch.cat(values).mean().item() for name, values in diagnostics.items()}
@@ -222,17 +231,21 @@ class FineTuningModule(L.LightningModule):
             self.log(f"{stage}/task_accuracy", accuracy, prog_bar=True, batch_size=len(texts))
         elif self.val_uses_objective:
             size = batch["input_ids"].shape[0]
-            output = self.objective(self.objective_inputs(batch, batch["loss_mask"].sum(), float(size), "val"))
+            (micro,) = micro_batches(batch, None)
+            output = self.micro_loss(micro, batch["loss_mask"].sum(), torch.full((), float(size), device=self.device), "val")
             loss.update(output.loss, weight=size)
             self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size)
             for name, value in output.diagnostics.items():
                 self.log(f"{stage}/{name}", value.float().mean(), batch_size=size, sync_dist=True)
         else:
-            mask = batch["loss_mask"][:, 0]
-            nll = sft_loss(self.policy_outputs(batch, {})["logps"][:, 0], mask)
+            (micro,) = micro_batches(batch, None)
+            tensors, _ = trimmed(micro, {}, self.execution)
+            mask = tensors["loss_mask"][:, 0]
+            nll = sft_loss(batch_outputs(self.model, tensors, (LabelLogprobs(),), {}, self.execution)["logps"][:, 0], mask)
             loss.update(nll, weight=mask.sum())
             self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=mask.shape[0])
 
     def on_fit_end(self) -> None:
         export_final_model(self)
+
 

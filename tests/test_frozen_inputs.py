@@ -56,7 +56,7 @@ def test_an_objective_declares_a_new_frozen_quantity_and_receives_it(mode, tiny_
         assert top_k["ids"].shape == top_k["logps"].shape == (b, s, t, 3) and top_k["ids"].dtype == torch.int64
     assert (tmp_path / "cache" / "frozen").is_dir() == (mode == "cached")
     # 8 examples scored once before training, or the 2 steps' 8 sequences on the fly.
-    assert module.frozen_sequences() == 8
+    assert module.frozen.sequences(trainer) == 8
     # The first micro-batch's values are the reference's, at every real label position, and zero on padding.
     reference = load_model(ModelConfig(str(tiny_model_dir))).eval()
     first = objective.seen[0]

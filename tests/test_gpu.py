@@ -14,7 +14,9 @@ from lightning.pytorch.callbacks import Callback
 from sft_research.checkpoints.tiny import CORPUS, build_tiny_checkpoint
 from sft_research.cli import main
 from sft_research.data import FileDataset, SFTDataModule
-from sft_research.model.output_layer import chunked_label_logprobs
+from sft_research.data.collate import micro_batches
+from sft_research.model.execution import ExecutionConfig, batch_outputs, trimmed
+from sft_research.model.output_layer import LabelLogprobs, chunked_label_logprobs
 from sft_research.model.loading import ModelConfig
 from sft_research.model.logprobs import sequence_logprobs
 from sft_research.module import FineTuningModule
@@ -60,12 +62,17 @@ class Recorder(Callback):
         self.losses.append(float(outputs["loss"]))
 
 
-def fit(model_dir, data_path, root, steps=1, dtype="float32", precision="32-true", attention="sdpa", lr=1e-3, **options):
-    L.seed_everything(0)
-    module = FineTuningModule(
-        ModelConfig(str(model_dir), dtype=dtype, attn_implementation=attention), SFT(), OptimizerConfig(lr=lr),
-        max_grad_norm=None, save_dir=str(Path(root) / "hf_model"), **options,
+def gpu_module(model_dir, root, dtype="float32", attention="sdpa", lr=1e-3, **execution) -> FineTuningModule:
+    """The module these tests train: SFT, no gradient clipping, ``execution`` as ExecutionConfig's fields."""
+    return FineTuningModule(
+        ModelConfig(str(model_dir), dtype=dtype, attn_implementation=attention), SFT(), OptimizerConfig(lr=lr, max_grad_norm=None),
+        execution=ExecutionConfig(**execution), save_dir=str(Path(root) / "hf_model"),
     )
+
+
+def fit(model_dir, data_path, root, steps=1, dtype="float32", precision="32-true", attention="sdpa", lr=1e-3, **execution):
+    L.seed_everything(0)
+    module = gpu_module(model_dir, root, dtype, attention, lr, **execution)
     data = SFTDataModule(FileDataset(str(data_path)), tokenizer=str(model_dir), batch_size=8, max_length=512)
     recorder = Recorder()
     trainer = L.Trainer(
@@ -220,7 +227,10 @@ class ValidationLogprobs(FineTuningModule):
     """Keeps the log-probs its validation computed: under FSDP they come from the sharded model being trained."""
 
     def validation_step(self, batch, batch_idx):
-        self.captured.append((batch, self.policy_logprobs(batch).float().cpu()))
+        (micro,) = micro_batches(batch, None)
+        tensors, _ = trimmed(micro, {}, self.execution)
+        logps = batch_outputs(self.model, tensors, (LabelLogprobs(),), {}, self.execution)["logps"]
+        self.captured.append((batch, logps.float().cpu()))
         super().validation_step(batch, batch_idx)
 
 
@@ -242,7 +252,7 @@ def test_fsdp_on_one_gpu_trains_and_exports_a_checkpoint_with_the_modules_logpro
     L.seed_everything(0)
     module = ValidationLogprobs(
         ModelConfig(str(tiny_model_dir)), SFT(), OptimizerConfig(lr=1e-2), save_dir=str(tmp_path / "hf_model"),
-        logprob_chunk_size=config["model"]["logprob_chunk_size"],
+        execution=ExecutionConfig(**config["model"].get("execution", {})),
     )
     module.captured = []
     data = SFTDataModule(FileDataset(str(path)), val=FileDataset(str(path)), tokenizer=str(tiny_model_dir), batch_size=4, eval_batch_size=4)

@@ -71,13 +71,17 @@ def test_gradient_flows_only_from_completion_tokens(tiny_model_dir, tmp_path):
     batch = next(iter(data.train_dataloader()))
     module = FineTuningModule(ModelConfig(str(tiny_model_dir)))
     module.configure_model()
-    logps = module.policy_outputs(batch, {})["logps"]
-    mask = batch["loss_mask"]
+    from sft_research.model.execution import batch_outputs, trimmed
+    from sft_research.model.output_layer import LabelLogprobs
+
+    tensors, _ = trimmed(batch, {}, module.execution)
+    logps = batch_outputs(module.model, tensors, (LabelLogprobs(),), {}, module.execution)["logps"]
+    mask = tensors["loss_mask"]
     hand = -(logps * mask).sum() / mask.sum()
-    out = module.objective(module.objective_inputs(batch, mask.sum(), 8, "train"))
+    out = module.micro_loss(batch, mask.sum(), torch.tensor(8.0), "train")
     torch.testing.assert_close(out.loss, hand)
     # The masked positions are exactly the completion and end-of-turn tokens of each example.
-    texts = [data.tokenizer.decode(batch["input_ids"][b, 0, 1:][mask[b, 0]]) for b in range(8)]
+    texts = [data.tokenizer.decode(tensors["input_ids"][b, 0, 1:][mask[b, 0]]) for b in range(8)]
     assert sorted(texts) == sorted(f"{row['completion']}<|im_end|>\n" for row in ROWS)
 
 

@@ -55,3 +55,50 @@ def test_other_outputs_chunked_match_full_values_and_gradients():
         sum((got[k] * upstream[k]).sum() for k in got).backward()
         torch.testing.assert_close(hidden.grad, wanted[0], rtol=0, atol=1e-5)
         torch.testing.assert_close(weight.grad, wanted[1], rtol=0, atol=1e-5)
+
+
+def test_the_bf16_output_layer_against_a_float64_reference():
+    """bf16 operands with float32 accumulation, the log-sum-exp in float32: values and gradients within bf16's
+    rounding of a float64 computation on the same (bf16) numbers."""
+    g = torch.Generator().manual_seed(2)
+    hidden = torch.randn(40, 32, generator=g).to(torch.bfloat16).requires_grad_(True)
+    weight = (torch.randn(300, 32, generator=g) * 0.1).to(torch.bfloat16).requires_grad_(True)
+    labels = torch.randint(0, 300, (40,), generator=g)
+    upstream = torch.randn(40, generator=g)
+    h64, w64 = hidden.detach().double().requires_grad_(True), weight.detach().double().requires_grad_(True)
+    expected = torch.log_softmax(h64 @ w64.T, -1).gather(-1, labels[:, None]).squeeze(-1)
+    (expected * upstream.double()).sum().backward()
+    got = chunked_label_logprobs(hidden, weight, labels, 16)
+    assert got.dtype == torch.float32
+    (got * upstream).sum().backward()
+    torch.testing.assert_close(got.double(), expected, rtol=0, atol=2e-2)
+    assert hidden.grad.dtype == weight.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(hidden.grad.double(), h64.grad, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(weight.grad.double(), w64.grad, rtol=2e-2, atol=2e-2)
+
+
+def test_the_compiled_bf16_output_layer_keeps_no_float32_logits():
+    """Compiled, the float32 log-sum-exp and softmax read the bf16 logits of a chunk in their own kernels: no buffer
+    of float32 logits (or of their gradient) is allocated, forward or backward, and the values are the eager ones."""
+    import re
+
+    from torch._inductor.utils import run_and_get_code
+
+    vocab, chunk = 1000, 128
+    g = torch.Generator().manual_seed(3)
+    hidden = torch.randn(256, 64, generator=g).to(torch.bfloat16).requires_grad_(True)
+    weight = (torch.randn(vocab, 64, generator=g) * 0.1).to(torch.bfloat16).requires_grad_(True)
+    labels = torch.randint(0, vocab, (256,), generator=g)
+
+    def step(hidden, weight, labels):
+        out = chunked_label_logprobs(hidden, weight, labels, chunk)
+        out.sum().backward()
+        return out
+
+    torch._dynamo.reset()
+    got, code = run_and_get_code(torch.compile(step), hidden, weight, labels)
+    buffers = re.findall(r"empty_strided_cpu\(\((\d+), (\d+)\), \(\d+, 1\), torch\.(\w+)\)", "\n".join(code))
+    logits = [dtype for rows, columns, dtype in buffers if (int(rows), int(columns)) == (chunk, vocab)]
+    assert logits and set(logits) == {"bfloat16"}, buffers
+    eager = chunked_label_logprobs(hidden.detach(), weight.detach(), labels, chunk)
+    torch.testing.assert_close(got.detach(), eager, rtol=0, atol=1e-2)

@@ -7,9 +7,16 @@ FLOP utilisation and peak memory for SFT and DPO, and the ratios to TRL's best s
 
 Every (framework, setting) runs in its own process, so that each peak-memory reading is its own; the settings
 alternate between the frameworks, `--repeats` times, and the median is reported. TRL runs as its users would
-tune it: padded, packed (bfd, padding-free), with Liger kernels where they exist (GPU), gradient checkpointing off;
-DPO with and without precomputed reference log-probs. The ratio is to TRL's best setting. The data are passages
-of the public-domain novel shipped with reasoning-gym, tokenized by the SmolLM2 tokenizer, in prompt/completion form.
+tune it, with its documented speed options: padded; packed padding-free (bfd) with SDPA and with FlexAttention (the
+kernel we use); Liger kernels (GPUs); `torch_compile`; always the fused AdamW and gradient checkpointing off. DPO
+runs by default, with precomputed reference log-probs, Liger and compile. We run packed (compiled or not) and
+padded. The ratio is to TRL's fastest setting. ``--settings`` picks a subset (the GPU call's strongest candidates).
+
+Precision (``--precision``): ``masters`` (default) runs both in bf16 over float32 weights, as our configs train (ours:
+bf16 weights with float32 master copies stepped by the optimizer; TRL: float32 weights under bf16 autocast), and
+``pure_bf16`` runs both on bf16 weights with no float32 copy. The CPU presets run float32. Warm-up steps (where
+compilation happens) are left out of tokens/s and counted in the one-off setup time. The data are passages of the
+public-domain novel shipped with reasoning-gym, tokenized by the SmolLM2 tokenizer, in prompt/completion form.
 
 ``--long_context`` adds SFT at batch 1 on sequences of exactly each given length, ours (packed) against TRL's best
 SFT setting, for peak memory against length. A run that runs out of memory is repeated once with gradient
@@ -52,9 +59,13 @@ PRESETS = {
     },
 }
 SETTINGS = {
-    "sft": [("ours", "packed"), ("ours", "padded"), ("trl", "padded"), ("trl", "packed"), ("trl", "liger")],
-    "dpo": [("ours", "cached_reference"), ("trl", "default"), ("trl", "liger"), ("trl", "precomputed_reference")],
+    "sft": [("ours", "packed_compiled"), ("ours", "packed"), ("ours", "padded"), ("trl", "padded"), ("trl", "packed_sdpa"),
+            ("trl", "packed_flex"), ("trl", "packed_flex_liger"), ("trl", "packed_flex_compiled"), ("trl", "packed_sdpa_compiled")],
+    "dpo": [("ours", "cached_reference_compiled"), ("ours", "cached_reference"), ("trl", "default"), ("trl", "precomputed_reference"),
+            ("trl", "liger"), ("trl", "compiled")],
 }
+# FlexAttention's backward and Liger's Triton kernels run on GPUs only.
+GPU_ONLY = {"packed_flex", "packed_flex_liger", "packed_flex_compiled", "liger"}
 
 
 def build_assets(preset: dict, folder: Path, tokenizer_path: str | None = None, positions: int = 4096) -> tuple[Path, Path, Path, float]:
@@ -120,7 +131,7 @@ def run_ours(job: dict) -> dict:
     from sft_research.objectives import DPO, SFT
     from sft_research.optim import OptimizerConfig
 
-    times, tokens = [], []
+    times, tokens, compiled = [], [], []
     # Profiled steps run after the timed ones and are left out of them: the profiler slows what it records.
     profiler = StepProfiler(job["profile"], job["steps"]) if job.get("profile") else None
 
@@ -130,23 +141,25 @@ def run_ours(job: dict) -> dict:
                 profiler.step_start(len(times))  # optimizer steps so far: batch indices restart every epoch
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
-            self.start = time.perf_counter()
+            self.start, self.graphs = time.perf_counter(), graphs_compiled()
 
         def on_train_batch_end(self, trainer, module, outputs, batch, index):
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - self.start)
             tokens.append(int(batch["attention_mask"].sum()))
+            compiled.append(graphs_compiled() > self.graphs)
             if profiler:
                 profiler.step_end(len(times) - 1)
 
-    dpo = job["objective"] == "dpo"
-    attention = "flex_attention" if torch.cuda.is_available() and job["setting"] == "packed" else "sdpa"
+    dpo, packed = job["objective"] == "dpo", job["setting"].startswith("packed")
+    attention = "flex_attention" if torch.cuda.is_available() and packed else "sdpa"
     module = FineTuningModule(
         ModelConfig(job["model"], dtype=job["dtype"], attn_implementation=attention, gradient_checkpointing=job["gradient_checkpointing"]),
         DPO(beta=0.1) if dpo else SFT(),
-        OptimizerConfig(lr=1e-5),
-        execution=ExecutionConfig(packing=job["setting"] == "packed", logprob_chunk_size=1024),
+        OptimizerConfig(lr=1e-5, master_weights=job["precision"] == "masters"),
+        execution=ExecutionConfig(packing=packed, logprob_chunk_size=1024 if torch.cuda.is_available() else 256,
+                                  compile=job["setting"].endswith("compiled")),
         save_dir=str(Path(job["run_dir"]) / "hf_model"),
     )
     data = SFTDataModule(FileDataset(job["pairs" if dpo else "sft"]), tokenizer=job["model"], prompt_format="plain",
@@ -157,7 +170,7 @@ def run_ours(job: dict) -> dict:
     started = time.perf_counter()
     trainer.fit(module, data)  # the reference pass of DPO runs in setup, before the timed steps
     reference_seconds = time.perf_counter() - started - sum(times)
-    return {"times": times[: job["steps"]], "tokens": tokens[: job["steps"]], "setup_s": reference_seconds}
+    return {"times": times[: job["steps"]], "tokens": tokens[: job["steps"]], "compiled": compiled[: job["steps"]], "setup_s": reference_seconds}
 
 
 def run_trl(job: dict) -> dict:
@@ -167,50 +180,67 @@ def run_trl(job: dict) -> dict:
 
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
-    times, tokens = [], []
+    times, tokens, compiled = [], [], []
 
     class Timer(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
-            self.start, self.seen = time.perf_counter(), state.num_input_tokens_seen
+            self.start, self.seen, self.graphs = time.perf_counter(), state.num_input_tokens_seen, graphs_compiled()
 
         def on_step_end(self, args, state, control, **kwargs):
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - self.start)
             tokens.append(state.num_input_tokens_seen - self.seen)
+            compiled.append(graphs_compiled() > self.graphs)
 
-    dtype = torch.bfloat16 if job["dtype"] == "bfloat16" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(job["model"], dtype=dtype, attn_implementation="sdpa")
+    setting = job["setting"]
+    bf16 = job["dtype"] == "bfloat16"
+    # Float32 weights under bf16 autocast keep float32 masters, as ours do; pure bf16 loads the weights in bf16.
+    dtype = torch.bfloat16 if bf16 and job["precision"] == "pure_bf16" else torch.float32
+    attention = "flex_attention" if "flex" in setting else "sdpa"
+    model = AutoModelForCausalLM.from_pretrained(job["model"], dtype=dtype, attn_implementation=attention)
     tokenizer = AutoTokenizer.from_pretrained(job["model"])
     common = dict(
         output_dir=job["run_dir"], max_steps=job["steps"], learning_rate=1e-5, report_to="none", logging_steps=10**6,
-        save_strategy="no", gradient_checkpointing=job["gradient_checkpointing"], bf16=dtype == torch.bfloat16, use_cpu=not torch.cuda.is_available(),
-        use_liger_kernel=job["setting"] == "liger", max_length=job["max_length"], include_num_input_tokens_seen="non_padding",
-        dataloader_drop_last=False, seed=0,
+        save_strategy="no", gradient_checkpointing=job["gradient_checkpointing"], bf16=bf16, use_cpu=not torch.cuda.is_available(),
+        use_liger_kernel="liger" in setting, torch_compile="compiled" in setting, optim="adamw_torch_fused",
+        max_length=job["max_length"], include_num_input_tokens_seen="non_padding", dataloader_drop_last=False, seed=0,
     )
     started = time.perf_counter()
     if job["objective"] == "sft":
-        packed = job["setting"] == "packed"
+        packed = setting.startswith("packed")
         # Packed rows hold max_length tokens each: as many rows as carry the same tokens per step as the padded batch.
         batch = max(1, round(job["batch"] * job["mean_length"] / job["max_length"])) if packed else job["batch"]
         args = SFTConfig(per_device_train_batch_size=batch, packing=packed, completion_only_loss=True, **common)
         trainer = SFTTrainer(model=model, args=args, train_dataset=load_dataset("json", data_files=job["sft"], split="train"), processing_class=tokenizer)
     else:
         args = DPOConfig(per_device_train_batch_size=job["batch"] // 2, beta=0.1,
-                         precompute_ref_log_probs=job["setting"] == "precomputed_reference", **common)
+                         precompute_ref_log_probs=setting == "precomputed_reference", **common)
         trainer = DPOTrainer(model=model, args=args, train_dataset=load_dataset("json", data_files=job["pairs"], split="train"), processing_class=tokenizer)
     setup = time.perf_counter() - started
     trainer.add_callback(Timer())
     trainer.train()
-    return {"times": times, "tokens": tokens, "setup_s": setup}
+    return {"times": times, "tokens": tokens, "compiled": compiled, "setup_s": setup}
+
+
+def graphs_compiled() -> int:
+    import torch._dynamo.utils
+
+    return torch._dynamo.utils.counters["stats"]["unique_graphs"]
 
 
 def worker(job: dict) -> None:
     result = (run_ours if job["framework"] == "ours" else run_trl)(job)
-    warm = job["warmup"]
-    result.update(tokens_per_s=sum(result["tokens"][warm:]) / sum(result["times"][warm:]), peak_gib=peak_gib())
+    # The warm-up steps (allocator growth, first compilation) and any later step that compiled a graph (a new batch
+    # shape) count as setup, in both frameworks; tokens/s is over the other steps.
+    timed = [i for i in range(len(result["times"])) if i >= job["warmup"] and not result["compiled"][i]]
+    if not timed:
+        raise RuntimeError("every step after the warm-up compiled a graph: run more steps")
+    result.update(tokens_per_s=sum(result["tokens"][i] for i in timed) / sum(result["times"][i] for i in timed), peak_gib=peak_gib(),
+                  setup_s=result["setup_s"] + sum(t for i, t in enumerate(result["times"]) if i not in timed), timed_steps=len(timed),
+                  compiling_steps=sum(result["compiled"]))
     print("RESULT " + json.dumps(result))
 
 
@@ -327,8 +357,11 @@ def main() -> None:
     parser.add_argument("--long_context", type=int, nargs="*", default=[], metavar="TOKENS",
                         help="also SFT at batch 1 on sequences of these lengths: ours packed against TRL's best SFT setting")
     parser.add_argument("--long_steps", type=int, default=5, help="optimizer steps per --long_context run (the first is warm-up)")
-    parser.add_argument("--trl_long_setting", choices=["padded", "packed", "liger"],
-                        help="TRL's setting at long context (default: its fastest SFT setting here, else liger on GPUs, packed elsewhere)")
+    parser.add_argument("--settings", nargs="*", help="run only these settings (e.g. packed_compiled packed_flex_liger); default: all")
+    parser.add_argument("--precision", choices=["masters", "pure_bf16"], default="masters",
+                        help="bf16 presets: float32 master weights in both frameworks, or pure bf16 in both")
+    parser.add_argument("--trl_long_setting", choices=[s for _, s in SETTINGS["sft"]],
+                        help="TRL's setting at long context (default: its fastest SFT setting here, else packed_flex_liger on GPUs, packed_sdpa elsewhere)")
     parser.add_argument("--json", help="write every figure to this JSON file")
     parser.add_argument("--profile", help="write a torch.profiler summary of our packed SFT step to this text file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -356,9 +389,10 @@ def compare(args, preset: dict, folder: Path) -> None:
     peak = matmul_flops_per_s(preset["dtype"])
     flops_per_token = model_flops_per_token(preset["model"], mean_length)
     base_job = {"model": str(model), "sft": str(sft), "pairs": str(pairs), "batch": preset["batch"], "max_length": preset["lengths"][1],
-                "steps": preset["steps"], "warmup": preset["warmup"], "dtype": preset["dtype"], "mean_length": mean_length}
+                "steps": preset["steps"], "warmup": preset["warmup"], "dtype": preset["dtype"], "mean_length": mean_length,
+                "precision": args.precision}
     report = {"device": device, "date": time.strftime("%Y-%m-%d"), "preset": args.preset, "batch": preset["batch"],
-              "lengths": preset["lengths"], "steps": preset["steps"], "warmup": preset["warmup"], "dtype": preset["dtype"],
+              "lengths": preset["lengths"], "steps": preset["steps"], "warmup": preset["warmup"], "dtype": preset["dtype"], "precision": args.precision,
               "model": preset["model"], "matmul_peak_flops_per_s": peak, "flops_per_token": flops_per_token, "mean_length": mean_length,
               "jobs": [], "rows": [], "long_context": []}
 
@@ -371,10 +405,10 @@ def compare(args, preset: dict, folder: Path) -> None:
     for _ in range(args.repeats):
         for objective in args.objectives:
             for framework, setting in SETTINGS[objective]:
-                if setting == "liger" and not gpu:
-                    continue  # Liger's kernels are Triton kernels: GPUs only
+                if (setting in GPU_ONLY and not gpu) or (args.settings and setting not in args.settings):
+                    continue
                 job = {**base_job, "framework": framework, "setting": setting, "objective": objective}
-                if args.profile and (objective, framework, setting) == ("sft", "ours", "packed") and (objective, framework, setting) not in results:
+                if args.profile and (objective, framework) == ("sft", "ours") and setting.startswith("packed") and not job_profiled(results):
                     job["profile"] = str(Path(args.profile).resolve())
                 result = run_job(job, folder)
                 if result is None:
@@ -384,9 +418,9 @@ def compare(args, preset: dict, folder: Path) -> None:
                 save()
                 print(f"  {objective} {framework} {setting}: {result['tokens_per_s']:.0f} tokens/s", flush=True)
     print(f"\n{device}, {time.strftime('%Y-%m-%d')}, preset {args.preset}, batch {preset['batch']}, lengths {preset['lengths']}, "
-          f"{preset['dtype']}; matmul peak {peak / 1e12:.2f} TFLOP/s; {flops_per_token / 1e6:.1f} MFLOP per token\n")
-    print("| objective | framework | setting | tokens/s | tokens/s, setup amortised over an epoch | MFU | peak GiB | one-off setup s | vs TRL best (amortised) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"{preset['dtype']} ({args.precision}); matmul peak {peak / 1e12:.2f} TFLOP/s; {flops_per_token / 1e6:.1f} MFLOP per token\n")
+    print("| objective | framework | setting | tokens/s | vs TRL's fastest | tokens/s, setup amortised over an epoch | vs TRL's best amortised | MFU | peak GiB | one-off setup s (compiling steps) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     epoch_tokens = {"sft": preset["examples"] * mean_length, "dpo": 2 * preset["examples"] * mean_length}
     rows = report["rows"]
     for objective in args.objectives:
@@ -396,48 +430,59 @@ def compare(args, preset: dict, folder: Path) -> None:
         # One epoch's tokens over the time to train on them plus the one-off setup (model load, reference pass).
         amortised = {k: epoch_tokens[objective] / (epoch_tokens[objective] / speed[k] + setup[k]) for k in runs_of}
         trl_best = max((a for k, a in amortised.items() if k[1] == "trl"), default=float("nan"))
+        trl_fastest = max((v for k, v in speed.items() if k[1] == "trl"), default=float("nan"))
         for key, runs in runs_of.items():
             memory = statistics.median(r["peak_gib"] for r in runs)
             mfu = speed[key] * flops_per_token / peak  # the policy's training FLOPs only (6 per parameter and token)
             checkpointing = any(r["gradient_checkpointing"] for r in runs)
             rows.append({"objective": objective, "framework": key[1], "setting": key[2], "tokens_per_s": speed[key],
                          "tokens_per_s_amortised": amortised[key], "mfu": mfu, "peak_gib": memory, "setup_s": setup[key],
-                         "vs_trl_best_amortised": amortised[key] / trl_best, "gradient_checkpointing": checkpointing,
-                         "runs": [{k: r[k] for k in ("tokens_per_s", "peak_gib", "setup_s")} for r in runs]})
+                         "vs_trl_fastest": speed[key] / trl_fastest, "vs_trl_best_amortised": amortised[key] / trl_best,
+                         "gradient_checkpointing": checkpointing,
+                         "runs": [{k: r[k] for k in ("tokens_per_s", "peak_gib", "setup_s", "timed_steps", "compiling_steps")} for r in runs]})
+            compiling = statistics.median(r["compiling_steps"] for r in runs)
             print(f"| {objective} | {key[1]} | {key[2]}{' (gradient checkpointing)' if checkpointing else ''} | {speed[key]:.0f} | "
-                  f"{amortised[key]:.0f} | {mfu:.1%} | {memory:.2f} | {setup[key]:.1f} | {amortised[key] / trl_best:.2f}x |")
+                  f"{speed[key] / trl_fastest:.2f}x | {amortised[key]:.0f} | {amortised[key] / trl_best:.2f}x | {mfu:.1%} | {memory:.2f} | "
+                  f"{setup[key]:.1f} ({compiling:g}) |")
     save()
     if args.long_context:
-        long_context(args, folder, base_job, results, gpu, report["long_context"], save)
+        long_context(args, folder, base_job, results, gpu, report["long_context"], save, lambda tokens: model_flops_per_token(preset["model"], tokens) / peak)
 
 
-def long_context(args, folder: Path, base_job: dict, results: dict, gpu: bool, rows: list[dict], save) -> None:
-    """SFT at batch 1 on sequences of exactly each length: tokens/s and peak memory, ours packed and TRL's best."""
+def job_profiled(results: dict) -> bool:
+    return any(key[:2] == ("sft", "ours") and key[2].startswith("packed") for key in results)
+
+
+def long_context(args, folder: Path, base_job: dict, results: dict, gpu: bool, rows: list[dict], save, utilisation) -> None:
+    """SFT at batch 1 on sequences of exactly each length: tokens/s, MFU (``utilisation(length)`` per token/s) and
+    peak memory, ours packed and TRL's best."""
     from transformers import AutoTokenizer
 
     trl_sft = {k[2]: statistics.median(r["tokens_per_s"] for r in v) for k, v in results.items() if k[:2] == ("sft", "trl")}
-    trl_setting = args.trl_long_setting or (max(trl_sft, key=trl_sft.get) if trl_sft else "liger" if gpu else "packed")
+    trl_setting = args.trl_long_setting or (max(trl_sft, key=trl_sft.get) if trl_sft else "packed_flex_liger" if gpu else "packed_sdpa")
+    ours = "packed_compiled" if gpu else "packed"
     tokenizer = AutoTokenizer.from_pretrained(base_job["model"])
     steps = max(args.long_steps, 2)
     print(f"\nbatch 1, SFT, {steps} steps (1 warm-up); TRL {trl_setting}\n")
-    print("| tokens | framework | setting | tokens/s | peak GiB | gradient checkpointing |")
-    print("|---|---|---|---|---|---|")
+    print("| tokens | framework | setting | tokens/s | MFU | peak GiB | gradient checkpointing |")
+    print("|---|---|---|---|---|---|---|")
     for length in args.long_context:
         sft, _, mean_length = write_data(tokenizer, [length, length], steps + 2, folder, f"_{length}")
-        for framework, setting in (("ours", "packed"), ("trl", trl_setting)):
+        for framework, setting in (("ours", ours), ("trl", trl_setting)):
             # A token or two of slack: a passage cut at `length` tokens may re-tokenize a token longer.
             job = {**base_job, "framework": framework, "setting": setting, "objective": "sft", "sft": str(sft), "batch": 1,
                    "max_length": length + 16, "steps": steps, "warmup": 1, "mean_length": mean_length, "long": True}
             result = run_job(job, folder)
             row = {"tokens": length, "framework": framework, "setting": setting, "mean_tokens": mean_length,
                    "tokens_per_s": result and result["tokens_per_s"], "peak_gib": result and result["peak_gib"],
+                   "mfu": result and result["tokens_per_s"] * utilisation(mean_length),
                    "gradient_checkpointing": result and result["gradient_checkpointing"], "failed": result is None}
             rows.append(row)
             save()
             if result is None:
-                print(f"| {length} | {framework} | {setting} | failed | | |")
+                print(f"| {length} | {framework} | {setting} | failed | | | |")
             else:
-                print(f"| {length} | {framework} | {setting} | {result['tokens_per_s']:.0f} | {result['peak_gib']:.2f} | "
+                print(f"| {length} | {framework} | {setting} | {result['tokens_per_s']:.0f} | {row['mfu']:.1%} | {result['peak_gib']:.2f} | "
                       f"{'on' if result['gradient_checkpointing'] else 'off'} |", flush=True)
 
 

@@ -71,7 +71,7 @@ class ComputeRecord(L.Callback):
     def on_fit_end(self, trainer, module) -> None:
         # Collectives first, on every process: the sums, and the log folder.
         counts = trainer.strategy.reduce(self.counts.to(module.device), reduce_op="sum") if trainer.world_size > 1 else self.counts
-        frozen = module.frozen_sequences()
+        frozen = module.frozen.sequences(trainer) if module.frozen is not None else 0
         log_dir = trainer.log_dir if trainer.logger is not None else None
         tokens, completion, sequences = (int(c) for c in counts.tolist())
         record = Compute(trainer.global_step, tokens, completion, sequences, frozen)

@@ -18,11 +18,18 @@ class Throughput(L.Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         seconds = time.perf_counter() - self.start
-        tokens = batch["attention_mask"].sum()
-        module.log_dict({"train/tokens_per_s": tokens / seconds, "train/peak_memory_gib": peak_memory_gib(module.device)})
+        if logged_step(trainer, trainer.global_step):  # the step's optimizer step has happened: global_step counts it
+            tokens = batch["attention_mask"].sum()
+            module.log_dict({"train/tokens_per_s": tokens / seconds, "train/peak_memory_gib": peak_memory_gib(module.device)})
 
 
 def peak_memory_gib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def logged_step(trainer, step: int) -> bool:
+    """Whether the metrics of optimizer step ``step`` (counted from 1) are logged, as the trainer's
+    ``log_every_n_steps`` and ``max_steps`` say: values are read from the device on those steps only."""
+    return step % trainer.log_every_n_steps == 0 or step >= trainer.max_steps > 0

@@ -12,15 +12,24 @@ from collections.abc import Iterator
 
 import torch
 
+from sft_research.buckets import bucket
+from sft_research.data.packing import packed_layout
 from sft_research.data.tokenize import TokenizedExample
 
 
-def collate_examples(examples: list[TokenizedExample], pad_token_id: int) -> dict[str, torch.Tensor]:
+def collate_examples(
+    examples: list[TokenizedExample], pad_token_id: int, micro_batch_size: int | None = None, pack: bool = False, pad_to_bucket: bool = False
+) -> dict:
+    """A batch of examples: tensors, and what the host knows about them for the training step, so that it never asks
+    the device: ``lengths`` (each example's longest sequence) and ``example_ids`` as lists and, with ``pack``, one
+    packed ``layout`` per micro-batch of ``micro_batch_size`` (None: the whole batch) in ``layouts``.
+    ``pad_to_bucket`` pads to one of a few lengths (:func:`~sft_research.buckets.bucket`), for compiled steps."""
     sizes = {len(example.sequences) for example in examples}
     if len(sizes) != 1:
         raise ValueError("a batch mixes preference and SFT records; use one kind of record per dataset")
     (num_sequences,) = sizes
-    length = max(len(sequence.input_ids) for example in examples for sequence in example.sequences)
+    lengths = [max(len(sequence.input_ids) for sequence in example.sequences) for example in examples]
+    length = bucket(max(lengths)) if pad_to_bucket else max(lengths)
     shape = (len(examples), num_sequences, length)
     input_ids = torch.full(shape, pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros(shape, dtype=torch.long)
@@ -37,7 +46,13 @@ def collate_examples(examples: list[TokenizedExample], pad_token_id: int) -> dic
         "loss_mask": completion[..., 1:],
         "example_id": torch.tensor([example.example_id for example in examples]),
         "quality": torch.tensor([example.quality for example in examples], dtype=torch.float32),
+        "lengths": lengths,
+        "example_ids": [example.example_id for example in examples],
     }
+    if pack:
+        step = micro_batch_size or len(examples)
+        rows = [[len(s.input_ids) for example in examples[first : first + step] for s in example.sequences] for first in range(0, len(examples), step)]
+        batch["layouts"] = [packed_layout(lengths, length, bucket(sum(lengths))) for lengths in rows]
     for name in examples[0].frozen:
         collated = collate_frozen([example.frozen[name] for example in examples], length - 1)
         for key, value in (collated.items() if isinstance(collated, dict) else [(None, collated)]):
@@ -76,3 +91,14 @@ def prompt_batches(renderer, prompts: list[str], pad_token_id: int, batch_size: 
     for first in range(0, len(prompts), batch_size):
         yield collate_prompts([(i, renderer.prompt_ids(p)) for i, p in enumerate(prompts[first : first + batch_size], first)], pad_token_id)
 
+
+
+def micro_batches(batch: dict, size: int | None) -> Iterator[dict]:
+    """A collated batch's micro-batches of ``size`` examples (None: the whole batch), each with its packed layout."""
+    count = len(batch["lengths"])
+    size = size or count
+    for index, first in enumerate(range(0, count, size)):
+        micro = {key: value[first : first + size] for key, value in batch.items() if key != "layouts"}
+        if "layouts" in batch:
+            micro["layout"] = batch["layouts"][index]
+        yield micro

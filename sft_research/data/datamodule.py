@@ -110,6 +110,7 @@ class SFTDataModule(L.LightningDataModule):
         self.max_eval_prompts = max_eval_prompts
         self.num_workers = num_workers
         self.record_kind = record_kind
+        self.pack = self.pad_to_bucket = False  # the model's packing and compilation, set by the training module
         self.tokenizer = None
         self.train_examples: list[TokenizedExample] | None = None
         self.resume_batches = 0  # batches of the epoch already consumed, set when resuming from a checkpoint
@@ -202,8 +203,17 @@ class SFTDataModule(L.LightningDataModule):
             self.train_examples,
             batch_size=self.batch_size // world,
             sampler=sampler,
-            collate_fn=partial(collate_examples, pad_token_id=self.tokenizer.pad_token_id),
+            collate_fn=self.collate(self.micro_batch_size),
             num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def collate(self, micro_batch_size: int | None):
+        """The collate function of training-kind batches: padded, with host-made packed layouts when the model packs
+        (``pack``) and lengths rounded to a few sizes when it is compiled (``pad_to_bucket``); the training module
+        sets both from its own settings before any data loader is made."""
+        return partial(
+            collate_examples, pad_token_id=self.tokenizer.pad_token_id, micro_batch_size=micro_batch_size, pack=self.pack, pad_to_bucket=self.pad_to_bucket
         )
 
     def state_dict(self) -> dict[str, int]:
@@ -220,15 +230,10 @@ class SFTDataModule(L.LightningDataModule):
         if self.val_examples is None:
             return []
         if self.eval_task is not None:
-            collate, batch_size = collate_prompts, self.eval_batch_size
+            collate, batch_size = partial(collate_prompts, pad_token_id=self.tokenizer.pad_token_id), self.eval_batch_size
         else:
-            collate, batch_size = collate_examples, self.batch_size
-        return DataLoader(
-            self.val_examples,
-            batch_size=batch_size,
-            collate_fn=partial(collate, pad_token_id=self.tokenizer.pad_token_id),
-            num_workers=self.num_workers,
-        )
+            collate, batch_size = self.collate(None), self.batch_size
+        return DataLoader(self.val_examples, batch_size=batch_size, collate_fn=collate, num_workers=self.num_workers)
 
     def test_dataloader(self) -> DataLoader | list:
         return self.val_dataloader()

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 import torch
 
+from sft_research.buckets import bucket
 from sft_research.model.logprobs import sequence_outputs
 from sft_research.model.output_layer import PositionOutput
-from sft_research.model.packing import packed_sequence_outputs
+from sft_research.model.packing import packed_outputs
 
 
 @dataclass
@@ -30,24 +31,36 @@ class ExecutionConfig:
     compile: bool = False
 
 
+def trimmed(batch: dict, frozen: dict, execution: ExecutionConfig) -> tuple[dict[str, torch.Tensor], dict]:
+    """A (micro-)batch's tensors, and its frozen inputs, cut to its longest sequence (``lengths``, known on the host),
+    rounded up to a bucket when compiled, so that a compiled step sees a few shapes only; a packed batch keeps its
+    full width (its host-made ``layout`` addresses it) and brings the layout."""
+    length = batch["input_ids"].shape[-1]
+    longest = max(batch["lengths"])
+    used = length if execution.packing else min(length, bucket(longest) if execution.compile else longest)
+    tensors = {"input_ids": batch["input_ids"][..., :used], "attention_mask": batch["attention_mask"][..., :used]}
+    tensors |= {"loss_mask": batch["loss_mask"][..., : used - 1], "quality": batch["quality"]}
+    if execution.packing:
+        tensors["layout"] = batch["layout"]
+
+    def cut(value):  # per-position values run over label positions on dim 2; scalars ([B]) stay
+        return value[:, :, : used - 1] if value.dim() >= 3 else value
+
+    frozen = {name: {k: cut(v) for k, v in value.items()} if isinstance(value, dict) else cut(value) for name, value in frozen.items()}
+    return tensors, frozen
+
+
 def batch_outputs(
-    model,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    outputs: Sequence[PositionOutput],
-    reads: dict[str, torch.Tensor],
-    execution: ExecutionConfig,
+    model, tensors: dict, outputs: Sequence[PositionOutput], reads: dict[str, torch.Tensor], execution: ExecutionConfig
 ) -> dict[str, torch.Tensor]:
-    """The ``[B, S, T, ...]`` outputs of a training batch's ``[B, S, L]`` sequences (T = L - 1 label positions), with
-    the ``[B, S, T, ...]`` frozen tensors they read; positions past the batch's longest sequence are zero."""
+    """The ``[B, S, T, ...]`` outputs of a (micro-)batch's ``[B, S, L]`` sequences (T = L - 1 label positions, the
+    batch as :func:`trimmed` cut it), with the ``[B, S, T, ...]`` frozen tensors they read."""
+    input_ids = tensors["input_ids"]
     b, s, length = input_ids.shape
-    used = int(attention_mask.sum(-1).max())
-    ids, mask = input_ids[..., :used].reshape(b * s, used), attention_mask[..., :used].reshape(b * s, used)
-    reads = {name: value[:, :, : used - 1].reshape(b * s, used - 1, *value.shape[3:]) for name, value in reads.items()}
-    run = packed_sequence_outputs if execution.packing else sequence_outputs
-    values = run(model, ids, mask, outputs, reads, execution.logprob_chunk_size)
-    padded = {}
-    for name, value in values.items():
-        padded[name] = value.new_zeros(b, s, length - 1, *value.shape[2:])
-        padded[name][:, :, : used - 1] = value.reshape(b, s, used - 1, *value.shape[2:])
-    return padded
+    rows = {name: value.reshape(b * s, length - 1, *value.shape[3:]) for name, value in reads.items()}
+    ids = input_ids.reshape(b * s, length)
+    if execution.packing:
+        values = packed_outputs(model, ids, tensors["layout"], outputs, rows, execution.logprob_chunk_size)
+    else:
+        values = sequence_outputs(model, ids, tensors["attention_mask"].reshape(b * s, length), outputs, rows, execution.logprob_chunk_size)
+    return {name: value.reshape(b, s, length - 1, *value.shape[2:]) for name, value in values.items()}

@@ -31,3 +31,12 @@ class _Restore:
             current = module._buffers.get(name)
             if current is not None and current.dtype != torch.float32:
                 module._buffers[name] = value.to(current.device)
+
+
+def restore_float32_buffers(model: torch.nn.Module) -> None:
+    """Puts the kept buffers back now, as the next forward would: a compiled step then first sees them as it always
+    will (float32), and is not compiled again for the dtype its first call saw."""
+    for module in model.modules():
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, _Restore):
+                hook(module, ())

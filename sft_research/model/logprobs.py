@@ -39,21 +39,24 @@ def sequence_outputs(
 ) -> dict[str, torch.Tensor]:
     """The ``outputs`` (``[N, L - 1, ...]`` each) of ``[N, L]`` right-padded sequences; ``frozen`` holds the
     ``[N, L - 1, ...]`` tensors they read."""
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    return forward_outputs(model, input_ids, attention_mask, position_ids, outputs, frozen, chunk_size)
+    # Under a causal mask no real token of a right-padded row sees the padding after it, and its position is its
+    # index: the padding mask and positions change nothing the outputs read. Without them, transformers does not ask
+    # the device whether the batch is padded or packed (a host sync per forward), and attention takes its causal kernel.
+    return forward_outputs(model, input_ids, None, None, outputs, frozen, chunk_size)
 
 
 def forward_outputs(
     model,
     input_ids: torch.Tensor,
     attention_mask,
-    position_ids: torch.Tensor,
+    position_ids: torch.Tensor | None,
     outputs: Sequence[PositionOutput],
     frozen: dict[str, torch.Tensor],
     chunk_size: int | None,
 ) -> dict[str, torch.Tensor]:
     """The ``[N, L - 1, ...]`` outputs at the label positions of ``input_ids`` from one forward of ``model``, with this
-    attention mask (a 2D padding mask, a 4D mask or a FlexAttention block mask) and these positions."""
+    attention mask (a 2D padding mask, a 4D mask or a FlexAttention block mask, or None: causal) and these positions
+    (None: each token's index)."""
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids, "use_cache": False}
     labels = input_ids[:, 1:]
     inner = unwrapped(model)

@@ -5,7 +5,8 @@ such as the KL to a frozen model's distribution), with gradients.
 The ``[tokens, vocab]`` logits never exist whole: each chunk's logits are computed in the forward pass and computed
 again in the backward, so memory grows with ``chunk_size x vocab``. Logits are computed in the weight's dtype (bf16
 operands with float32 accumulation under bf16) and normalised in float32; the output weight's gradient is summed over
-the chunks in float32.
+the chunks in float32. The label log-probs alone (most objectives) take a path whose backward is written out, which
+``torch.compile`` traces whole; other outputs are differentiated by autograd chunk by chunk.
 """
 
 from __future__ import annotations
@@ -117,6 +118,43 @@ class _Chunked(torch.autograd.Function):
         return (grad_hidden, weight_grad, None, None, None, None, *[None] * len(values))
 
 
+class _ChunkedLabelLogprobs(torch.autograd.Function):
+    """The label log-probs alone, with their gradient written out (``onehot(label) - softmax``): no autograd inside
+    the backward, so that ``torch.compile`` traces the whole step, and every matmul takes the weight's dtype (bf16
+    operands, float32 accumulation), with the log-sum-exp and the softmax in float32."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, chunk_size):
+        out = []
+        for first in range(0, hidden.shape[0], chunk_size):
+            logits = hidden[first : first + chunk_size] @ weight.T
+            chosen = logits.gather(-1, labels[first : first + chunk_size, None]).squeeze(-1).float()
+            out.append(chosen - torch.logsumexp(logits.float(), dim=-1))
+        ctx.save_for_backward(hidden, weight, labels)
+        ctx.chunk_size = chunk_size
+        return torch.cat(out)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # d logp[label] / d logits = onehot(label) - softmax: the softmax part goes through the GEMMs in the weight's
+        # dtype, the one-hot part (one row per position) is added apart, exactly, so that no float32 copy of the
+        # logits needs to be kept for a scatter (compiled, the cast fuses into the softmax's reductions).
+        hidden, weight, labels = ctx.saved_tensors
+        wants_hidden, wants_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_hidden, grad_weight = [], torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if wants_weight else None
+        for first in range(0, hidden.shape[0], ctx.chunk_size):
+            chunk = hidden[first : first + ctx.chunk_size].to(weight.dtype)
+            rows = labels[first : first + ctx.chunk_size]
+            grad = grad_out[first : first + ctx.chunk_size, None]
+            grad_logits = (-torch.softmax((chunk @ weight.T).float(), dim=-1) * grad).to(weight.dtype)
+            if wants_hidden:
+                grad_hidden.append((grad_logits @ weight + grad * weight[rows]).to(hidden.dtype))
+            if wants_weight:
+                grad_weight += (grad_logits.T @ chunk).float()
+                grad_weight.index_add_(0, rows, grad * chunk.float())
+        return (torch.cat(grad_hidden) if wants_hidden else None), (grad_weight.to(weight.dtype) if wants_weight else None), None, None
+
+
 def output_layer(
     hidden: torch.Tensor,
     weight: torch.Tensor,
@@ -131,6 +169,8 @@ def output_layer(
     frozen = frozen or {}
     if chunk_size is None:
         values = compute_outputs(hidden, weight, labels, outputs, frozen)
+    elif len(outputs) == 1 and isinstance(outputs[0], LabelLogprobs):
+        values = (_ChunkedLabelLogprobs.apply(hidden, weight, labels, chunk_size),)
     else:
         names = tuple(frozen)
         values = _Chunked.apply(hidden, weight, labels, tuple(outputs), chunk_size, names, *(frozen[name] for name in names))
