@@ -57,7 +57,9 @@ def evaluate(model, tokenizer, renderer: Tokenizer, task: ReasoningGymTask, max_
     correct, tokens, texts = 0, 0, []
     for start in range(0, len(prompts), BATCH_SIZE):
         batch = collate_prompts(prompts[start : start + BATCH_SIZE], tokenizer.pad_token_id)
-        generations = generate(model, tokenizer, batch["prompt_ids"], batch["prompt_attention_mask"], GenerationConfig(max_new_tokens=max_new_tokens))
+        generations = generate(
+            model, tokenizer, batch["prompt_ids"], batch["prompt_attention_mask"], GenerationConfig(max_new_tokens=max_new_tokens)
+        )
         for index, text in zip(batch["index"].tolist(), generations):
             correct += task.score(index, text) >= 1.0
             tokens += len(tokenizer(text, add_special_tokens=False)["input_ids"])

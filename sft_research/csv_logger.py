@@ -51,7 +51,12 @@ class RunCSVLogger(CSVLogger):
     resume_step: int | None = None
 
     def __init__(
-        self, save_dir: str = "runs", name: str | None = None, version: int | str | None = None, prefix: str = "", flush_logs_every_n_steps: int = 1
+        self,
+        save_dir: str = "runs",
+        name: str | None = None,
+        version: int | str | None = None,
+        prefix: str = "",
+        flush_logs_every_n_steps: int = 1,
     ):
         super().__init__(save_dir, name=name, version=version, prefix=prefix, flush_logs_every_n_steps=flush_logs_every_n_steps)
 

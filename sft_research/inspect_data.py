@@ -63,4 +63,3 @@ def data_main(args: list[str]) -> str:
     text = "\n".join([data_report(data), *(show_example(data.tokenizer, e) for e in data.train_examples[:count])])
     print(text)
     return text
-

@@ -76,7 +76,13 @@ class FineTuningModule(L.LightningModule):
             frozen_input.check(pretrained.name_or_path)
         self.automatic_optimization = False
         self.pretrained, self.objective, self.optimizer_config, self.micro_batch_size = pretrained, objective, optimizer, micro_batch_size
-        self.frozen_config, self.execution, self.generation, self.save_dir, self.on_nonfinite = frozen, execution, generation, save_dir, on_nonfinite
+        self.frozen_config, self.execution, self.generation, self.save_dir, self.on_nonfinite = (
+            frozen,
+            execution,
+            generation,
+            save_dir,
+            on_nonfinite,
+        )
         self.reference = ModelConfig(frozen.reference or pretrained.name_or_path, dtype=pretrained.dtype)
         self.frozen: FrozenInputs | None = None
         self.examples: dict[str, dict[int, object]] = {}  # by stage and example id, for frozen inputs run on the fly
@@ -247,5 +253,3 @@ class FineTuningModule(L.LightningModule):
 
     def on_fit_end(self) -> None:
         export_final_model(self)
-
-

@@ -71,7 +71,9 @@ def build_optimizer(parameters, config: OptimizerConfig, total_steps: int):
         if config.name == "adamw":
             # The fused kernel (GPUs and CPUs): one launch for every tensor, and its step counts stay on the device,
             # where foreach reads each one on the host (RMSprop has no fused kernel: it keeps foreach).
-            return torch.optim.AdamW(tensors, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay, fused=True)
+            return torch.optim.AdamW(
+                tensors, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay, fused=True
+            )
         return torch.optim.RMSprop(tensors, lr=config.lr, alpha=config.alpha, eps=config.eps, weight_decay=config.weight_decay)
 
     parameters = list(parameters)

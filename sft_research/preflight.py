@@ -22,8 +22,7 @@ def check_output_dir(path: Path, needed_bytes: int, what: str) -> None:
     free = shutil.disk_usage(path).free
     if free < needed_bytes:
         raise PreflightError(
-            f"the {what} folder {path} has {free / 2**30:.2f} GiB free, but one checkpoint needs about "
-            f"{needed_bytes / 2**30:.2f} GiB"
+            f"the {what} folder {path} has {free / 2**30:.2f} GiB free, but one checkpoint needs about {needed_bytes / 2**30:.2f} GiB"
         )
 
 

@@ -75,7 +75,9 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 # Small SFT and preference data sets shared by the tests: sums, with a quality score on the SFT records.
-SFT_ROWS = [{"prompt": f"{a} + {b} =", "completion": str(a + b), "quality": float(a % 3) / 2} for a, b in zip(range(1, 13), range(20, 8, -1))]
+SFT_ROWS = [
+    {"prompt": f"{a} + {b} =", "completion": str(a + b), "quality": float(a % 3) / 2} for a, b in zip(range(1, 13), range(20, 8, -1))
+]
 PAIR_ROWS = [{"prompt": f"{a} + {b} =", "chosen": str(a + b), "rejected": str(a + b + 3)} for a, b in zip(range(1, 13), range(20, 8, -1))]
 
 # Sums with a spread of quality scores (0 to 2), for micro-batching and gradient tests.

@@ -67,11 +67,15 @@ def test_smoke_suite_writes_every_output(uninterrupted):
         with open(point / "summary.csv") as file:
             summary = list(csv.DictReader(file))
         assert [r["arm"] for r in summary] == ["base model"] + ARMS
-        assert all(r["ci_method"] == "normal over 4 items; normal over 6 items; normal over 8 items" for r in summary[1:]), "one seed: over items"
+        assert all(r["ci_method"] == "normal over 4 items; normal over 6 items; normal over 8 items" for r in summary[1:]), (
+            "one seed: over items"
+        )
         assert "| base model |" in (point / "summary.md").read_text()
         assert (point / "tradeoff.png").read_bytes()[:8] == PNG
         assert json.loads((point / "base.json").read_text())["kl"] == [0.0] * 4
-        assert not list((point / "runs").rglob("hf_model")) and not list((point / "runs").rglob("points")), "models are deleted once evaluated"
+        assert not list((point / "runs").rglob("hf_model")) and not list((point / "runs").rglob("points")), (
+            "models are deleted once evaluated"
+        )
         assert list((point / "runs").rglob("metrics.csv")), "training logs are kept"
     assert (out / "sweep.png").read_bytes()[:8] == PNG
     sweep = list(csv.DictReader((out / "sweep.csv").open()))
@@ -91,7 +95,10 @@ def test_every_arm_is_evaluated_along_its_way(uninterrupted):
     rows = results(out / POINTS[0])
     schedule = {arm: [(p["fit"], p["fraction"]) for p in row["curve"]] + [(row["end"]["fit"], 1.0)] for (arm, _), row in rows.items()}
     assert schedule == {
-        **{arm: [("fit", 0.5), ("fit", 1.0)] for arm in ("sft", "sft_quality", "iw_sft", "lora", "replay", "dft", "kl_to_base", "clean_data")},
+        **{
+            arm: [("fit", 0.5), ("fit", 1.0)]
+            for arm in ("sft", "sft_quality", "iw_sft", "lora", "replay", "dft", "kl_to_base", "clean_data")
+        },
         "poft": [("poft", 0.5), ("poft", 1.0)],
         "sft_then_dpo": [("sft", 0.5), ("dpo", 1.0)],
         "irft": [("irft/round_0", 0.5), ("irft/round_1", 1.0)],
@@ -112,18 +119,26 @@ def test_smoke_suite_counts_what_every_arm_spent(uninterrupted):
     rows = results(out / POINTS[0])
     seed = 0
     spent = {arm: rows[arm, seed]["compute"] for arm in ARMS}
-    steps, policy, frozen = ({arm: c[name] for arm, c in spent.items()} for name in ("optimizer_steps", "policy_sequences", "frozen_sequences"))
+    steps, policy, frozen = (
+        {arm: c[name] for arm, c in spent.items()} for name in ("optimizer_steps", "policy_sequences", "frozen_sequences")
+    )
     assert steps == {**dict.fromkeys(ARMS, 2), "poft": 4, "sft_then_dpo": 4}
     # DPO and IRFT train on pairs (2 sequences an example); PoFT and SFT-then-DPO run two fits
     assert policy == {**dict.fromkeys(ARMS, 8), "poft": 16, "sft_then_dpo": 8 + 16, "irft": 2 * 4 * 2}
     # references score every training example, once: IwSFT's 16, DPO's 16 pairs, IRFT's 8 pairs a round;
     # PoFT's baseline scores its 16 responses; the KL arm's base model runs on every batch trained on
     assert frozen == {**dict.fromkeys(ARMS, 0), "iw_sft": 16, "poft": 16, "sft_then_dpo": 32, "irft": 2 * 8 * 2, "kl_to_base": 8}
-    rounds = [json.loads((out / POINTS[0] / "runs" / "irft" / f"seed_{seed}" / "irft" / f"round_{t}" / "generation.json").read_text()) for t in (0, 1)]
+    rounds = [
+        json.loads((out / POINTS[0] / "runs" / "irft" / f"seed_{seed}" / "irft" / f"round_{t}" / "generation.json").read_text())
+        for t in (0, 1)
+    ]
     assert all(len(r["unfinished_generations"]) == r["prompts"] == 8 for r in rounds), "the random model never ends in 4 tokens"
     assert {arm: c["generated_tokens"] for arm, c in spent.items()} == {**dict.fromkeys(ARMS, 0), "irft": 2 * 8 * 4}
     # the same data in the same order: the same tokens, whatever the objective or LoRA
-    same = [{k: v for k, v in spent[arm].items() if k in ("tokens", "completion_tokens")} for arm in ("sft", "sft_quality", "iw_sft", "lora", "dft", "kl_to_base")]
+    same = [
+        {k: v for k, v in spent[arm].items() if k in ("tokens", "completion_tokens")}
+        for arm in ("sft", "sft_quality", "iw_sft", "lora", "dft", "kl_to_base")
+    ]
     assert all(s == same[0] for s in same) and 0 < same[0]["completion_tokens"] < same[0]["tokens"]
     # replay trains 16 task records and 5 pieces of text (every text token in the loss): more of a batch is loss
     assert spent["replay"]["completion_tokens"] > 2 * spent["sft"]["completion_tokens"]

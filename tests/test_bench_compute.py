@@ -56,7 +56,11 @@ def fitted(tmp_path_factory):
             "callbacks": [{"class_path": "tests.test_bench_compute.RecordBatches", "init_args": {"path": str(record)}}],
         },
         "model": {"pretrained": {"name_or_path": TINY_MODEL}, "objective": {"class_path": "sft_research.objectives.IwSFT"}},
-        "data": {"train": {"class_path": "sft_research.data.FileDataset", "init_args": {"path": str(data)}}, "batch_size": 4, "max_length": 64},
+        "data": {
+            "train": {"class_path": "sft_research.data.FileDataset", "init_args": {"path": str(data)}},
+            "batch_size": 4,
+            "max_length": 64,
+        },
     }
     run_fit(config, tmp / "run" / "fit")
     batches = [json.loads(line) for line in record.read_text().splitlines()]
@@ -105,8 +109,16 @@ def test_on_the_fly_frozen_models_are_counted_on_every_batch(tmp_path):
     data = write_jsonl(tmp_path / "train.jsonl", ROWS)
     config = {
         "trainer": {"accelerator": "cpu", "max_steps": 3, "limit_val_batches": 0, "enable_progress_bar": False},
-        "model": {"pretrained": {"name_or_path": TINY_MODEL}, "objective": {"class_path": "sft_research.objectives.IwSFT"}, "frozen": {"mode": "on_the_fly"}},
-        "data": {"train": {"class_path": "sft_research.data.FileDataset", "init_args": {"path": str(data)}}, "batch_size": 4, "max_length": 64},
+        "model": {
+            "pretrained": {"name_or_path": TINY_MODEL},
+            "objective": {"class_path": "sft_research.objectives.IwSFT"},
+            "frozen": {"mode": "on_the_fly"},
+        },
+        "data": {
+            "train": {"class_path": "sft_research.data.FileDataset", "init_args": {"path": str(data)}},
+            "batch_size": 4,
+            "max_length": 64,
+        },
     }
     run_fit(config, tmp_path / "fit")
     compute, _ = fit_compute(tmp_path / "fit")
@@ -159,13 +171,26 @@ def test_git_commit_only_of_a_tracked_checkout(tmp_path):
 
 
 def row(arm: str, seed: int, spent: dict | None) -> dict:
-    metrics = {m: {"mean": 0.5, "se": 0.1, "n": 10} for m in ("task_score", "general_text_loglik_change", "skill_accuracy_change", "flip_rate", "kl_from_base")}
+    metrics = {
+        m: {"mean": 0.5, "se": 0.1, "n": 10}
+        for m in ("task_score", "general_text_loglik_change", "skill_accuracy_change", "flip_rate", "kl_from_base")
+    }
     return {"arm": arm, "seed": seed, "metrics": metrics, "wall_s": 10.0 + seed, **({"compute": spent} if spent else {})}
 
 
 def test_summary_shows_mean_compute_and_reads_rows_from_before_counting():
-    base = {m: Estimate(0.4, 0.0, 10) for m in ("task_score", "general_text_loglik_change", "skill_accuracy_change", "flip_rate", "kl_from_base")}
-    counted = lambda tokens: {"optimizer_steps": 4, "tokens": tokens, "completion_tokens": tokens // 10, "policy_sequences": 32, "frozen_sequences": 8, "generated_tokens": 0}
+    base = {
+        m: Estimate(0.4, 0.0, 10)
+        for m in ("task_score", "general_text_loglik_change", "skill_accuracy_change", "flip_rate", "kl_from_base")
+    }
+    counted = lambda tokens: {
+        "optimizer_steps": 4,
+        "tokens": tokens,
+        "completion_tokens": tokens // 10,
+        "policy_sequences": 32,
+        "frozen_sequences": 8,
+        "generated_tokens": 0,
+    }
     rows = [row("sft", 0, counted(1000)), row("sft", 1, counted(2000)), row("old", 0, None), row("old", 1, None)]
     metrics = Measures([TaskScore(), GeneralTextProbe(), HeldOutSkillsProbe(), KLProbe()]).metrics
     table = summarize(rows, base, ["sft", "old"], metrics)

@@ -51,7 +51,10 @@ def test_readings_against_the_reference_arms_end():
 def row(arm, seed, points, end):
     metrics = lambda t, k: {"task_score": {"mean": t}, "kl_from_base": {"mean": k}}
     return {
-        "arm": arm, "seed": seed, "metrics": metrics(*end), "end": {"fit": "fit"},
+        "arm": arm,
+        "seed": seed,
+        "metrics": metrics(*end),
+        "end": {"fit": "fit"},
         "curve": [{"fit": "fit", "fraction": 0.5, "metrics": metrics(*p)} for p in points],
     }
 
@@ -78,7 +81,9 @@ def test_a_fit_writes_its_points_where_the_harness_reads_them(tmp_path):
     points = curve_points(tmp_path / "run")
     assert [(step, path.name) for step, path in points] == [(2, "step_2"), (4, "step_4")]
     assert all((path / "config.json").is_file() and (path / "model.safetensors").is_file() for _, path in points)
-    weights = [(path / "model.safetensors").read_bytes() for _, path in points] + [(tmp_path / "run" / "hf_model" / "model.safetensors").read_bytes()]
+    weights = [(path / "model.safetensors").read_bytes() for _, path in points] + [
+        (tmp_path / "run" / "hf_model" / "model.safetensors").read_bytes()
+    ]
     assert len(set(weights)) == 3, "three different models along training"
     assert "callbacks" not in config["trainer"], "the config it was given is left as it was"
     with pytest.raises(ValueError, match="curve points are optimizer steps from 1 on"):
@@ -131,8 +136,10 @@ def test_curves_are_planned_over_the_fits_on_the_arms_way(tmp_path):
 def test_a_sweep_is_the_product_of_its_values_at_dotted_keys():
     points = grid({"task.noise_fraction": [0.0, 0.5], "budget.lr": [1e-4, 1e-3]})
     assert [point_name(p) for p in points] == [
-        "task.noise_fraction=0.0,budget.lr=0.0001", "task.noise_fraction=0.0,budget.lr=0.001",
-        "task.noise_fraction=0.5,budget.lr=0.0001", "task.noise_fraction=0.5,budget.lr=0.001",
+        "task.noise_fraction=0.0,budget.lr=0.0001",
+        "task.noise_fraction=0.0,budget.lr=0.001",
+        "task.noise_fraction=0.5,budget.lr=0.0001",
+        "task.noise_fraction=0.5,budget.lr=0.001",
     ]
     suite = {"task": {"noise_fraction": 0.25, "seed": 0}, "budget": {"lr": 1e-4}, "sweep": {"task.noise_fraction": [0.5]}}
     config = point_config(suite, points[3])
@@ -163,4 +170,6 @@ def test_irft_rounds_place_their_points_after_the_rounds_before(tmp_path):
     (tmp_path / "irft" / "round_1" / "points" / "step_2").rmdir()
     with pytest.raises(ValueError, match=r"no model after step\(s\) \[6\] of 8"):
         curve(pipeline, [2, 6, 8])
-    assert plan_curve(Pipeline(str(tmp_path / "odd"), [FitStage("fit", {"trainer": {"max_steps": 5}})]), [0.5, 1.0]) == [3, 5], "halves round up"
+    assert plan_curve(Pipeline(str(tmp_path / "odd"), [FitStage("fit", {"trainer": {"max_steps": 5}})]), [0.5, 1.0]) == [3, 5], (
+        "halves round up"
+    )

@@ -131,7 +131,11 @@ def fit_of(arm, suite: Suite) -> dict:
 
 
 def test_lora_and_replay_arms_train_what_they_say():
-    suite = Suite([ObjectiveArm("sft", {"class_path": "sft_research.objectives.SFT"})], base_model=TINY_MODEL, task=TaskSpec(train_size=30, eval_size=5))
+    suite = Suite(
+        [ObjectiveArm("sft", {"class_path": "sft_research.objectives.SFT"})],
+        base_model=TINY_MODEL,
+        task=TaskSpec(train_size=30, eval_size=5),
+    )
     lora = fit_of(LoRAArm("lora", r=4, alpha=32, target_modules=["q_proj", "v_proj"], lr=1e-3), suite)
     assert lora["model"]["pretrained"] == {
         "name_or_path": TINY_MODEL,
@@ -166,5 +170,11 @@ def test_mitigation_suite_is_the_default_suite_with_the_fixes_as_arms():
     suite = parser.instantiate_classes(parser.parse_object({"suite": mitigation})).suite
     assert [type(arm).__name__ for arm in suite.arms] == ["ObjectiveArm", "LoRAArm", "ReplayArm", "ObjectiveArm", "ObjectiveArm"]
     assert suite.arms[3].objective["class_path"] == "sft_research.objectives.DFT"
-    assert [arm["init_args"]["name"] for arm in suite_config("smoke.yaml")["arms"]][-5:] == ["lora", "replay", "dft", "kl_to_base", "clean_data"]
+    assert [arm["init_args"]["name"] for arm in suite_config("smoke.yaml")["arms"]][-5:] == [
+        "lora",
+        "replay",
+        "dft",
+        "kl_to_base",
+        "clean_data",
+    ]
     assert "lora" not in [arm["init_args"]["name"] for arm in default["arms"]], "the default suite keeps its 15 minutes"

@@ -39,7 +39,9 @@ def test_seeds_and_items_by_hand():
 
 
 def test_degenerate_spreads():
-    assert paired_difference({0: [0.3, 0.3]}, {0: [0.1, 0.1]}) == PairedDifference(pytest.approx(0.2), pytest.approx(0.2), pytest.approx(0.2), 1, 2)
+    assert paired_difference({0: [0.3, 0.3]}, {0: [0.1, 0.1]}) == PairedDifference(
+        pytest.approx(0.2), pytest.approx(0.2), pytest.approx(0.2), 1, 2
+    )
     one = paired_difference({0: [0.3]}, {0: [0.1]})
     assert (one.low, one.high) == (-math.inf, math.inf) and verdict(one, True) == "no clear difference"
 
@@ -124,6 +126,9 @@ def test_report_compares_every_arm_with_the_reference_and_minds_forgetting_direc
     assert len(table) == 5 and {r["reference_arm"] for r in table} == {"sft"}
     assert next(r for r in table if r["metric"] == "flip_rate")["verdict"] == "better"
 
-    assert "higher is better: task score, Δ general-text log-lik/token, Δ held-out-skill accuracy; lower is better: skill flip rate (1→0), KL(π_θ‖π_0) on task" in markdown
+    assert (
+        "higher is better: task score, Δ general-text log-lik/token, Δ held-out-skill accuracy; lower is better: skill flip rate (1→0), KL(π_θ‖π_0) on task"
+        in markdown
+    )
     assert compare_to_reference(rows, base, ["sft", "gentle"], MEASURES, reference_arm="dpo") == []
     assert "No paired comparison" in paired_markdown([], MEASURES.metrics, "dpo")

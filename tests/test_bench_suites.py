@@ -47,7 +47,9 @@ def test_a_name_finds_a_shipped_suite_and_a_wrong_one_lists_them(tmp_path, monke
     assert sorted(p.stem for p in SUITES.glob("*.yaml")) == SHIPPED
     assert suite_file("smoke") == str(SUITES / "smoke.yaml")
     assert suite_file("my/suite.yaml") == "my/suite.yaml" and suite_file("mine.yaml") == "mine.yaml"
-    with pytest.raises(ConfigError, match="--suite smok: neither a file nor a shipped suite \\(shipped: default, gpu, mitigation, noise_sweep, smoke\\)"):
+    with pytest.raises(
+        ConfigError, match="--suite smok: neither a file nor a shipped suite \\(shipped: default, gpu, mitigation, noise_sweep, smoke\\)"
+    ):
         suite_file("smok")
 
 
@@ -57,10 +59,16 @@ def test_a_built_wheel_carries_the_suites_and_the_rehearsal_stand_ins(tmp_path):
     shutil.copytree(root / "sft_research", source / "sft_research", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(root / name, source / name)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(source)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(source)],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = tmp_path.glob("sft_research-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert sorted(n for n in names if n.startswith("sft_research/bench/suites/")) == [f"sft_research/bench/suites/{s}.yaml" for s in SHIPPED]
+    assert sorted(n for n in names if n.startswith("sft_research/bench/suites/")) == [
+        f"sft_research/bench/suites/{s}.yaml" for s in SHIPPED
+    ]
     rehearsal = root / "sft_research" / "rehearsal"
     shipped = {str(p.relative_to(root)) for p in rehearsal.rglob("*") if p.is_file() and p.suffix in (".yaml", ".md", ".jsonl")}
     assert shipped and shipped <= set(names), "the stand-in models and dataset fixtures ship with the package"
@@ -90,15 +98,27 @@ def test_a_new_probe_is_one_class_listed_in_the_suite():
     comparison and the curves without an edit elsewhere."""
     from sft_research.bench.report import compare_to_reference, paired_markdown, summarize, summary_markdown
 
-    config = parser().parse_object({"suite": {
-        "arms": [{"class_path": "sft_research.bench.ObjectiveArm", "init_args": {"name": "sft", "objective": {"class_path": "sft_research.objectives.SFT"}}}],
-        "probes": [{"class_path": "tests.test_bench_suites.LengthProbe", "init_args": {"prompts": 3}}],
-    }})
+    config = parser().parse_object(
+        {
+            "suite": {
+                "arms": [
+                    {
+                        "class_path": "sft_research.bench.ObjectiveArm",
+                        "init_args": {"name": "sft", "objective": {"class_path": "sft_research.objectives.SFT"}},
+                    }
+                ],
+                "probes": [{"class_path": "tests.test_bench_suites.LengthProbe", "init_args": {"prompts": 3}}],
+            }
+        }
+    )
     suite = parser().instantiate(config).suite
     measures = suite.measures()
     assert measures.names == ["task_score", "answer_length_change"]
     base = {"task": [0.0, 1.0], "answer_length": [4.0, 4.0, 4.0]}
-    rows = [{"arm": arm, "seed": 0, "wall_s": 1.0, "items": {"task": [1.0, 1.0], "answer_length": lengths}} for arm, lengths in (("sft", [6.0, 8.0, 7.0]), ("terse", [4.0, 5.0, 3.0]))]
+    rows = [
+        {"arm": arm, "seed": 0, "wall_s": 1.0, "items": {"task": [1.0, 1.0], "answer_length": lengths}}
+        for arm, lengths in (("sft", [6.0, 8.0, 7.0]), ("terse", [4.0, 5.0, 3.0]))
+    ]
     for row in rows:
         row["metrics"] = {name: vars(e) for name, e in measures.estimates(row["items"], base).items()}
     table = summarize(rows, measures.estimates(base, base), ["sft", "terse"], measures.metrics)
@@ -124,7 +144,9 @@ def test_a_sweep_reaches_settings_whose_default_is_none_and_probes_are_checked()
         def compare(self, finetuned, base):
             return {"length": [0.0]}
 
-    with pytest.raises(ValueError, match=r"probe 'answer_length': compare\(\) returned metrics \['length'\], but it declares \['answer_length_change'\]"):
+    with pytest.raises(
+        ValueError, match=r"probe 'answer_length': compare\(\) returned metrics \['length'\], but it declares \['answer_length_change'\]"
+    ):
         Measures([Misnamed()]).item_values({"answer_length": [1.0]}, {"answer_length": [1.0]})
 
 
@@ -133,12 +155,25 @@ def test_an_arm_changes_any_fit_setting_through_overrides_in_the_suite():
     change (LoRA's adapters and learning rate), and the fit parser accepts the result; nothing is trained."""
     config = yaml.safe_load(Path(suite_file("smoke")).read_text())
     config["arms"] = [
-        {"class_path": "sft_research.bench.ObjectiveArm", "init_args": {"name": "sft", "objective": {"class_path": "sft_research.objectives.SFT"}}},
-        {"class_path": "sft_research.bench.ObjectiveArm", "init_args": {
-            "name": "tuned", "objective": {"class_path": "sft_research.objectives.SFT"},
-            "overrides": {"model": {"optimizer": {"weight_decay": 0.1}, "execution": {"packing": True, "logprob_chunk_size": 64}}, "trainer": {"max_steps": 3}},
-        }},
-        {"class_path": "sft_research.bench.LoRAArm", "init_args": {"name": "lora", "r": 4, "lr": 1e-3, "overrides": {"model": {"pretrained": {"lora": {"dropout": 0.1}}}}}},
+        {
+            "class_path": "sft_research.bench.ObjectiveArm",
+            "init_args": {"name": "sft", "objective": {"class_path": "sft_research.objectives.SFT"}},
+        },
+        {
+            "class_path": "sft_research.bench.ObjectiveArm",
+            "init_args": {
+                "name": "tuned",
+                "objective": {"class_path": "sft_research.objectives.SFT"},
+                "overrides": {
+                    "model": {"optimizer": {"weight_decay": 0.1}, "execution": {"packing": True, "logprob_chunk_size": 64}},
+                    "trainer": {"max_steps": 3},
+                },
+            },
+        },
+        {
+            "class_path": "sft_research.bench.LoRAArm",
+            "init_args": {"name": "lora", "r": 4, "lr": 1e-3, "overrides": {"model": {"pretrained": {"lora": {"dropout": 0.1}}}}},
+        },
     ]
     suite = parser().instantiate(parser().parse_object({"suite": config})).suite
     plain, tuned, lora = (fit_of(arm, suite) for arm in suite.arms)
@@ -146,7 +181,14 @@ def test_an_arm_changes_any_fit_setting_through_overrides_in_the_suite():
     assert tuned["model"]["execution"] == {"packing": True, "logprob_chunk_size": 64} and tuned["trainer"]["max_steps"] == 3
     assert "execution" not in plain["model"] and plain["trainer"]["max_steps"] == suite.budget.max_steps
     assert tuned["data"] == plain["data"] and tuned["model"]["objective"] == plain["model"]["objective"]
-    assert lora["model"]["pretrained"]["lora"] == {"r": 4, "alpha": 16, "dropout": 0.1, "target_modules": "all-linear", "modules_to_save": None, "merge": True}
+    assert lora["model"]["pretrained"]["lora"] == {
+        "r": 4,
+        "alpha": 16,
+        "dropout": 0.1,
+        "target_modules": "all-linear",
+        "modules_to_save": None,
+        "merge": True,
+    }
     assert lora["model"]["optimizer"]["lr"] == 1e-3
 
 
@@ -158,8 +200,16 @@ def fit_of(arm, suite: Suite) -> dict:
 
 def test_overrides_merge_mappings_and_replace_everything_else():
     task = {"class_path": "sft_research.data.ReasoningGymTask", "init_args": {"seed": 0, "noise_fraction": 0.25}}
-    base = {"trainer": {"max_steps": 30, "callbacks": [{"class_path": "a.Bar"}]}, "model": {"optimizer": {"lr": 1e-4}}, "data": {"train": task}}
-    merged = deep_merge(base, {"trainer": {"callbacks": []}, "model": {"optimizer": {"lr": 1e-3}}}, {"data": {"train": {"init_args": {"noise_fraction": 0.0}}}})
+    base = {
+        "trainer": {"max_steps": 30, "callbacks": [{"class_path": "a.Bar"}]},
+        "model": {"optimizer": {"lr": 1e-4}},
+        "data": {"train": task},
+    }
+    merged = deep_merge(
+        base,
+        {"trainer": {"callbacks": []}, "model": {"optimizer": {"lr": 1e-3}}},
+        {"data": {"train": {"init_args": {"noise_fraction": 0.0}}}},
+    )
     assert merged == {
         "trainer": {"max_steps": 30, "callbacks": []},
         "model": {"optimizer": {"lr": 1e-3}},

@@ -24,7 +24,10 @@ def expect_error(tiny_model_dir, path, pattern, **kwargs):
 
 
 def test_good_jsonl_loads_every_row(tiny_model_dir, tmp_path):
-    data = load(tiny_model_dir, write_jsonl(tmp_path / "d.jsonl", [{**GOOD, "quality": 1.0}, {"prompt": "2 + 2 =", "completion": "4", "quality": 0.5}] * 3))
+    data = load(
+        tiny_model_dir,
+        write_jsonl(tmp_path / "d.jsonl", [{**GOOD, "quality": 1.0}, {"prompt": "2 + 2 =", "completion": "4", "quality": 0.5}] * 3),
+    )
     assert len(data.train_examples) == 6
     assert [e.quality for e in data.train_examples] == [1.0, 0.5] * 3
 
@@ -47,8 +50,16 @@ def test_column_of_wrong_type(tiny_model_dir, tmp_path):
 
 
 def test_empty_completion(tiny_model_dir, tmp_path):
-    expect_error(tiny_model_dir, write_jsonl(tmp_path / "d.jsonl", [GOOD, {"prompt": "x", "completion": "  "}]), r"row 2, field 'completion': is empty")
-    expect_error(tiny_model_dir, write_jsonl(tmp_path / "p.jsonl", [{"prompt": "x", "chosen": "a", "rejected": ""}]), r"row 1, field 'rejected': is empty")
+    expect_error(
+        tiny_model_dir,
+        write_jsonl(tmp_path / "d.jsonl", [GOOD, {"prompt": "x", "completion": "  "}]),
+        r"row 2, field 'completion': is empty",
+    )
+    expect_error(
+        tiny_model_dir,
+        write_jsonl(tmp_path / "p.jsonl", [{"prompt": "x", "chosen": "a", "rejected": ""}]),
+        r"row 1, field 'rejected': is empty",
+    )
 
 
 @pytest.mark.parametrize("truncation", ["error", "truncate_completion"])
@@ -73,10 +84,17 @@ def test_every_example_dropped_is_an_error(tiny_model_dir, tmp_path):
         expect_error(tiny_model_dir, path, r"every example was dropped", max_length=24, truncation="drop")
 
 
-@pytest.mark.parametrize("quality,message", [(math.nan, "got nan"), (-0.5, "got -0.5"), (math.inf, "got inf"), ("high", "is a str here but a number in row 1")])
+@pytest.mark.parametrize(
+    "quality,message", [(math.nan, "got nan"), (-0.5, "got -0.5"), (math.inf, "got inf"), ("high", "is a str here but a number in row 1")]
+)
 def test_bad_quality(tiny_model_dir, tmp_path, quality, message):
     path = tmp_path / "d.jsonl"
-    path.write_text('{"prompt": "a", "completion": "b", "quality": 1.0}\n' + f'{{"prompt": "a", "completion": "b", "quality": {quality if not isinstance(quality, str) else chr(34) + quality + chr(34)}}}\n'.replace("nan", "NaN").replace("inf", "Infinity"))
+    path.write_text(
+        '{"prompt": "a", "completion": "b", "quality": 1.0}\n'
+        + f'{{"prompt": "a", "completion": "b", "quality": {quality if not isinstance(quality, str) else chr(34) + quality + chr(34)}}}\n'.replace(
+            "nan", "NaN"
+        ).replace("inf", "Infinity")
+    )
     expect_error(tiny_model_dir, path, rf"row 2, field 'quality': .*{message}")
 
 
@@ -99,11 +117,19 @@ def test_invalid_utf8(tiny_model_dir, tmp_path):
 
 def test_unknown_chat_role(tiny_model_dir, tmp_path):
     messages = [{"role": "user", "content": "hi"}, {"role": "robot", "content": "beep"}]
-    expect_error(tiny_model_dir, write_jsonl(tmp_path / "d.jsonl", [{"messages": messages}]), r"row 1, field 'messages\[1\].role': unknown chat role 'robot'")
+    expect_error(
+        tiny_model_dir,
+        write_jsonl(tmp_path / "d.jsonl", [{"messages": messages}]),
+        r"row 1, field 'messages\[1\].role': unknown chat role 'robot'",
+    )
 
 
 def test_conversation_without_assistant_turn(tiny_model_dir, tmp_path):
-    expect_error(tiny_model_dir, write_jsonl(tmp_path / "d.jsonl", [{"messages": [{"role": "user", "content": "hi"}]}]), r"row 1, field 'messages': has no assistant turn")
+    expect_error(
+        tiny_model_dir,
+        write_jsonl(tmp_path / "d.jsonl", [{"messages": [{"role": "user", "content": "hi"}]}]),
+        r"row 1, field 'messages': has no assistant turn",
+    )
 
 
 def test_empty_file(tiny_model_dir, tmp_path):
@@ -124,7 +150,9 @@ def test_hub_id_fails_with_a_clear_message(tiny_model_dir, monkeypatch):
     # The library reads these once at import; offline mode makes it fail at once instead of retrying the network.
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(DataError, match=r"no-such-org/no-such-dataset: is neither an existing file or folder nor reachable as a hub dataset"):
+    with pytest.raises(
+        DataError, match=r"no-such-org/no-such-dataset: is neither an existing file or folder nor reachable as a hub dataset"
+    ):
         load(tiny_model_dir, "no-such-org/no-such-dataset")
 
 
@@ -138,7 +166,11 @@ def test_csv_and_parquet_and_json_array(tiny_model_dir, tmp_path):
     for name in ("d.csv", "d.parquet", "d.json"):
         data = load(tiny_model_dir, tmp_path / name)
         assert [e.quality for e in data.train_examples] == [1.0, 0.0]
-        completions = [data.tokenizer.decode([t for t, m in zip(s.input_ids, s.completion_mask) if m]) for e in data.train_examples for s in e.sequences]
+        completions = [
+            data.tokenizer.decode([t for t, m in zip(s.input_ids, s.completion_mask) if m])
+            for e in data.train_examples
+            for s in e.sequences
+        ]
         assert completions == ["2<|im_end|>\n", "-2<|im_end|>\n"]
 
 

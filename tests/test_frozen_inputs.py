@@ -45,9 +45,13 @@ def test_an_objective_declares_a_new_frozen_quantity_and_receives_it(mode, tiny_
     monkeypatch.setenv("SFT_RESEARCH_CACHE", str(tmp_path / "cache"))
     path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS[:8])
     objective = RecordingObjective()
-    module = FineTuningModule(ModelConfig(str(tiny_model_dir)), objective, OptimizerConfig(lr=1e-3), micro_batch_size=2, frozen=FrozenConfig(mode=mode))
+    module = FineTuningModule(
+        ModelConfig(str(tiny_model_dir)), objective, OptimizerConfig(lr=1e-3), micro_batch_size=2, frozen=FrozenConfig(mode=mode)
+    )
     data = SFTDataModule(FileDataset(str(path)), tokenizer=str(tiny_model_dir), batch_size=4)
-    trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path
+    )
     trainer.fit(module, data)
     assert len(objective.seen) == 4  # 2 steps of 2 micro-batches
     for inputs in objective.seen:

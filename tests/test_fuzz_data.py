@@ -17,8 +17,12 @@ scalars = st.one_of(
     st.text(max_size=30),
     st.text(min_size=2000, max_size=5000),  # longer than any max_length below
 )
-message = st.dictionaries(st.sampled_from(["role", "content", "name"]), st.one_of(st.sampled_from(["user", "assistant", "system", "robot"]), scalars), max_size=3)
-values = st.one_of(scalars, st.lists(message, max_size=3), st.lists(scalars, max_size=2), st.dictionaries(st.text(max_size=3), scalars, max_size=2))
+message = st.dictionaries(
+    st.sampled_from(["role", "content", "name"]), st.one_of(st.sampled_from(["user", "assistant", "system", "robot"]), scalars), max_size=3
+)
+values = st.one_of(
+    scalars, st.lists(message, max_size=3), st.lists(scalars, max_size=2), st.dictionaries(st.text(max_size=3), scalars, max_size=2)
+)
 records = st.lists(st.dictionaries(st.sampled_from(FIELDS), values, min_size=1, max_size=4), min_size=1, max_size=5)
 
 

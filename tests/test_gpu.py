@@ -24,7 +24,11 @@ from sft_research.objectives import SFT
 from sft_research.optim import OptimizerConfig
 from tests.conftest import PAIR_ROWS, ROWS, SFT_ROWS, write_jsonl
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"), pytest.mark.usefixtures("private_cache")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+    pytest.mark.usefixtures("private_cache"),
+]
 DEVICE, ACCELERATOR = "cuda", "gpu"
 REPO = Path(__file__).parents[1]
 
@@ -41,10 +45,7 @@ def long_rows_path(tmp_path_factory) -> Path:
     """Eight examples of 40 to 150 tokens: packed, about 700 tokens, so the document mask spans several of
     FlexAttention's 128-token blocks and examples straddle block edges."""
     words = " ".join(CORPUS).split()
-    rows = [
-        {"prompt": " ".join(words[i : i + 4 + 3 * i]), "completion": " ".join(words[-(6 + 4 * i) :])}
-        for i in range(8)
-    ]
+    rows = [{"prompt": " ".join(words[i : i + 4 + 3 * i]), "completion": " ".join(words[-(6 + 4 * i) :])} for i in range(8)]
     return write_jsonl(tmp_path_factory.mktemp("data") / "long.jsonl", rows)
 
 
@@ -65,8 +66,11 @@ class Recorder(Callback):
 def gpu_module(model_dir, root, dtype="float32", attention="sdpa", lr=1e-3, **execution) -> FineTuningModule:
     """The module these tests train: SFT, no gradient clipping, ``execution`` as ExecutionConfig's fields."""
     return FineTuningModule(
-        ModelConfig(str(model_dir), dtype=dtype, attn_implementation=attention), SFT(), OptimizerConfig(lr=lr, max_grad_norm=None),
-        execution=ExecutionConfig(**execution), save_dir=str(Path(root) / "hf_model"),
+        ModelConfig(str(model_dir), dtype=dtype, attn_implementation=attention),
+        SFT(),
+        OptimizerConfig(lr=lr, max_grad_norm=None),
+        execution=ExecutionConfig(**execution),
+        save_dir=str(Path(root) / "hf_model"),
     )
 
 
@@ -76,8 +80,16 @@ def fit(model_dir, data_path, root, steps=1, dtype="float32", precision="32-true
     data = SFTDataModule(FileDataset(str(data_path)), tokenizer=str(model_dir), batch_size=8, max_length=512)
     recorder = Recorder()
     trainer = L.Trainer(
-        max_steps=steps, accelerator=ACCELERATOR, devices=1, precision=precision, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[recorder], default_root_dir=root,
+        max_steps=steps,
+        accelerator=ACCELERATOR,
+        devices=1,
+        precision=precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[recorder],
+        default_root_dir=root,
     )
     trainer.fit(module, data)
     return recorder, module
@@ -251,16 +263,28 @@ def test_fsdp_on_one_gpu_trains_and_exports_a_checkpoint_with_the_modules_logpro
     path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
     L.seed_everything(0)
     module = ValidationLogprobs(
-        ModelConfig(str(tiny_model_dir)), SFT(), OptimizerConfig(lr=1e-2), save_dir=str(tmp_path / "hf_model"),
+        ModelConfig(str(tiny_model_dir)),
+        SFT(),
+        OptimizerConfig(lr=1e-2),
+        save_dir=str(tmp_path / "hf_model"),
         execution=ExecutionConfig(**config["model"].get("execution", {})),
     )
     module.captured = []
     data = SFTDataModule(FileDataset(str(path)), val=FileDataset(str(path)), tokenizer=str(tiny_model_dir), batch_size=4, eval_batch_size=4)
     steps = 3
     trainer = L.Trainer(
-        accelerator=ACCELERATOR, devices=1, strategy=FSDPStrategy(auto_wrap_policy=layers, **settings),
-        precision=config["trainer"]["precision"], max_steps=steps, val_check_interval=steps, limit_val_batches=1,
-        num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path,
+        accelerator=ACCELERATOR,
+        devices=1,
+        strategy=FSDPStrategy(auto_wrap_policy=layers, **settings),
+        precision=config["trainer"]["precision"],
+        max_steps=steps,
+        val_check_interval=steps,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
     )
     trainer.fit(module, data)
     assert trainer.global_step == steps and len(module.captured) == 1, "one validation, after the last step"

@@ -92,7 +92,16 @@ def test_an_adapter_is_a_dpo_reference_and_a_start_for_a_further_lora_run(traine
     cli, _, _ = trained
     adapter = model_dir(cli.model)
     pairs = write_jsonl(tmp_path / "pairs.jsonl", PAIR_ROWS)
-    dpo = run("fit", adapter, pairs, tmp_path, *LORA, "--model.objective=sft_research.objectives.DPO", f"--model.frozen.reference={adapter}", steps=2)
+    dpo = run(
+        "fit",
+        adapter,
+        pairs,
+        tmp_path,
+        *LORA,
+        "--model.objective=sft_research.objectives.DPO",
+        f"--model.frozen.reference={adapter}",
+        steps=2,
+    )
     with open(dpo.trainer.logger.log_dir + "/metrics.csv") as file:
         first = next(row for row in csv.DictReader(file) if row.get("train/rewards/margins"))
     # The new adapter starts at zero on the merged first one, so the policy equals the reference at the first step.

@@ -45,8 +45,15 @@ def bf16_run(model_dir, tmp_path, master_weights: bool):
     record = Record()
     logger = RunCSVLogger(save_dir=str(tmp_path), name=f"masters_{master_weights}")
     trainer = L.Trainer(
-        accelerator="cpu", precision="bf16-true", max_steps=STEPS, logger=logger, log_every_n_steps=1, callbacks=[record],
-        enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path,
+        accelerator="cpu",
+        precision="bf16-true",
+        max_steps=STEPS,
+        logger=logger,
+        log_every_n_steps=1,
+        callbacks=[record],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
     )
     trainer.fit(module, data)
     with open(f"{logger.log_dir}/metrics.csv", newline="") as file:
@@ -125,7 +132,7 @@ def test_master_weights_state_dict_round_trip_restores_masters_and_moments():
 def test_a_learning_rate_schedule_reaches_the_inner_optimizer():
     params = [torch.nn.Parameter(torch.zeros(3, dtype=torch.bfloat16))]
     optimizer = MasterWeights(params, lambda tensors: torch.optim.SGD(tensors, lr=1.0))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 ** step)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5**step)
     for expected in (1.0, 0.5, 0.25):
         params[0].grad = torch.ones(3, dtype=torch.bfloat16)
         before = optimizer.masters[0].clone()

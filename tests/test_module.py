@@ -29,12 +29,23 @@ class GradientCapture(Callback):
 def first_step_gradients(model_dir, data_path, micro_batch_size, objective, root, **options):
     L.seed_everything(0)
     module = FineTuningModule(
-        ModelConfig(str(model_dir)), objective, OptimizerConfig(lr=1e-3, max_grad_norm=None), micro_batch_size=micro_batch_size,
+        ModelConfig(str(model_dir)),
+        objective,
+        OptimizerConfig(lr=1e-3, max_grad_norm=None),
+        micro_batch_size=micro_batch_size,
         execution=ExecutionConfig(**options),
     )
     data = SFTDataModule(FileDataset(str(data_path)), tokenizer=str(model_dir), batch_size=8)
     capture = GradientCapture()
-    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, callbacks=[capture], default_root_dir=root)
+    trainer = L.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[capture],
+        default_root_dir=root,
+    )
     trainer.fit(module, data)
     return capture.gradients[0]
 

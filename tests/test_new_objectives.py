@@ -32,12 +32,23 @@ class FirstStep(Callback):
 def first_step(model_dir, reference, data_path, objective, root, **execution):
     L.seed_everything(0)
     module = FineTuningModule(
-        ModelConfig(str(model_dir)), objective, OptimizerConfig(lr=1e-3, max_grad_norm=None), frozen=FrozenConfig(reference=str(reference)),
+        ModelConfig(str(model_dir)),
+        objective,
+        OptimizerConfig(lr=1e-3, max_grad_norm=None),
+        frozen=FrozenConfig(reference=str(reference)),
         execution=ExecutionConfig(**execution),
     )
     data = SFTDataModule(FileDataset(str(data_path)), tokenizer=str(model_dir), batch_size=8)
     capture = FirstStep()
-    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, callbacks=[capture], default_root_dir=root)
+    trainer = L.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[capture],
+        default_root_dir=root,
+    )
     trainer.fit(module, data)
     return capture.gradients, data
 
@@ -63,7 +74,11 @@ def reference_model(tmp_path_factory):
     return build_tiny_checkpoint(tmp_path_factory.mktemp("reference") / "model", seed=5)  # the same tokenizer
 
 
-@pytest.mark.parametrize("execution", [{}, {"logprob_chunk_size": None}, {"packing": True}, {"packing": True, "logprob_chunk_size": 3}], ids=["chunked", "full", "packed", "packed-chunked"])
+@pytest.mark.parametrize(
+    "execution",
+    [{}, {"logprob_chunk_size": None}, {"packing": True}, {"packing": True, "logprob_chunk_size": 3}],
+    ids=["chunked", "full", "packed", "packed-chunked"],
+)
 def test_a_whole_distribution_objective_written_outside_the_package(execution, tiny_model_dir, reference_model, tmp_path, monkeypatch):
     """The README's example, one file outside the package: its gradient is autograd's on the full logits."""
     package = tmp_path / "my_objectives"
@@ -106,11 +121,15 @@ def test_distillation_from_the_whole_distribution_and_from_the_top_k(tiny_model_
     cached: the teacher's k tokens and the rest of the mass; with k the whole vocabulary it is the same loss."""
     path = write_jsonl(tmp_path / "d.jsonl", ROWS)
     whole, data = first_step(tiny_model_dir, tiny_model_dir, path, Distillation(str(reference_model), beta=0.5), tmp_path / "whole")
-    wanted = full_logits_gradients(tiny_model_dir, reference_model, data, lambda lp, ref, labels, mask: (generalized_jsd(lp, ref, 0.5) * mask).sum() / mask.sum())
+    wanted = full_logits_gradients(
+        tiny_model_dir, reference_model, data, lambda lp, ref, labels, mask: (generalized_jsd(lp, ref, 0.5) * mask).sum() / mask.sum()
+    )
     for name in wanted:
         torch.testing.assert_close(whole[name], wanted[name], rtol=0, atol=2e-5, msg=name)
     vocabulary = len(data.tokenizer)
-    top_k, _ = first_step(tiny_model_dir, tiny_model_dir, path, Distillation(str(reference_model), beta=0.5, top_k=vocabulary), tmp_path / "top_k")
+    top_k, _ = first_step(
+        tiny_model_dir, tiny_model_dir, path, Distillation(str(reference_model), beta=0.5, top_k=vocabulary), tmp_path / "top_k"
+    )
     for name in wanted:
         torch.testing.assert_close(top_k[name], wanted[name], rtol=0, atol=1e-4, msg=name)
 

@@ -36,7 +36,11 @@ VARIANTS = [
 def test_every_shipped_objective_is_checked():
     names = {cls.__name__ for cls in SHIPPED}
     assert names >= {"SFT", "IwSFT", "PoFT", "DPO", "IRFT", "DFT", "Distillation", "SFTWithKL"}
-    assert names == {name for name in objectives.__all__ if isinstance(getattr(objectives, name), type) and issubclass(getattr(objectives, name), Objective)} - {"Objective"}
+    assert names == {
+        name
+        for name in objectives.__all__
+        if isinstance(getattr(objectives, name), type) and issubclass(getattr(objectives, name), Objective)
+    } - {"Objective"}
 
 
 def frozen_value(frozen, b: int, s: int, t: int, g: torch.Generator):
@@ -65,7 +69,9 @@ def inputs_for(objective: Objective, hidden, weight, labels, mask, frozen, quali
             reads[read] = value.reshape(b * s * t, *value.shape[3:])
     from sft_research.model.output_layer import LabelLogprobs
 
-    values = output_layer(hidden.reshape(-1, HIDDEN), weight, labels.reshape(-1), (LabelLogprobs(), *objective.position_outputs), reads, chunk_size=4)
+    values = output_layer(
+        hidden.reshape(-1, HIDDEN), weight, labels.reshape(-1), (LabelLogprobs(), *objective.position_outputs), reads, chunk_size=4
+    )
     values = {name: value.reshape(b, s, t, *value.shape[1:]) for name, value in values.items()}
     return ObjectiveInputs(values.pop("logps"), mask, quality, num_tokens, num_examples, frozen, values)
 
@@ -99,7 +105,9 @@ def test_micro_batches_add_up_to_the_batch(cls, arguments, split):
     parts = 0.0
     for first in range(0, hidden.shape[0], split):
         rows = slice(first, first + split)
-        part = inputs_for(objective, hidden[rows], weight, labels[rows], mask[rows], sliced(frozen, rows), quality[rows], num_tokens, num_examples)
+        part = inputs_for(
+            objective, hidden[rows], weight, labels[rows], mask[rows], sliced(frozen, rows), quality[rows], num_tokens, num_examples
+        )
         parts = parts + objective(part).loss
     (parts_grad,) = torch.autograd.grad(parts, weight)
     # The output layer normalises in float32: the sums agree to its rounding.

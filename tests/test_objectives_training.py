@@ -16,7 +16,6 @@ from sft_research.checkpoints.tiny import ZEPHYR_STYLE_TEMPLATE, build_tiny_chec
 from tests.conftest import PAIR_ROWS, SFT_ROWS, file_fit_args, write_jsonl
 
 
-
 pytestmark = pytest.mark.usefixtures("private_cache")
 
 
@@ -38,7 +37,12 @@ def fit(model_dir, data_path, tmp_path, objective, *extra, steps=3):
 
 CASES = [
     ("sft_research.objectives.IwSFT", SFT_ROWS, ["iw/weight", "iw/weight_min", "iw/weight_max", "iw/clipped_fraction"], []),
-    ("sft_research.objectives.IwSFT", SFT_ROWS, ["iw/weight", "iw/clipped_fraction"], ["--model.objective.token_level=true", "--model.objective.use_quality=true"]),
+    (
+        "sft_research.objectives.IwSFT",
+        SFT_ROWS,
+        ["iw/weight", "iw/clipped_fraction"],
+        ["--model.objective.token_level=true", "--model.objective.use_quality=true"],
+    ),
     ("sft_research.objectives.PoFT", SFT_ROWS, ["poft/effective_weight", "poft/effective_weight_min", "poft/baseline_score"], []),
     ("sft_research.objectives.DPO", PAIR_ROWS, ["rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"], []),
     ("sft_research.objectives.DPO", PAIR_ROWS, ["rewards/margins"], ["--model.objective.loss_type=ipo"]),
@@ -98,7 +102,9 @@ def test_a_file_that_mixes_record_kinds_is_rejected_at_its_first_other_row(tiny_
 
     sft = [{"prompt": r["prompt"], "completion": r["completion"]} for r in SFT_ROWS]
     path = write_jsonl(tmp_path / "d.jsonl", sft[:3] + PAIR_ROWS[:1] + sft[3:])
-    with pytest.raises(DataError, match=r"d.jsonl, row 4: mixes record kinds: the first row holds SFT records .*, this one preference records"):
+    with pytest.raises(
+        DataError, match=r"d.jsonl, row 4: mixes record kinds: the first row holds SFT records .*, this one preference records"
+    ):
         fit(tiny_model_dir, path, tmp_path, "sft_research.objectives.SFT")
 
 
@@ -118,7 +124,9 @@ def test_cached_and_on_the_fly_reference_give_the_same_losses(tiny_model_dir, tm
     reference = build_tiny_checkpoint(tmp_path / "reference", seed=7)  # a reference that differs from the start model
     runs = {}
     for mode in ("cached", "on_the_fly"):
-        _, logged = fit(tiny_model_dir, path, tmp_path / mode, objective, f"--model.frozen.reference={reference}", f"--model.frozen.mode={mode}")
+        _, logged = fit(
+            tiny_model_dir, path, tmp_path / mode, objective, f"--model.frozen.reference={reference}", f"--model.frozen.mode={mode}"
+        )
         runs[mode] = [float(row["train/loss"]) for row in logged]
     torch.testing.assert_close(runs["cached"], runs["on_the_fly"], rtol=0, atol=1e-5)
 
@@ -159,7 +167,9 @@ def test_poft_baselines_use_their_own_tokenizer_and_template_and_score_content_o
     other = build_tiny_checkpoint(tmp_path / "other", seed=3, vocab_size=262, chat_template=ZEPHYR_STYLE_TEMPLATE)
     path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
     same_tokenizer = build_tiny_checkpoint(tmp_path / "same_tokenizer", seed=9)
-    cli, logged = fit(tiny_model_dir, path, tmp_path, "sft_research.objectives.PoFT", f"--model.objective.baselines=[{same_tokenizer}, {other}]", steps=1)
+    cli, logged = fit(
+        tiny_model_dir, path, tmp_path, "sft_research.objectives.PoFT", f"--model.objective.baselines=[{same_tokenizer}, {other}]", steps=1
+    )
     examples = cli.datamodule.train_examples
     scores = []
     for model_dir in (same_tokenizer, other):
@@ -210,7 +220,10 @@ def test_baselines_score_the_part_of_a_cut_response_that_the_target_trains_on(ti
     and for a whole answer its content without the end of turn."""
     from sft_research.frozen.inputs import baseline_examples
 
-    rows = [{"prompt": "1 + 1 =", "completion": "the quick brown fox jumps over the lazy dog " * 3}, {"prompt": "2 + 2 =", "completion": "4"}]
+    rows = [
+        {"prompt": "1 + 1 =", "completion": "the quick brown fox jumps over the lazy dog " * 3},
+        {"prompt": "2 + 2 =", "completion": "4"},
+    ]
     path = write_jsonl(tmp_path / "d.jsonl", rows)
     data = SFTDataModule(FileDataset(str(path)), tokenizer=str(tiny_model_dir), max_length=40, truncation="truncate_completion")
     data.setup("fit")
@@ -235,8 +248,14 @@ def test_held_out_preference_pairs_report_what_dpo_users_read(tiny_model_dir, tm
     train = write_jsonl(tmp_path / "train.jsonl", PAIR_ROWS[:8])
     val = write_jsonl(tmp_path / "val.jsonl", PAIR_ROWS[8:])
     cli, _ = fit(
-        tiny_model_dir, train, tmp_path, "sft_research.objectives.DPO",
-        "--data.val=sft_research.data.FileDataset", f"--data.val.path={val}", "--trainer.val_check_interval=1", steps=2,
+        tiny_model_dir,
+        train,
+        tmp_path,
+        "sft_research.objectives.DPO",
+        "--data.val=sft_research.data.FileDataset",
+        f"--data.val.path={val}",
+        "--trainer.val_check_interval=1",
+        steps=2,
     )
     with open(cli.trainer.logger.log_dir + "/metrics.csv") as file:
         rows = [row for row in csv.DictReader(file) if row.get("val/loss")]

@@ -44,7 +44,11 @@ def test_other_outputs_chunked_match_full_values_and_gradients():
     upstream = {"logps": torch.randn(29, generator=g), "at_ids": torch.randn(29, 4, generator=g), "entropy": torch.randn(29, generator=g)}
     outputs = (LabelLogprobs(), TokenLogprobs("at_ids", ids="teacher.ids"), Entropy())
     full = torch.log_softmax(hidden @ weight.T, -1)
-    expected = {"logps": full.gather(-1, labels[:, None]).squeeze(-1), "at_ids": full.gather(-1, ids), "entropy": -(full.exp() * full).sum(-1)}
+    expected = {
+        "logps": full.gather(-1, labels[:, None]).squeeze(-1),
+        "at_ids": full.gather(-1, ids),
+        "entropy": -(full.exp() * full).sum(-1),
+    }
     sum((expected[k] * upstream[k]).sum() for k in expected).backward()
     wanted = hidden.grad.clone(), weight.grad.clone()
     for chunk in (None, 1, 7, 64):

@@ -16,7 +16,13 @@ pytestmark = pytest.mark.usefixtures("private_cache")
 def fit_config(model, objective, data_path, steps=2):
     return {
         "seed_everything": 0,
-        "trainer": {"max_steps": steps, "accelerator": "cpu", "log_every_n_steps": 1, "enable_progress_bar": False, "enable_checkpointing": False},
+        "trainer": {
+            "max_steps": steps,
+            "accelerator": "cpu",
+            "log_every_n_steps": 1,
+            "enable_progress_bar": False,
+            "enable_checkpointing": False,
+        },
         "model": {"pretrained": {"name_or_path": str(model)}, "objective": objective, "optimizer": {"lr": 1e-3}},
         "data": {"train": {"class_path": "sft_research.data.FileDataset", "init_args": {"path": str(data_path)}}, "batch_size": 4},
     }
@@ -34,7 +40,10 @@ def test_sft_then_dpo_pipeline_and_resume(tiny_model_dir, tmp_path, capsys):
     pipeline = {
         "output_dir": str(out),
         "stages": [
-            {"class_path": "sft_research.pipelines.FitStage", "init_args": {"name": "sft", "fit": fit_config(tiny_model_dir, "sft_research.objectives.SFT", sft_data)}},
+            {
+                "class_path": "sft_research.pipelines.FitStage",
+                "init_args": {"name": "sft", "fit": fit_config(tiny_model_dir, "sft_research.objectives.SFT", sft_data)},
+            },
             {
                 "class_path": "sft_research.pipelines.FitStage",
                 "init_args": {"name": "dpo", "start_from": "sft", "fit": fit_config(tiny_model_dir, "sft_research.objectives.DPO", pairs)},
@@ -71,7 +80,10 @@ def test_pipeline_checks_every_stage_before_running(tiny_model_dir, tmp_path):
     pipeline = {
         "output_dir": str(tmp_path / "run"),
         "stages": [
-            {"class_path": "sft_research.pipelines.FitStage", "init_args": {"name": "sft", "fit": fit_config(tiny_model_dir, "sft_research.objectives.SFT", sft_data)}},
+            {
+                "class_path": "sft_research.pipelines.FitStage",
+                "init_args": {"name": "sft", "fit": fit_config(tiny_model_dir, "sft_research.objectives.SFT", sft_data)},
+            },
             {"class_path": "sft_research.pipelines.FitStage", "init_args": {"name": "dpo", "start_from": "sft", "fit": bad}},
         ],
     }
@@ -111,9 +123,18 @@ def test_irft_rounds(tiny_model_dir, tmp_path, monkeypatch, lora, unfinished):
     fit = fit_config(tiny_model_dir, {"class_path": "sft_research.objectives.IRFT", "init_args": {"beta": 0.1}}, demos, steps=1)
     if lora is not None:
         fit["model"]["pretrained"]["lora"] = lora
-    stage = {"name": "irft", "rounds": 2, "generation": {"max_new_tokens": 6, "do_sample": True}, "generation_batch_size": 4, "unfinished": unfinished, "fit": fit}
+    stage = {
+        "name": "irft",
+        "rounds": 2,
+        "generation": {"max_new_tokens": 6, "do_sample": True},
+        "generation_batch_size": 4,
+        "unfinished": unfinished,
+        "fit": fit,
+    }
     config = tmp_path / "pipeline.yaml"
-    config.write_text(yaml.safe_dump({"output_dir": str(out), "stages": [{"class_path": "sft_research.pipelines.IRFTStage", "init_args": stage}]}))
+    config.write_text(
+        yaml.safe_dump({"output_dir": str(out), "stages": [{"class_path": "sft_research.pipelines.IRFTStage", "init_args": stage}]})
+    )
     finals = main(["pipeline", f"--config={config}"])
     assert finals == {"irft": out / "irft" / "round_1" / "hf_model"}
     order = list(range(8))
@@ -126,7 +147,9 @@ def test_irft_rounds(tiny_model_dir, tmp_path, monkeypatch, lora, unfinished):
         assert report["generated_tokens"] == 3 * 3 + 6, "every generation counted, kept or not"
         assert report["device"] == "cpu" and report["generation"]["max_new_tokens"] == 6
         expected = [SFT_ROWS[i] for i in order[4 * t : 4 * t + len(pairs)]]
-        assert [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs] == [(r["prompt"], r["completion"], f"{n}0") for n, r in enumerate(expected)]
+        assert [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs] == [
+            (r["prompt"], r["completion"], f"{n}0") for n, r in enumerate(expected)
+        ]
         assert [p["rejected_finished"] for p in pairs] == [True, True, True, False][: len(pairs)]
         first = train_rows(out / "irft" / f"round_{t}")[0]
         assert float(first["train/rewards/margins"]) == pytest.approx(0.0, abs=1e-5), "the reference is the round-start model"

@@ -48,7 +48,9 @@ def test_an_empty_system_message_is_inserted_where_the_template_knows_one(tiny_t
     assert tokenizer.decode(render(tokenizer, fields).input_ids).startswith("<|user|>")
     chatml = tiny_tokenizer.decode(render(tiny_tokenizer, fields, auto_insert_empty_system_msg=True).input_ids)
     assert chatml.startswith("<|im_start|>system\n<|im_end|>\n<|im_start|>user")
-    own = {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+    own = {
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    }
     assert tokenizer.decode(render(tokenizer, own, auto_insert_empty_system_msg=True).input_ids).startswith("<|system|>\nbe brief</s>")
     prompt = Tokenizer(tokenizer, auto_insert_empty_system_msg=True).prompt_ids("1 + 1 =")
     assert tokenizer.decode(prompt) == "<|system|>\n</s>\n<|user|>\n1 + 1 =</s>\n<|assistant|>\n"

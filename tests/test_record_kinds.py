@@ -52,6 +52,8 @@ def test_rows_of_one_kind_read_the_same_whatever_the_kind_asked():
     for kind in (None, "sft", "preference"):
         assert isinstance(parse_record(sft, kind), Conversation)
         assert isinstance(parse_record(pair, kind), Preference)
-    both = RawRecord("d.jsonl", 5, {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], "completion": "x"})
+    both = RawRecord(
+        "d.jsonl", 5, {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], "completion": "x"}
+    )
     with pytest.raises(DataError, match="row 5: holds both 'messages' and 'completion'"):
         parse_record(both, "sft")

@@ -22,7 +22,11 @@ def rehearse(config: Path, output: Path, **env) -> subprocess.CompletedProcess:
 
     return subprocess.run(
         [COMMAND, "rehearse", f"--config={config}", f"--output_dir={output}"],
-        cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, **env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **env},
     )
 
 
@@ -58,7 +62,9 @@ def test_an_fsdp_config_without_its_wrap_policy_fails_the_rehearsal_before_any_f
 def differences(before, after, path=""):
     """The dotted paths where two parsed YAML trees differ."""
     if isinstance(before, dict) and isinstance(after, dict):
-        return [d for key in before.keys() | after.keys() for d in differences(before.get(key), after.get(key), f"{path}.{key}".lstrip("."))]
+        return [
+            d for key in before.keys() | after.keys() for d in differences(before.get(key), after.get(key), f"{path}.{key}".lstrip("."))
+        ]
     if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
         return [d for i, (a, b) in enumerate(zip(before, after)) for d in differences(a, b, f"{path}[{i}]")]
     return [] if before == after else [path]
@@ -66,13 +72,31 @@ def differences(before, after, path=""):
 
 # What a rehearsal may change (models, hub data, devices, sizes, length); everything else stays as written.
 MAY_CHANGE = (
-    "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy.class_path", "trainer.max_steps",
-    "trainer.max_epochs", "trainer.val_check_interval", "trainer.check_val_every_n_epoch", "data.batch_size",
-    "data.micro_batch_size", "data.max_eval_prompts", "data.train.init_args.path", "data.val.init_args.path",
-    "data.train.init_args.train_size", "data.val.init_args.train_size", "model.pretrained", "model.pretrained.name_or_path",
-    "model.reference", "model.objective.init_args.baselines", "model.objective.init_args.baseline_chat_templates",
-    "model.generation", "model.generation.max_new_tokens",
-    "output_dir", "rounds", "generation.max_new_tokens",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.strategy.class_path",
+    "trainer.max_steps",
+    "trainer.max_epochs",
+    "trainer.val_check_interval",
+    "trainer.check_val_every_n_epoch",
+    "data.batch_size",
+    "data.micro_batch_size",
+    "data.max_eval_prompts",
+    "data.train.init_args.path",
+    "data.val.init_args.path",
+    "data.train.init_args.train_size",
+    "data.val.init_args.train_size",
+    "model.pretrained",
+    "model.pretrained.name_or_path",
+    "model.reference",
+    "model.objective.init_args.baselines",
+    "model.objective.init_args.baseline_chat_templates",
+    "model.generation",
+    "model.generation.max_new_tokens",
+    "output_dir",
+    "rounds",
+    "generation.max_new_tokens",
 )
 
 
@@ -81,7 +105,9 @@ def test_a_rehearsal_changes_only_models_data_devices_sizes_and_length(path, tmp
     config = yaml.safe_load(path.read_text())
     rehearsal = plan(config, str(tmp_path))
     changed = differences(config, rehearsal.config)
-    settings = [re.sub(r"\[\d+\]$|(?<=baseline_chat_templates)\..*", "", d.split("].init_args.", 1)[-1].removeprefix("fit.")) for d in changed]
+    settings = [
+        re.sub(r"\[\d+\]$|(?<=baseline_chat_templates)\..*", "", d.split("].init_args.", 1)[-1].removeprefix("fit.")) for d in changed
+    ]
     assert [d for d in settings if d not in MAY_CHANGE] == []
     assert rehearsal.changes and all(": " in line and " -> " in line for line in rehearsal.changes)
 

@@ -102,8 +102,16 @@ def test_more_devices_than_exist_fail_before_training(tiny_model_dir, tmp_path):
 
     # without a GPU there is no backend at all; with one, two are more than it has
     with pytest.raises(MisconfigurationException, match="No supported gpu backend found|But your machine only has"):
-        main(["fit", f"--model.pretrained.name_or_path={tiny_model_dir}", "--data.train=sft_research.data.ReasoningGymTask",
-              "--trainer.accelerator=gpu", "--trainer.devices=2", f"--trainer.default_root_dir={tmp_path}"])
+        main(
+            [
+                "fit",
+                f"--model.pretrained.name_or_path={tiny_model_dir}",
+                "--data.train=sft_research.data.ReasoningGymTask",
+                "--trainer.accelerator=gpu",
+                "--trainer.devices=2",
+                f"--trainer.default_root_dir={tmp_path}",
+            ]
+        )
 
 
 def test_fsdp_without_the_model_as_a_unit_is_refused_before_the_first_step():

@@ -19,16 +19,30 @@ MEASURED = {"train/tokens_per_s", "train/peak_memory_gib"}
 
 def fit_command(model_dir, data, root, *extra):
     return [
-        sys.executable, "-m", "sft_research.cli", "fit",
+        sys.executable,
+        "-m",
+        "sft_research.cli",
+        "fit",
         f"--model.pretrained.name_or_path={model_dir}",
-        "--model.optimizer.lr=1e-3", "--model.optimizer.warmup_ratio=0.2", "--data.micro_batch_size=3",
-        "--data.train=sft_research.data.FileDataset", f"--data.train.path={data}", "--data.batch_size=5",
-        "--trainer.max_steps=9", "--trainer.accelerator=cpu", "--trainer.log_every_n_steps=1",
-        "--trainer.enable_progress_bar=false", "--trainer.limit_val_batches=0",
+        "--model.optimizer.lr=1e-3",
+        "--model.optimizer.warmup_ratio=0.2",
+        "--data.micro_batch_size=3",
+        "--data.train=sft_research.data.FileDataset",
+        f"--data.train.path={data}",
+        "--data.batch_size=5",
+        "--trainer.max_steps=9",
+        "--trainer.accelerator=cpu",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.limit_val_batches=0",
         "--trainer.callbacks=lightning.pytorch.callbacks.ModelCheckpoint",
-        "--trainer.callbacks.every_n_train_steps=1", "--trainer.callbacks.save_last=true", "--trainer.callbacks.save_top_k=0",
+        "--trainer.callbacks.every_n_train_steps=1",
+        "--trainer.callbacks.save_last=true",
+        "--trainer.callbacks.save_top_k=0",
         f"--trainer.callbacks.dirpath={root / 'checkpoints'}",
-        f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}", *extra,
+        f"--trainer.default_root_dir={root}",
+        f"--trainer.logger.init_args.save_dir={root}",
+        *extra,
     ]
 
 
@@ -88,7 +102,11 @@ def test_sigkill_mid_epoch_resumes_exactly(tiny_model_dir, data, reference, tmp_
     assert 0 < first < 8, f"resumed mid-run at step {first}"
     for step, loss in after.items():
         assert loss == pytest.approx(expected[step], abs=1e-6), step
-    epochs = {int(row["step"]): row["epoch"] for row in csv.DictReader(open(killed / "sft-d" / "version_1" / "metrics.csv")) if row.get("train/loss")}
+    epochs = {
+        int(row["step"]): row["epoch"]
+        for row in csv.DictReader(open(killed / "sft-d" / "version_1" / "metrics.csv"))
+        if row.get("train/loss")
+    }
     assert epochs[8] == "2", "epochs keep their length after a resume"
     assert max(after) == 8
 
@@ -103,7 +121,9 @@ def test_ddp_on_two_processes_gives_the_single_process_loss_curve(tiny_model_dir
     """Two CPU processes (gloo), each with half of every global batch of 6, against one process."""
     curves = {}
     for name, extra in (("one", ["--trainer.devices=1"]), ("two", ["--trainer.strategy=ddp", "--trainer.devices=2"])):
-        command = [arg.replace("--data.batch_size=5", "--data.batch_size=6") for arg in fit_command(tiny_model_dir, data, tmp_path / name, *extra)]
+        command = [
+            arg.replace("--data.batch_size=5", "--data.batch_size=6") for arg in fit_command(tiny_model_dir, data, tmp_path / name, *extra)
+        ]
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
         curves[name] = losses(tmp_path / name / "sft-d" / "version_0")
@@ -126,10 +146,19 @@ def test_the_readme_resume_recipe_continues_the_same_run_after_sigint(tiny_model
     first, again = readme_resume_commands()
     assert again == first + ["--ckpt_path", "last"]
     # The tiny model and data instead of the quickstart's, checkpoints every step, and the logs under tmp_path.
-    small = [f"--model.pretrained.name_or_path={tiny_model_dir}", "--data.train=sft_research.data.FileDataset",
-             f"--data.train.path={data}", "--data.batch_size=4", f"--trainer.max_steps={max_steps}", "--trainer.accelerator=cpu",
-             "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false", "--trainer.callbacks.every_n_train_steps=1",
-             f"--trainer.logger.init_args.save_dir={tmp_path}", f"--trainer.default_root_dir={tmp_path}"]
+    small = [
+        f"--model.pretrained.name_or_path={tiny_model_dir}",
+        "--data.train=sft_research.data.FileDataset",
+        f"--data.train.path={data}",
+        "--data.batch_size=4",
+        f"--trainer.max_steps={max_steps}",
+        "--trainer.accelerator=cpu",
+        "--trainer.limit_val_batches=0",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.callbacks.every_n_train_steps=1",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
     command = [sys.executable, "-m", "sft_research.cli"]
     run_dir = tmp_path / "quickstart" / "version_0"
     process = subprocess.Popen(command + first + small, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=interruptible)
@@ -158,7 +187,18 @@ def test_resume_without_a_checkpoint_stops_and_says_where_it_looked(tiny_model_d
     from sft_research.errors import ConfigError
 
     (tmp_path / "sft-d" / "version_0").mkdir(parents=True)
-    with pytest.raises(ConfigError, match=r"--ckpt_path last: no last checkpoint of this run \(looked in .*version_0/checkpoints/last.ckpt\)"):
-        main(["fit", f"--model.pretrained.name_or_path={tiny_model_dir}", "--data.train=sft_research.data.FileDataset",
-              f"--data.train.path={data}", "--trainer.max_steps=2", f"--trainer.logger.init_args.save_dir={tmp_path}",
-              f"--trainer.default_root_dir={tmp_path}", "--ckpt_path=last"])
+    with pytest.raises(
+        ConfigError, match=r"--ckpt_path last: no last checkpoint of this run \(looked in .*version_0/checkpoints/last.ckpt\)"
+    ):
+        main(
+            [
+                "fit",
+                f"--model.pretrained.name_or_path={tiny_model_dir}",
+                "--data.train=sft_research.data.FileDataset",
+                f"--data.train.path={data}",
+                "--trainer.max_steps=2",
+                f"--trainer.logger.init_args.save_dir={tmp_path}",
+                f"--trainer.default_root_dir={tmp_path}",
+                "--ckpt_path=last",
+            ]
+        )

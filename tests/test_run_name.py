@@ -13,8 +13,16 @@ from tests.conftest import PAIR_ROWS, file_fit_args, write_jsonl
     "objective,train,expected",
     [
         (None, {"class_path": "sft_research.data.ReasoningGymTask", "init_args": {"task": "chain_sum"}}, "sft-chain_sum"),
-        ("sft_research.objectives.DPO", {"class_path": "sft_research.data.FileDataset", "init_args": {"path": "/data/pairs.jsonl"}}, "dpo-pairs"),
-        ("sft_research.objectives.IwSFT", {"class_path": "sft_research.data.FileDataset", "init_args": {"path": "HuggingFaceH4/ultrachat_200k"}}, "iwsft-ultrachat_200k"),
+        (
+            "sft_research.objectives.DPO",
+            {"class_path": "sft_research.data.FileDataset", "init_args": {"path": "/data/pairs.jsonl"}},
+            "dpo-pairs",
+        ),
+        (
+            "sft_research.objectives.IwSFT",
+            {"class_path": "sft_research.data.FileDataset", "init_args": {"path": "HuggingFaceH4/ultrachat_200k"}},
+            "iwsft-ultrachat_200k",
+        ),
     ],
 )
 def test_default_name_is_objective_and_data(objective, train, expected):
@@ -33,6 +41,12 @@ def test_a_dpo_fit_logs_under_its_own_name_unless_told(tmp_path, private_cache):
     assert (tmp_path / "dpo-pairs" / "version_0" / "metrics.csv").is_file()
     assert (tmp_path / "mine" / "version_0" / "metrics.csv").is_file() and not (tmp_path / "sft").exists()
     tensorboard = tmp_path / "tensorboard"
-    main([*common[:-2], "--trainer.logger=lightning.pytorch.loggers.TensorBoardLogger", f"--trainer.logger.save_dir={tensorboard}",
-          f"--trainer.default_root_dir={tmp_path}"])
+    main(
+        [
+            *common[:-2],
+            "--trainer.logger=lightning.pytorch.loggers.TensorBoardLogger",
+            f"--trainer.logger.save_dir={tensorboard}",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
     assert list((tensorboard / "dpo-pairs" / "version_0").glob("events.out.tfevents.*")), "TensorBoard files it under dpo-pairs too"

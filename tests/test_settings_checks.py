@@ -11,7 +11,10 @@ from tests.conftest import SFT_ROWS, write_jsonl
         ("--data.batch_size=0", "data.batch_size must be at least 1, got 0"),
         ("--data.batch_size=-4", "data.batch_size must be at least 1, got -4"),
         ("--data.micro_batch_size=0", "data.micro_batch_size must be at least 1"),
-        ("--data.micro_batch_size=8", "data.micro_batch_size=8 is larger than each process's share of the batch (data.batch_size=4 over 1 processes: 4)"),
+        (
+            "--data.micro_batch_size=8",
+            "data.micro_batch_size=8 is larger than each process's share of the batch (data.batch_size=4 over 1 processes: 4)",
+        ),
         ("--model.optimizer.lr=0", "model.optimizer.lr must be positive, got 0"),
         ("--model.optimizer.lr=-1e-5", "model.optimizer.lr must be positive, got -1e-05"),
         # argparse reads "-1e-5" after a space as an option, not a value: the README says to write negative numbers with "=".
@@ -27,9 +30,19 @@ def test_impossible_settings_are_one_line_errors(tiny_model_dir, tmp_path, monke
 
     path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
     monkeypatch.setattr(module, "load_model", lambda *a, **k: pytest.fail("a model was loaded before the check"))
-    argv = ["sft-research", "fit", f"--model.pretrained.name_or_path={tiny_model_dir}", "--data.train=sft_research.data.FileDataset",
-            f"--data.train.path={path}", "--data.batch_size=4", "--trainer.max_steps=1", "--trainer.accelerator=cpu",
-            f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}", *([flag] if isinstance(flag, str) else flag)]
+    argv = [
+        "sft-research",
+        "fit",
+        f"--model.pretrained.name_or_path={tiny_model_dir}",
+        "--data.train=sft_research.data.FileDataset",
+        f"--data.train.path={path}",
+        "--data.batch_size=4",
+        "--trainer.max_steps=1",
+        "--trainer.accelerator=cpu",
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        *([flag] if isinstance(flag, str) else flag),
+    ]
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit) as exit:
         console()

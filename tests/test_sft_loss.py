@@ -25,9 +25,9 @@ def test_sft_loss_matches_hand_computation():
 def test_weighted_sft_loss_matches_hand_computation():
     logps, mask = random_inputs(1)
     weights = torch.tensor([0.0, 0.5, 2.0, 1.0], dtype=torch.float64)
-    expected = sum(
-        -weights[i].item() * logps[i, t].item() for i in range(4) for t in range(logps.shape[1]) if mask[i, t]
-    ) / mask.sum().item()
+    expected = (
+        sum(-weights[i].item() * logps[i, t].item() for i in range(4) for t in range(logps.shape[1]) if mask[i, t]) / mask.sum().item()
+    )
     torch.testing.assert_close(sft_loss(logps, mask, weights), torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-12)
 
 

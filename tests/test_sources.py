@@ -169,7 +169,9 @@ def test_console_leaves_other_errors_alone(monkeypatch):
 def test_templates_build_fields_from_columns_as_a_formatting_func_would(tmp_path):
     rows = [{"question": "2 + 2 =", "thinking": "two and two", "attempt": "4"}, {"question": "1 + 1 =", "thinking": None, "attempt": "2"}]
     path = write_jsonl(tmp_path / "s1.jsonl", rows)
-    source = FileDataset(str(path), columns={"question": "prompt"}, templates={"completion": "<think>{thinking}</think>\nAnswer: {attempt}"}, limit=1)
+    source = FileDataset(
+        str(path), columns={"question": "prompt"}, templates={"completion": "<think>{thinking}</think>\nAnswer: {attempt}"}, limit=1
+    )
     (record,) = source.records()
     assert record.fields["prompt"] == "2 + 2 =" and record.fields["completion"] == "<think>two and two</think>\nAnswer: 4"
     with pytest.raises(DataError, match=r"row 2, field 'thinking': the template of 'completion' reads \['thinking'\], missing in this row"):

@@ -61,13 +61,27 @@ class Losses(L.Callback):
 
 def train(model_dir, rows_path, root, objective, steps: int, callbacks, **execution):
     L.seed_everything(0)
-    module = FineTuningModule(ModelConfig(str(model_dir), dtype="bfloat16"), objective, OptimizerConfig(lr=1e-3),
-                              execution=ExecutionConfig(**execution), save_dir=str(root / "hf_model"))
+    module = FineTuningModule(
+        ModelConfig(str(model_dir), dtype="bfloat16"),
+        objective,
+        OptimizerConfig(lr=1e-3),
+        execution=ExecutionConfig(**execution),
+        save_dir=str(root / "hf_model"),
+    )
     data = SFTDataModule(FileDataset(str(rows_path)), tokenizer=str(model_dir), batch_size=4)
     # Logging every 100 steps: the measured steps log nothing.
-    trainer = L.Trainer(accelerator="cpu", precision="bf16-true", max_steps=steps, log_every_n_steps=100, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
-                        default_root_dir=root)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        precision="bf16-true",
+        max_steps=steps,
+        log_every_n_steps=100,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        default_root_dir=root,
+    )
     trainer.fit(module, data)
     return module
 
@@ -88,7 +102,10 @@ def test_compiled_steps_give_the_eager_losses_with_one_graph_per_batch_shape(tin
     from torch._dynamo.utils import counters
 
     # Rows of two lengths: the packed batches fall in two buckets, two shapes.
-    rows = write_jsonl(tmp_path / "rows.jsonl", SFT_ROWS[:8] + [{**row, "completion": row["completion"] + " is the sum of the two numbers"} for row in SFT_ROWS[:8]])
+    rows = write_jsonl(
+        tmp_path / "rows.jsonl",
+        SFT_ROWS[:8] + [{**row, "completion": row["completion"] + " is the sum of the two numbers"} for row in SFT_ROWS[:8]],
+    )
     eager, compiled = Losses(), Losses()
     train(tiny_model_dir, rows, tmp_path / "eager", SFT(), 4, [eager], packing=True)
     torch._dynamo.reset()

@@ -59,7 +59,10 @@ def test_preference_records_give_chosen_then_rejected(tiny_tokenizer):
 
 def test_collate_pads_and_shifts_the_mask_to_label_positions(tiny_tokenizer):
     renderer = Tokenizer(tiny_tokenizer)
-    raws = [RawRecord("d", 1, {"prompt": "1 + 1 =", "completion": "2"}), RawRecord("d", 2, {"prompt": "what is the capital of France?", "completion": "Paris, of course"})]
+    raws = [
+        RawRecord("d", 1, {"prompt": "1 + 1 =", "completion": "2"}),
+        RawRecord("d", 2, {"prompt": "what is the capital of France?", "completion": "Paris, of course"}),
+    ]
     examples = [renderer(raw, parse_record(raw)) for raw in raws]
     batch = collate_examples(examples, tiny_tokenizer.pad_token_id)
     lengths = [len(e.sequences[0].input_ids) for e in examples]
@@ -126,7 +129,9 @@ def test_the_official_rule_cuts_completions_to_what_the_prompt_budget_leaves(tin
     prompt_length, completion = full.completion_mask.index(True), sum(full.completion_mask)
     max_length = len(full.input_ids) - 3  # 3 tokens over: truncate_prompt takes 3 from the prompt
     budget = prompt_length - 10
-    framework = tokenize(tiny_tokenizer, fields, max_length=max_length, truncation="truncate_prompt", max_prompt_length=budget)[1].sequences[0]
+    framework = tokenize(tiny_tokenizer, fields, max_length=max_length, truncation="truncate_prompt", max_prompt_length=budget)[
+        1
+    ].sequences[0]
     official = tokenize(tiny_tokenizer, fields, max_length=max_length, truncation="trl_dpo", max_prompt_length=budget)[1].sequences[0]
     assert (framework.completion_mask.index(True), sum(framework.completion_mask)) == (prompt_length - 3, completion)
     assert (official.completion_mask.index(True), sum(official.completion_mask)) == (budget, min(completion, max_length - budget))
@@ -216,7 +221,9 @@ def test_sentencepiece_tokenization_is_the_joint_one(prompt_format):
         joint = tokenizer(prompt + answer)["input_ids"] + [tokenizer.eos_token_id]
         before, text = prompt, prompt + answer
     # Tokenizing the two parts separately adds a word-start marker at the completion's start: not the joint ids.
-    separate = tokenizer(before, add_special_tokens=False)["input_ids"] + tokenizer(text[len(before) :], add_special_tokens=False)["input_ids"]
+    separate = (
+        tokenizer(before, add_special_tokens=False)["input_ids"] + tokenizer(text[len(before) :], add_special_tokens=False)["input_ids"]
+    )
     assert separate != tokenizer(text, add_special_tokens=False)["input_ids"]
     assert sequence.input_ids == joint
     completion = tokenizer.decode([t for t, m in zip(sequence.input_ids, sequence.completion_mask) if m])

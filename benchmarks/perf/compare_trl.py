@@ -43,26 +43,74 @@ from pathlib import Path
 PRESETS = {
     # For dry runs of the script itself: seconds, figures meaningless.
     "tiny": {
-        "model": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-                  "intermediate_size": 128, "vocab_size": 49152},
-        "batch": 4, "lengths": [32, 64], "steps": 4, "warmup": 2, "examples": 16, "dtype": "float32",
+        "model": {
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "intermediate_size": 128,
+            "vocab_size": 49152,
+        },
+        "batch": 4,
+        "lengths": [32, 64],
+        "steps": 4,
+        "warmup": 2,
+        "examples": 16,
+        "dtype": "float32",
     },
     "cpu": {
-        "model": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
-                  "intermediate_size": 768, "vocab_size": 49152},
-        "batch": 8, "lengths": [64, 256], "steps": 8, "warmup": 3, "examples": 160, "dtype": "float32",
+        "model": {
+            "hidden_size": 256,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "intermediate_size": 768,
+            "vocab_size": 49152,
+        },
+        "batch": 8,
+        "lengths": [64, 256],
+        "steps": 8,
+        "warmup": 3,
+        "examples": 160,
+        "dtype": "float32",
     },
     "gpu": {
-        "model": {"hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
-                  "intermediate_size": 4864, "vocab_size": 151936},
-        "batch": 8, "lengths": [256, 1024], "steps": 30, "warmup": 8, "examples": 600, "dtype": "bfloat16",
+        "model": {
+            "hidden_size": 896,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 14,
+            "num_key_value_heads": 2,
+            "intermediate_size": 4864,
+            "vocab_size": 151936,
+        },
+        "batch": 8,
+        "lengths": [256, 1024],
+        "steps": 30,
+        "warmup": 8,
+        "examples": 600,
+        "dtype": "bfloat16",
     },
 }
 SETTINGS = {
-    "sft": [("ours", "packed_compiled"), ("ours", "packed"), ("ours", "padded"), ("trl", "padded"), ("trl", "packed_sdpa"),
-            ("trl", "packed_flex"), ("trl", "packed_flex_liger"), ("trl", "packed_flex_compiled"), ("trl", "packed_sdpa_compiled")],
-    "dpo": [("ours", "cached_reference_compiled"), ("ours", "cached_reference"), ("trl", "default"), ("trl", "precomputed_reference"),
-            ("trl", "liger"), ("trl", "compiled")],
+    "sft": [
+        ("ours", "packed_compiled"),
+        ("ours", "packed"),
+        ("ours", "padded"),
+        ("trl", "padded"),
+        ("trl", "packed_sdpa"),
+        ("trl", "packed_flex"),
+        ("trl", "packed_flex_liger"),
+        ("trl", "packed_flex_compiled"),
+        ("trl", "packed_sdpa_compiled"),
+    ],
+    "dpo": [
+        ("ours", "cached_reference_compiled"),
+        ("ours", "cached_reference"),
+        ("trl", "default"),
+        ("trl", "precomputed_reference"),
+        ("trl", "liger"),
+        ("trl", "compiled"),
+    ],
 }
 # FlexAttention's backward and Liger's Triton kernels run on GPUs only.
 GPU_ONLY = {"packed_flex", "packed_flex_liger", "packed_flex_compiled", "liger"}
@@ -77,8 +125,14 @@ def build_assets(preset: dict, folder: Path, tokenizer_path: str | None = None, 
     from sft_research.checkpoints.embedded import resolve_embedded
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or resolve_embedded("embedded:SmolLM2-135M-Instruct"))
-    config = Qwen2Config(**preset["model"], tie_word_embeddings=True, max_position_embeddings=positions,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = Qwen2Config(
+        **preset["model"],
+        tie_word_embeddings=True,
+        max_position_embeddings=positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     Qwen2ForCausalLM(config).save_pretrained(folder / "model")
     tokenizer.save_pretrained(folder / "model")
@@ -102,7 +156,9 @@ def write_data(tokenizer, lengths: list[int], examples: int, folder: Path, tag: 
         ids = tokenizer(" ".join(words[start : start + target]), add_special_tokens=False)["input_ids"][: target - 1]
         cut = len(ids) // 4
         prompt, completion = tokenizer.decode(ids[:cut]), tokenizer.decode(ids[cut:])
-        other = tokenizer.decode(tokenizer(" ".join(words[start + high : start + high + target]), add_special_tokens=False)["input_ids"][cut : len(ids)])
+        other = tokenizer.decode(
+            tokenizer(" ".join(words[start + high : start + high + target]), add_special_tokens=False)["input_ids"][cut : len(ids)]
+        )
         sft.append({"prompt": prompt, "completion": completion})
         pairs.append({"prompt": prompt, "chosen": completion, "rejected": other})
         sizes.append(len(ids) + 1)
@@ -158,19 +214,37 @@ def run_ours(job: dict) -> dict:
         ModelConfig(job["model"], dtype=job["dtype"], attn_implementation=attention, gradient_checkpointing=job["gradient_checkpointing"]),
         DPO(beta=0.1) if dpo else SFT(),
         OptimizerConfig(lr=1e-5, master_weights=job["precision"] == "masters"),
-        execution=ExecutionConfig(packing=packed, logprob_chunk_size=1024 if torch.cuda.is_available() else 256,
-                                  compile=job["setting"].endswith("compiled")),
+        execution=ExecutionConfig(
+            packing=packed, logprob_chunk_size=1024 if torch.cuda.is_available() else 256, compile=job["setting"].endswith("compiled")
+        ),
         save_dir=str(Path(job["run_dir"]) / "hf_model"),
     )
-    data = SFTDataModule(FileDataset(job["pairs" if dpo else "sft"]), tokenizer=job["model"], prompt_format="plain",
-                         max_length=job["max_length"], batch_size=job["batch"] // (2 if dpo else 1))
-    trainer = L.Trainer(max_steps=job["steps"] + (StepProfiler.STEPS if profiler else 0), logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[Timer()], precision="bf16-true" if job["dtype"] == "bfloat16" else "32-true",
-                        default_root_dir=job["run_dir"])
+    data = SFTDataModule(
+        FileDataset(job["pairs" if dpo else "sft"]),
+        tokenizer=job["model"],
+        prompt_format="plain",
+        max_length=job["max_length"],
+        batch_size=job["batch"] // (2 if dpo else 1),
+    )
+    trainer = L.Trainer(
+        max_steps=job["steps"] + (StepProfiler.STEPS if profiler else 0),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Timer()],
+        precision="bf16-true" if job["dtype"] == "bfloat16" else "32-true",
+        default_root_dir=job["run_dir"],
+    )
     started = time.perf_counter()
     trainer.fit(module, data)  # the reference pass of DPO runs in setup, before the timed steps
     reference_seconds = time.perf_counter() - started - sum(times)
-    return {"times": times[: job["steps"]], "tokens": tokens[: job["steps"]], "compiled": compiled[: job["steps"]], "setup_s": reference_seconds}
+    return {
+        "times": times[: job["steps"]],
+        "tokens": tokens[: job["steps"]],
+        "compiled": compiled[: job["steps"]],
+        "setup_s": reference_seconds,
+    }
 
 
 def run_trl(job: dict) -> dict:
@@ -203,10 +277,22 @@ def run_trl(job: dict) -> dict:
     model = AutoModelForCausalLM.from_pretrained(job["model"], dtype=dtype, attn_implementation=attention)
     tokenizer = AutoTokenizer.from_pretrained(job["model"])
     common = dict(
-        output_dir=job["run_dir"], max_steps=job["steps"], learning_rate=1e-5, report_to="none", logging_steps=10**6,
-        save_strategy="no", gradient_checkpointing=job["gradient_checkpointing"], bf16=bf16, use_cpu=not torch.cuda.is_available(),
-        use_liger_kernel="liger" in setting, torch_compile="compiled" in setting, optim="adamw_torch_fused",
-        max_length=job["max_length"], include_num_input_tokens_seen="non_padding", dataloader_drop_last=False, seed=0,
+        output_dir=job["run_dir"],
+        max_steps=job["steps"],
+        learning_rate=1e-5,
+        report_to="none",
+        logging_steps=10**6,
+        save_strategy="no",
+        gradient_checkpointing=job["gradient_checkpointing"],
+        bf16=bf16,
+        use_cpu=not torch.cuda.is_available(),
+        use_liger_kernel="liger" in setting,
+        torch_compile="compiled" in setting,
+        optim="adamw_torch_fused",
+        max_length=job["max_length"],
+        include_num_input_tokens_seen="non_padding",
+        dataloader_drop_last=False,
+        seed=0,
     )
     started = time.perf_counter()
     if job["objective"] == "sft":
@@ -214,11 +300,16 @@ def run_trl(job: dict) -> dict:
         # Packed rows hold max_length tokens each: as many rows as carry the same tokens per step as the padded batch.
         batch = max(1, round(job["batch"] * job["mean_length"] / job["max_length"])) if packed else job["batch"]
         args = SFTConfig(per_device_train_batch_size=batch, packing=packed, completion_only_loss=True, **common)
-        trainer = SFTTrainer(model=model, args=args, train_dataset=load_dataset("json", data_files=job["sft"], split="train"), processing_class=tokenizer)
+        trainer = SFTTrainer(
+            model=model, args=args, train_dataset=load_dataset("json", data_files=job["sft"], split="train"), processing_class=tokenizer
+        )
     else:
-        args = DPOConfig(per_device_train_batch_size=job["batch"] // 2, beta=0.1,
-                         precompute_ref_log_probs=setting == "precomputed_reference", **common)
-        trainer = DPOTrainer(model=model, args=args, train_dataset=load_dataset("json", data_files=job["pairs"], split="train"), processing_class=tokenizer)
+        args = DPOConfig(
+            per_device_train_batch_size=job["batch"] // 2, beta=0.1, precompute_ref_log_probs=setting == "precomputed_reference", **common
+        )
+        trainer = DPOTrainer(
+            model=model, args=args, train_dataset=load_dataset("json", data_files=job["pairs"], split="train"), processing_class=tokenizer
+        )
     setup = time.perf_counter() - started
     trainer.add_callback(Timer())
     trainer.train()
@@ -238,9 +329,13 @@ def worker(job: dict) -> None:
     timed = [i for i in range(len(result["times"])) if i >= job["warmup"] and not result["compiled"][i]]
     if not timed:
         raise RuntimeError("every step after the warm-up compiled a graph: run more steps")
-    result.update(tokens_per_s=sum(result["tokens"][i] for i in timed) / sum(result["times"][i] for i in timed), peak_gib=peak_gib(),
-                  setup_s=result["setup_s"] + sum(t for i, t in enumerate(result["times"]) if i not in timed), timed_steps=len(timed),
-                  compiling_steps=sum(result["compiled"]))
+    result.update(
+        tokens_per_s=sum(result["tokens"][i] for i in timed) / sum(result["times"][i] for i in timed),
+        peak_gib=peak_gib(),
+        setup_s=result["setup_s"] + sum(t for i, t in enumerate(result["times"]) if i not in timed),
+        timed_steps=len(timed),
+        compiling_steps=sum(result["compiled"]),
+    )
     print("RESULT " + json.dumps(result))
 
 
@@ -257,7 +352,9 @@ class StepProfiler:
         import torch
 
         if step == self.first:
-            activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+            activities = [torch.profiler.ProfilerActivity.CPU] + (
+                [torch.profiler.ProfilerActivity.CUDA] if torch.cuda.is_available() else []
+            )
             self.profile = torch.profiler.profile(activities=activities)
             self.profile.__enter__()
 
@@ -354,14 +451,27 @@ def main() -> None:
     parser.add_argument("--objectives", nargs="*", default=["sft", "dpo"])
     parser.add_argument("--steps", type=int, help="override the preset's optimizer steps per run")
     parser.add_argument("--tokenizer", help="a tokenizer folder (default: the embedded SmolLM2 model's)")
-    parser.add_argument("--long_context", type=int, nargs="*", default=[], metavar="TOKENS",
-                        help="also SFT at batch 1 on sequences of these lengths: ours packed against TRL's best SFT setting")
+    parser.add_argument(
+        "--long_context",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="TOKENS",
+        help="also SFT at batch 1 on sequences of these lengths: ours packed against TRL's best SFT setting",
+    )
     parser.add_argument("--long_steps", type=int, default=5, help="optimizer steps per --long_context run (the first is warm-up)")
     parser.add_argument("--settings", nargs="*", help="run only these settings (e.g. packed_compiled packed_flex_liger); default: all")
-    parser.add_argument("--precision", choices=["masters", "pure_bf16"], default="masters",
-                        help="bf16 presets: float32 master weights in both frameworks, or pure bf16 in both")
-    parser.add_argument("--trl_long_setting", choices=[s for _, s in SETTINGS["sft"]],
-                        help="TRL's setting at long context (default: its fastest SFT setting here, else packed_flex_liger on GPUs, packed_sdpa elsewhere)")
+    parser.add_argument(
+        "--precision",
+        choices=["masters", "pure_bf16"],
+        default="masters",
+        help="bf16 presets: float32 master weights in both frameworks, or pure bf16 in both",
+    )
+    parser.add_argument(
+        "--trl_long_setting",
+        choices=[s for _, s in SETTINGS["sft"]],
+        help="TRL's setting at long context (default: its fastest SFT setting here, else packed_flex_liger on GPUs, packed_sdpa elsewhere)",
+    )
     parser.add_argument("--json", help="write every figure to this JSON file")
     parser.add_argument("--profile", help="write a torch.profiler summary of our packed SFT step to this text file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -388,13 +498,36 @@ def compare(args, preset: dict, folder: Path) -> None:
     device = torch.cuda.get_device_name() if gpu else f"CPU ({os.cpu_count()} cores)"
     peak = matmul_flops_per_s(preset["dtype"])
     flops_per_token = model_flops_per_token(preset["model"], mean_length)
-    base_job = {"model": str(model), "sft": str(sft), "pairs": str(pairs), "batch": preset["batch"], "max_length": preset["lengths"][1],
-                "steps": preset["steps"], "warmup": preset["warmup"], "dtype": preset["dtype"], "mean_length": mean_length,
-                "precision": args.precision}
-    report = {"device": device, "date": time.strftime("%Y-%m-%d"), "preset": args.preset, "batch": preset["batch"],
-              "lengths": preset["lengths"], "steps": preset["steps"], "warmup": preset["warmup"], "dtype": preset["dtype"], "precision": args.precision,
-              "model": preset["model"], "matmul_peak_flops_per_s": peak, "flops_per_token": flops_per_token, "mean_length": mean_length,
-              "jobs": [], "rows": [], "long_context": []}
+    base_job = {
+        "model": str(model),
+        "sft": str(sft),
+        "pairs": str(pairs),
+        "batch": preset["batch"],
+        "max_length": preset["lengths"][1],
+        "steps": preset["steps"],
+        "warmup": preset["warmup"],
+        "dtype": preset["dtype"],
+        "mean_length": mean_length,
+        "precision": args.precision,
+    }
+    report = {
+        "device": device,
+        "date": time.strftime("%Y-%m-%d"),
+        "preset": args.preset,
+        "batch": preset["batch"],
+        "lengths": preset["lengths"],
+        "steps": preset["steps"],
+        "warmup": preset["warmup"],
+        "dtype": preset["dtype"],
+        "precision": args.precision,
+        "model": preset["model"],
+        "matmul_peak_flops_per_s": peak,
+        "flops_per_token": flops_per_token,
+        "mean_length": mean_length,
+        "jobs": [],
+        "rows": [],
+        "long_context": [],
+    }
 
     def save() -> None:
         """Rewrites the JSON after every result, so that a run stopped at a time limit keeps what it measured."""
@@ -408,7 +541,12 @@ def compare(args, preset: dict, folder: Path) -> None:
                 if (setting in GPU_ONLY and not gpu) or (args.settings and setting not in args.settings):
                     continue
                 job = {**base_job, "framework": framework, "setting": setting, "objective": objective}
-                if args.profile and (objective, framework) == ("sft", "ours") and setting.startswith("packed") and not job_profiled(results):
+                if (
+                    args.profile
+                    and (objective, framework) == ("sft", "ours")
+                    and setting.startswith("packed")
+                    and not job_profiled(results)
+                ):
                     job["profile"] = str(Path(args.profile).resolve())
                 result = run_job(job, folder)
                 if result is None:
@@ -417,9 +555,13 @@ def compare(args, preset: dict, folder: Path) -> None:
                 report["jobs"].append({"objective": objective, "framework": framework, "setting": setting, **result})
                 save()
                 print(f"  {objective} {framework} {setting}: {result['tokens_per_s']:.0f} tokens/s", flush=True)
-    print(f"\n{device}, {time.strftime('%Y-%m-%d')}, preset {args.preset}, batch {preset['batch']}, lengths {preset['lengths']}, "
-          f"{preset['dtype']} ({args.precision}); matmul peak {peak / 1e12:.2f} TFLOP/s; {flops_per_token / 1e6:.1f} MFLOP per token\n")
-    print("| objective | framework | setting | tokens/s | vs TRL's fastest | tokens/s, setup amortised over an epoch | vs TRL's best amortised | MFU | peak GiB | one-off setup s (compiling steps) |")
+    print(
+        f"\n{device}, {time.strftime('%Y-%m-%d')}, preset {args.preset}, batch {preset['batch']}, lengths {preset['lengths']}, "
+        f"{preset['dtype']} ({args.precision}); matmul peak {peak / 1e12:.2f} TFLOP/s; {flops_per_token / 1e6:.1f} MFLOP per token\n"
+    )
+    print(
+        "| objective | framework | setting | tokens/s | vs TRL's fastest | tokens/s, setup amortised over an epoch | vs TRL's best amortised | MFU | peak GiB | one-off setup s (compiling steps) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     epoch_tokens = {"sft": preset["examples"] * mean_length, "dpo": 2 * preset["examples"] * mean_length}
     rows = report["rows"]
@@ -435,18 +577,40 @@ def compare(args, preset: dict, folder: Path) -> None:
             memory = statistics.median(r["peak_gib"] for r in runs)
             mfu = speed[key] * flops_per_token / peak  # the policy's training FLOPs only (6 per parameter and token)
             checkpointing = any(r["gradient_checkpointing"] for r in runs)
-            rows.append({"objective": objective, "framework": key[1], "setting": key[2], "tokens_per_s": speed[key],
-                         "tokens_per_s_amortised": amortised[key], "mfu": mfu, "peak_gib": memory, "setup_s": setup[key],
-                         "vs_trl_fastest": speed[key] / trl_fastest, "vs_trl_best_amortised": amortised[key] / trl_best,
-                         "gradient_checkpointing": checkpointing,
-                         "runs": [{k: r[k] for k in ("tokens_per_s", "peak_gib", "setup_s", "timed_steps", "compiling_steps")} for r in runs]})
+            rows.append(
+                {
+                    "objective": objective,
+                    "framework": key[1],
+                    "setting": key[2],
+                    "tokens_per_s": speed[key],
+                    "tokens_per_s_amortised": amortised[key],
+                    "mfu": mfu,
+                    "peak_gib": memory,
+                    "setup_s": setup[key],
+                    "vs_trl_fastest": speed[key] / trl_fastest,
+                    "vs_trl_best_amortised": amortised[key] / trl_best,
+                    "gradient_checkpointing": checkpointing,
+                    "runs": [{k: r[k] for k in ("tokens_per_s", "peak_gib", "setup_s", "timed_steps", "compiling_steps")} for r in runs],
+                }
+            )
             compiling = statistics.median(r["compiling_steps"] for r in runs)
-            print(f"| {objective} | {key[1]} | {key[2]}{' (gradient checkpointing)' if checkpointing else ''} | {speed[key]:.0f} | "
-                  f"{speed[key] / trl_fastest:.2f}x | {amortised[key]:.0f} | {amortised[key] / trl_best:.2f}x | {mfu:.1%} | {memory:.2f} | "
-                  f"{setup[key]:.1f} ({compiling:g}) |")
+            print(
+                f"| {objective} | {key[1]} | {key[2]}{' (gradient checkpointing)' if checkpointing else ''} | {speed[key]:.0f} | "
+                f"{speed[key] / trl_fastest:.2f}x | {amortised[key]:.0f} | {amortised[key] / trl_best:.2f}x | {mfu:.1%} | {memory:.2f} | "
+                f"{setup[key]:.1f} ({compiling:g}) |"
+            )
     save()
     if args.long_context:
-        long_context(args, folder, base_job, results, gpu, report["long_context"], save, lambda tokens: model_flops_per_token(preset["model"], tokens) / peak)
+        long_context(
+            args,
+            folder,
+            base_job,
+            results,
+            gpu,
+            report["long_context"],
+            save,
+            lambda tokens: model_flops_per_token(preset["model"], tokens) / peak,
+        )
 
 
 def job_profiled(results: dict) -> bool:
@@ -470,20 +634,41 @@ def long_context(args, folder: Path, base_job: dict, results: dict, gpu: bool, r
         sft, _, mean_length = write_data(tokenizer, [length, length], steps + 2, folder, f"_{length}")
         for framework, setting in (("ours", ours), ("trl", trl_setting)):
             # A token or two of slack: a passage cut at `length` tokens may re-tokenize a token longer.
-            job = {**base_job, "framework": framework, "setting": setting, "objective": "sft", "sft": str(sft), "batch": 1,
-                   "max_length": length + 16, "steps": steps, "warmup": 1, "mean_length": mean_length, "long": True}
+            job = {
+                **base_job,
+                "framework": framework,
+                "setting": setting,
+                "objective": "sft",
+                "sft": str(sft),
+                "batch": 1,
+                "max_length": length + 16,
+                "steps": steps,
+                "warmup": 1,
+                "mean_length": mean_length,
+                "long": True,
+            }
             result = run_job(job, folder)
-            row = {"tokens": length, "framework": framework, "setting": setting, "mean_tokens": mean_length,
-                   "tokens_per_s": result and result["tokens_per_s"], "peak_gib": result and result["peak_gib"],
-                   "mfu": result and result["tokens_per_s"] * utilisation(mean_length),
-                   "gradient_checkpointing": result and result["gradient_checkpointing"], "failed": result is None}
+            row = {
+                "tokens": length,
+                "framework": framework,
+                "setting": setting,
+                "mean_tokens": mean_length,
+                "tokens_per_s": result and result["tokens_per_s"],
+                "peak_gib": result and result["peak_gib"],
+                "mfu": result and result["tokens_per_s"] * utilisation(mean_length),
+                "gradient_checkpointing": result and result["gradient_checkpointing"],
+                "failed": result is None,
+            }
             rows.append(row)
             save()
             if result is None:
                 print(f"| {length} | {framework} | {setting} | failed | | | |")
             else:
-                print(f"| {length} | {framework} | {setting} | {result['tokens_per_s']:.0f} | {row['mfu']:.1%} | {result['peak_gib']:.2f} | "
-                      f"{'on' if result['gradient_checkpointing'] else 'off'} |", flush=True)
+                print(
+                    f"| {length} | {framework} | {setting} | {result['tokens_per_s']:.0f} | {row['mfu']:.1%} | {result['peak_gib']:.2f} | "
+                    f"{'on' if result['gradient_checkpointing'] else 'off'} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

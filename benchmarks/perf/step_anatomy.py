@@ -55,7 +55,9 @@ class Anatomy(TorchDispatchMode):
         kwargs = kwargs or {}
         name = func.overloadpacket.__name__
         self.ops[name] += 1
-        syncing = name in SYNCING or (name == "repeat_interleave" and kwargs.get("output_size") is None and isinstance(args[0], torch.Tensor))
+        syncing = name in SYNCING or (
+            name == "repeat_interleave" and kwargs.get("output_size") is None and isinstance(args[0], torch.Tensor)
+        )
         if name == "index" and any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or [])):
             syncing, name = True, "index with a bool mask"
         if syncing:
@@ -95,11 +97,15 @@ class Steps(L.Callback):
 
     def on_train_batch_start(self, trainer, module, batch, index):
         self.stop(trainer)
-        self.shapes.add(tuple(layout["document"].shape[0] for layout in batch["layouts"]) if "layouts" in batch else batch["input_ids"].shape[-1])
+        self.shapes.add(
+            tuple(layout["document"].shape[0] for layout in batch["layouts"]) if "layouts" in batch else batch["input_ids"].shape[-1]
+        )
         step = trainer.global_step + 1
         if WARMUP < step <= WARMUP + MEASURED:
             self.step = step
-            self.profile = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], )
+            self.profile = torch.profiler.profile(
+                activities=[torch.profiler.ProfilerActivity.CPU],
+            )
             self.profile.__enter__()
             if not self.compiled:
                 self.mode = Anatomy(self.vocab_size)
@@ -121,8 +127,13 @@ class Steps(L.Callback):
         operators = [event for event in self.profile.events() if event.name.startswith("aten::")]
         record = {"step": self.step, "logging": self.step % LOG_EVERY == 0 or self.step == trainer.max_steps, "ops": len(operators)}
         if self.mode is not None:
-            record |= {"syncs": dict(self.mode.syncs), "where": dict(self.mode.where), "flops": dict(self.mode.flops),
-                       "fp32": dict(self.mode.fp32), "fp32_logits": self.mode.fp32_logits}
+            record |= {
+                "syncs": dict(self.mode.syncs),
+                "where": dict(self.mode.where),
+                "flops": dict(self.mode.flops),
+                "fp32": dict(self.mode.fp32),
+                "fp32_logits": self.mode.fp32_logits,
+            }
         else:
             # Operators called from Python, as the dispatch mode sees them: one called inside another operator's
             # kernel (the CPU's fused AdamW reads each step count) is the kernel's own affair.
@@ -148,8 +159,14 @@ def build_model(folder: Path, preset: dict) -> Path:
 
     tokenizer_dir = build_tiny_checkpoint(folder / "tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = Qwen2Config(vocab_size=len(tokenizer), max_position_embeddings=8192, **preset,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=8192,
+        **preset,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     Qwen2ForCausalLM(config).save_pretrained(folder / "model")
     tokenizer.save_pretrained(folder / "model")
@@ -165,7 +182,9 @@ def write_data(folder: Path, pairs: bool, batch: int, scale: int) -> Path:
         for _ in range(batch):
             prompt = " ".join(rng.choices(words, k=scale * (1 + mix)))
             answer = " ".join(rng.choices(words, k=scale * (1 + rng.randrange(1 + mix))))
-            mixes.append({"prompt": prompt, "chosen": answer, "rejected": answer[::-1]} if pairs else {"prompt": prompt, "completion": answer})
+            mixes.append(
+                {"prompt": prompt, "chosen": answer, "rejected": answer[::-1]} if pairs else {"prompt": prompt, "completion": answer}
+            )
     rows = mixes * ((WARMUP + MEASURED) // 10)
     path = folder / ("pairs.jsonl" if pairs else "sft.jsonl")
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -189,14 +208,29 @@ def run(objective: str, args, folder: Path, model_dir: Path) -> dict:
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     module = FineTuningModule(
-        ModelConfig(str(model_dir), dtype="bfloat16"), DPO() if dpo else SFT(), OptimizerConfig(lr=1e-5),
-        execution=ExecutionConfig(packing=not dpo, compile=args.compile), save_dir=str(folder / objective / "hf_model"),
+        ModelConfig(str(model_dir), dtype="bfloat16"),
+        DPO() if dpo else SFT(),
+        OptimizerConfig(lr=1e-5),
+        execution=ExecutionConfig(packing=not dpo, compile=args.compile),
+        save_dir=str(folder / objective / "hf_model"),
     )
-    data = SFTDataModule(FileDataset(str(data_path)), tokenizer=str(model_dir), prompt_format="plain", max_length=4096, batch_size=batch // (2 if dpo else 1))
+    data = SFTDataModule(
+        FileDataset(str(data_path)), tokenizer=str(model_dir), prompt_format="plain", max_length=4096, batch_size=batch // (2 if dpo else 1)
+    )
     steps = Steps(args.sync_debug, json.loads((model_dir / "config.json").read_text())["vocab_size"], args.compile)
-    trainer = L.Trainer(accelerator=args.device, devices=1, precision="bf16-true", max_steps=WARMUP + MEASURED, log_every_n_steps=LOG_EVERY,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=True, enable_model_summary=False, callbacks=[steps, StepProgressBar()],
-                        default_root_dir=str(folder / objective))
+    trainer = L.Trainer(
+        accelerator=args.device,
+        devices=1,
+        precision="bf16-true",
+        max_steps=WARMUP + MEASURED,
+        log_every_n_steps=LOG_EVERY,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=True,
+        enable_model_summary=False,
+        callbacks=[steps, StepProgressBar()],
+        default_root_dir=str(folder / objective),
+    )
     trainer.fit(module, data)
     counters = torch._dynamo.utils.counters
     plain = [r for r in steps.records if not r["logging"]]
@@ -221,7 +255,9 @@ def run(objective: str, args, folder: Path, model_dir: Path) -> dict:
             "matmul MFLOP per step by dtype": {dtype: round(value / len(steps.records) / 1e6, 3) for dtype, value in flops.items()},
             "fp32 share of matmul FLOPs": fp32_share(flops),
             "fp32 matmuls": dict(fp32),
-            "float32 values of vocabulary-wide tensors per step (eager; compiled, the casts fuse into the reductions)": [r["fp32_logits"] for r in steps.records],
+            "float32 values of vocabulary-wide tensors per step (eager; compiled, the casts fuse into the reductions)": [
+                r["fp32_logits"] for r in steps.records
+            ],
         }
     return result | {
         "batch shapes": len(steps.shapes),

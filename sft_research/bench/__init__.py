@@ -5,6 +5,22 @@ from sft_research.bench.probes import GeneralTextProbe, HeldOutSkillsProbe, KLPr
 from sft_research.bench.suite import Budget, Suite, TaskSpec
 
 __all__ = [
-    "Arm", "Budget", "CleanDataArm", "GeneralTextProbe", "HeldOutSkillsProbe", "IRFTArm", "KLProbe", "LoRAArm", "Metric",
-    "ObjectiveArm", "PoFTArm", "Probe", "ProbeContext", "ReplayArm", "SFTThenDPOArm", "Skill", "Suite", "TaskSpec",
+    "Arm",
+    "Budget",
+    "CleanDataArm",
+    "GeneralTextProbe",
+    "HeldOutSkillsProbe",
+    "IRFTArm",
+    "KLProbe",
+    "LoRAArm",
+    "Metric",
+    "ObjectiveArm",
+    "PoFTArm",
+    "Probe",
+    "ProbeContext",
+    "ReplayArm",
+    "SFTThenDPOArm",
+    "Skill",
+    "Suite",
+    "TaskSpec",
 ]

@@ -79,7 +79,9 @@ def along_curves(curves: dict[str, list[Point]], reference_arm: str, forgetting:
     end = curves[reference_arm][-1].values
     return {
         arm: {
-            m.name: Reading(first_crossing(curve, m.name, end[m.name], TASK_SCORE), first_crossing(curve, TASK_SCORE, end[TASK_SCORE], m.name))
+            m.name: Reading(
+                first_crossing(curve, m.name, end[m.name], TASK_SCORE), first_crossing(curve, TASK_SCORE, end[TASK_SCORE], m.name)
+            )
             for m in forgetting
         }
         for arm, curve in curves.items()

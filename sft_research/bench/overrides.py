@@ -15,7 +15,11 @@ def deep_merge(base: dict, *overrides: dict) -> dict:
     for layer in overrides:
         for key, value in layer.items():
             current = merged.get(key)
-            if isinstance(value, dict) and isinstance(current, dict) and value.get("class_path", current.get("class_path")) == current.get("class_path"):
+            if (
+                isinstance(value, dict)
+                and isinstance(current, dict)
+                and value.get("class_path", current.get("class_path")) == current.get("class_path")
+            ):
                 merged[key] = deep_merge(current, value)
             else:
                 merged[key] = copy.deepcopy(value)

@@ -60,8 +60,14 @@ def sweep_plot(points: list[tuple[str, list[SummaryRow]]], metrics: list[Metric]
             cells = [next((row.estimates[metric.name] for row in table if row.arm == arm), None) for _, table in points]
             shown = [(i, c) for i, c in enumerate(cells) if c is not None]
             axis.errorbar(
-                [i for i, _ in shown], [c[0] for _, c in shown], yerr=[c[1] for _, c in shown], marker="o", capsize=3,
-                linestyle="--" if arm == "base model" else "-", color="black" if arm == "base model" else None, label=arm,
+                [i for i, _ in shown],
+                [c[0] for _, c in shown],
+                yerr=[c[1] for _, c in shown],
+                marker="o",
+                capsize=3,
+                linestyle="--" if arm == "base model" else "-",
+                color="black" if arm == "base model" else None,
+                label=arm,
             )
         axis.set_xticks(range(len(labels)), labels, rotation=30 if max(map(len, labels)) > 6 else 0)
         axis.set_xlabel(key)

@@ -71,7 +71,10 @@ class NumberFormat:
 
     def spent_cells(self, row: SummaryRow) -> list[str]:
         """Each quantity of :data:`SPENT`."""
-        return [self.missing if (v := row.spent[name]) is None else format(v, self.seconds if name == "wall_s" else self.count) for name in SPENT]
+        return [
+            self.missing if (v := row.spent[name]) is None else format(v, self.seconds if name == "wall_s" else self.count)
+            for name in SPENT
+        ]
 
 
 CSV = NumberFormat(estimate=".6g", count=".6g", seconds=".6g", missing="")
@@ -113,7 +116,9 @@ def task_verdict(task: tuple[float, float, str], base_score: float) -> str:
     return "no clear effect on the task score"
 
 
-def compare_to_reference(rows: list[dict], base: Measurements, arms: list[str], measures: Measures, reference_arm: str = "sft") -> list[dict]:
+def compare_to_reference(
+    rows: list[dict], base: Measurements, arms: list[str], measures: Measures, reference_arm: str = "sft"
+) -> list[dict]:
     """Per arm other than the reference, per metric: the paired difference to the reference arm on the same items and
     seeds (see :func:`~sft_research.bench.paired.paired_difference`) and its verdict. Empty without reference runs."""
     values: dict[str, dict[int, dict[str, list[float]]]] = {}
@@ -224,7 +229,9 @@ def paired_csv(comparisons: list[dict], metrics: list[Metric], reference_arm: st
     return out.getvalue()
 
 
-def curves_markdown(curves: dict[str, list[Point]], readings: dict[str, dict[str, Reading]], metrics: list[Metric], reference_arm: str) -> str:
+def curves_markdown(
+    curves: dict[str, list[Point]], readings: dict[str, dict[str, Reading]], metrics: list[Metric], reference_arm: str
+) -> str:
     """Each arm's readings off the curves against the reference arm's end (:mod:`sft_research.bench.curves`)."""
     if not readings:
         return ""
@@ -255,4 +262,3 @@ def curves_csv(curves: dict[str, list[Point]], metrics: list[Metric]) -> str:
         for index, point in enumerate(curve):
             writer.writerow([arm, index, point.fit, f"{point.fraction:.4g}", *(f"{point.values[m.name]:.6g}" for m in metrics)])
     return out.getvalue()
-

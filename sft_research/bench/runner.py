@@ -118,7 +118,10 @@ def run_suite(suite: Suite, output_dir: str | Path, suite_config: dict) -> Suite
             "metrics": estimates(evaluator, end, base),
             "items": end,
             "end": {"fit": end_fit},
-            "curve": [{"fit": fit, "fraction": fraction, "metrics": estimates(evaluator, values, base), "items": values} for fit, fraction, values in before],
+            "curve": [
+                {"fit": fit, "fraction": fraction, "metrics": estimates(evaluator, values, base), "items": values}
+                for fit, fraction, values in before
+            ],
             "wall_s": round(time.perf_counter() - run_started, 1),
             "compute": asdict(compute),
             "provenance": {
@@ -166,7 +169,9 @@ def curve(pipeline: Pipeline, targets: list[int]) -> list[tuple[str, float, Path
     found = [(fit, step / start, model) for fit, step, model in points if step in targets]
     missing = sorted(set(targets) - {step for _, step, _ in points})
     if missing:
-        raise ValueError(f"{pipeline.output_dir}: no model after step(s) {missing} of {start} (stages finished by an earlier run with another eval_at? start a new output_dir)")
+        raise ValueError(
+            f"{pipeline.output_dir}: no model after step(s) {missing} of {start} (stages finished by an earlier run with another eval_at? start a new output_dir)"
+        )
     return found
 
 
@@ -194,7 +199,11 @@ def report(suite: Suite, out: Path, base: Measurements) -> SuiteReport:
     curves = mean_curves(rows, {name: e.mean for name, e in base_metrics.items()}, arms)
     _, forgetting = task_and_forgetting(metrics)
     readings = along_curves(curves, reference_arm, forgetting)
-    markdown = summary_markdown(table, metrics) + paired_markdown(comparisons, metrics, reference_arm) + curves_markdown(curves, readings, metrics, reference_arm)
+    markdown = (
+        summary_markdown(table, metrics)
+        + paired_markdown(comparisons, metrics, reference_arm)
+        + curves_markdown(curves, readings, metrics, reference_arm)
+    )
     atomic_write_text(out / "summary.md", markdown)
     atomic_write_text(out / "summary.csv", summary_csv(table, metrics))
     atomic_write_text(out / "paired.csv", paired_csv(comparisons, metrics, reference_arm))

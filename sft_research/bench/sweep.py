@@ -84,7 +84,9 @@ def sweep_csv(points: list[tuple[dict[str, Value], SuiteReport]], metrics: list[
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     keys = list(points[0][0])
-    writer.writerow([*keys, "arm", "runs", "metric", "mean", "ci95", f"difference_to_{reference_arm}", "difference_low", "difference_high", "verdict"])
+    writer.writerow(
+        [*keys, "arm", "runs", "metric", "mean", "ci95", f"difference_to_{reference_arm}", "difference_low", "difference_high", "verdict"]
+    )
     for point, report in points:
         comparisons = {c["arm"]: c for c in report.comparisons}
         for row in report.table:
@@ -100,7 +102,9 @@ def run_sweep(parser, suite_config: dict, out: Path) -> list[tuple[dict[str, Val
     ``parser`` is the ``bench`` command's, which checks every point's config before the first one runs."""
     configs = [(point, point_config(suite_config, point)) for point in grid(suite_config["sweep"])]
     # parse_object turns the dicts it is given into namespaces: it gets a copy, and the rows record the plain config.
-    suites = [parser.instantiate(parser.parse_object({"suite": copy.deepcopy(config), "output_dir": str(out)})).suite for _, config in configs]
+    suites = [
+        parser.instantiate(parser.parse_object({"suite": copy.deepcopy(config), "output_dir": str(out)})).suite for _, config in configs
+    ]
     reports = []
     for index, ((point, config), suite) in enumerate(zip(configs, suites)):
         print(f"sweep point {index + 1}/{len(configs)}: {point_name(point)}", flush=True)

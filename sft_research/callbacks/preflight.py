@@ -57,4 +57,7 @@ def check_batch_and_records(module, data) -> None:
         )
     if len(data.train_examples[0].sequences) != objective.sequences_per_example:
         wanted = "preference records (prompt/chosen/rejected)" if objective.sequences_per_example == 2 else "SFT or text records"
-        raise DataError(data.train_source.name, f"{type(objective).__name__} trains on {wanted}, but this source holds {data.kinds[data.train_source.name]}")
+        raise DataError(
+            data.train_source.name,
+            f"{type(objective).__name__} trains on {wanted}, but this source holds {data.kinds[data.train_source.name]}",
+        )

@@ -39,7 +39,9 @@ class StaleUpdates(L.Callback):
         if self.watched is None:
             return
         zero = torch.zeros((), device=module.device)
-        stale = sum((((target.detach().reshape(-1)[index] == before) & moving).sum() for target, index, before, moving in self.watched), zero)
+        stale = sum(
+            (((target.detach().reshape(-1)[index] == before) & moving).sum() for target, index, before, moving in self.watched), zero
+        )
         candidates = sum((moving.sum() for *_, moving in self.watched), zero)
         self.watched = None
         fraction = (stale / candidates.clamp(min=1)).float()

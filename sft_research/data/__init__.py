@@ -7,4 +7,14 @@ from sft_research.data.reasoning_gym_task import ReasoningGymTask
 from sft_research.data.sources import DataSource, FileDataset, RawRecord
 from sft_research.data.task import VerifiableTask
 
-__all__ = ["DataError", "DataSource", "FileDataset", "Mixture", "RawRecord", "ReasoningGymTask", "SFTDataModule", "TextChunks", "VerifiableTask"]
+__all__ = [
+    "DataError",
+    "DataSource",
+    "FileDataset",
+    "Mixture",
+    "RawRecord",
+    "ReasoningGymTask",
+    "SFTDataModule",
+    "TextChunks",
+    "VerifiableTask",
+]

@@ -18,7 +18,11 @@ from sft_research.data.tokenize import TokenizedExample
 
 
 def collate_examples(
-    examples: list[TokenizedExample], pad_token_id: int, micro_batch_size: int | None = None, pack: bool = False, pad_to_bucket: bool = False
+    examples: list[TokenizedExample],
+    pad_token_id: int,
+    micro_batch_size: int | None = None,
+    pack: bool = False,
+    pad_to_bucket: bool = False,
 ) -> dict:
     """A batch of examples: tensors, and what the host knows about them for the training step, so that it never asks
     the device: ``lengths`` (each example's longest sequence) and ``example_ids`` as lists and, with ``pack``, one
@@ -51,11 +55,14 @@ def collate_examples(
     }
     if pack:
         step = micro_batch_size or len(examples)
-        rows = [[len(s.input_ids) for example in examples[first : first + step] for s in example.sequences] for first in range(0, len(examples), step)]
+        rows = [
+            [len(s.input_ids) for example in examples[first : first + step] for s in example.sequences]
+            for first in range(0, len(examples), step)
+        ]
         batch["layouts"] = [packed_layout(lengths, length, bucket(sum(lengths))) for lengths in rows]
     for name in examples[0].frozen:
         collated = collate_frozen([example.frozen[name] for example in examples], length - 1)
-        for key, value in (collated.items() if isinstance(collated, dict) else [(None, collated)]):
+        for key, value in collated.items() if isinstance(collated, dict) else [(None, collated)]:
             batch[f"frozen/{name}" if key is None else f"frozen/{name}/{key}"] = value
     return batch
 
@@ -90,7 +97,6 @@ def prompt_batches(renderer, prompts: list[str], pad_token_id: int, batch_size: 
     ``prompts``."""
     for first in range(0, len(prompts), batch_size):
         yield collate_prompts([(i, renderer.prompt_ids(p)) for i, p in enumerate(prompts[first : first + batch_size], first)], pad_token_id)
-
 
 
 def micro_batches(batch: dict, size: int | None) -> Iterator[dict]:

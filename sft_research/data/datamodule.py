@@ -88,7 +88,9 @@ class SFTDataModule(L.LightningDataModule):
             if value < 1:
                 raise ConfigError(f"data.{name} must be at least 1, got {value}")
         if record_kind == "preference" and not completion_only_loss:
-            raise ConfigError("data.completion_only_loss=false is for SFT records: the objective trains on preference pairs, whose loss reads the answers")
+            raise ConfigError(
+                "data.completion_only_loss=false is for SFT records: the objective trains on preference pairs, whose loss reads the answers"
+            )
         self.train_source = train
         self.val_source = val if val is not None else (train if isinstance(train, VerifiableTask) else None)
         self.tokenizer_name = tokenizer
@@ -130,8 +132,14 @@ class SFTDataModule(L.LightningDataModule):
             if self.chat_template is not None:
                 self.tokenizer.chat_template = read_chat_template(self.chat_template)
             self.renderer = Tokenizer(
-                self.tokenizer, self.prompt_format, self.max_length, self.truncation, self.max_prompt_length,
-                self.completion_only_loss, self.add_special_tokens, self.auto_insert_empty_system_msg,
+                self.tokenizer,
+                self.prompt_format,
+                self.max_length,
+                self.truncation,
+                self.max_prompt_length,
+                self.completion_only_loss,
+                self.add_special_tokens,
+                self.auto_insert_empty_system_msg,
             )
         if self.val_fraction and self.train_examples is None:
             train, held_out = self.held_out_split(self.train_source.records())
@@ -167,7 +175,9 @@ class SFTDataModule(L.LightningDataModule):
         pairs = [isinstance(record, Preference) for record in parsed]
         for raw, kind, pair in zip(records, kinds, pairs):
             if pair != pairs[0]:
-                raise DataError(name, f"mixes record kinds: the first row holds {kinds[0]}, this one {kind}; use one kind per dataset", raw.row)
+                raise DataError(
+                    name, f"mixes record kinds: the first row holds {kinds[0]}, this one {kind}; use one kind per dataset", raw.row
+                )
         self.kinds[name] = " and ".join(sorted(set(kinds)))
         if self.decontaminate_humaneval:
             records, parsed = self.decontaminated(name, records, parsed)
@@ -213,7 +223,11 @@ class SFTDataModule(L.LightningDataModule):
         (``pack``) and lengths rounded to a few sizes when it is compiled (``pad_to_bucket``); the training module
         sets both from its own settings before any data loader is made."""
         return partial(
-            collate_examples, pad_token_id=self.tokenizer.pad_token_id, micro_batch_size=micro_batch_size, pack=self.pack, pad_to_bucket=self.pad_to_bucket
+            collate_examples,
+            pad_token_id=self.tokenizer.pad_token_id,
+            micro_batch_size=micro_batch_size,
+            pack=self.pack,
+            pad_to_bucket=self.pad_to_bucket,
         )
 
     def state_dict(self) -> dict[str, int]:

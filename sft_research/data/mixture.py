@@ -54,7 +54,9 @@ class TextChunks(DataSource):
     def spans_of(self, text: str) -> list[tuple[int, int]]:
         from sft_research.checkpoints.names import load_tokenizer
 
-        offsets = load_tokenizer(self.tokenizer)(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
+        offsets = load_tokenizer(self.tokenizer)(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)[
+            "offset_mapping"
+        ]
         pieces: list[list[tuple[int, int]]] = [[]]
         for start, end in offsets:
             if any(start < stop and first < end for first, stop in self.exclude):

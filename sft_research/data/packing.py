@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+
 def packed_layout(lengths: list[int], length: int, size: int) -> dict[str, torch.Tensor]:
     """The packed layout of a micro-batch's R right-padded rows of ``length`` tokens, of which the first ``lengths[r]``
     are real, in one row of ``size`` tokens.

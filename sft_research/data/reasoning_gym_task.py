@@ -115,7 +115,12 @@ class ReasoningGymTask(VerifiableTask):
             if not (self.drop_corrupted and answer != entry["answer"])
         ]
         if self.drop_corrupted:
-            log.info("%s: drop_corrupted left out %d corrupted of %d training records", self.name, len(self.train_entries) - len(records), len(self.train_entries))
+            log.info(
+                "%s: drop_corrupted left out %d corrupted of %d training records",
+                self.name,
+                len(self.train_entries) - len(records),
+                len(self.train_entries),
+            )
         return records
 
     def eval_prompts(self, split: str = "heldout") -> list[str]:

@@ -60,7 +60,11 @@ Record = Conversation | Preference | Text
 
 
 def record_kind(record: Record) -> str:
-    return {Conversation: "SFT records (prompt/completion or messages)", Preference: "preference records (prompt/chosen/rejected)", Text: "plain text records"}[type(record)]
+    return {
+        Conversation: "SFT records (prompt/completion or messages)",
+        Preference: "preference records (prompt/chosen/rejected)",
+        Text: "plain text records",
+    }[type(record)]
 
 
 RecordKind = Literal["sft", "preference"]

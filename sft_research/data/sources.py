@@ -81,7 +81,9 @@ class FileDataset(DataSource):
         for field, template in self.templates.items():
             named = {name for _, name, _, _ in string.Formatter().parse(template) if name}
             if named - set(renamed):
-                raise DataError(self.path, f"the template of '{field}' names column(s) {sorted(named - set(renamed))}; its columns are {renamed}")
+                raise DataError(
+                    self.path, f"the template of '{field}' names column(s) {sorted(named - set(renamed))}; its columns are {renamed}"
+                )
         records = []
         for i, row in enumerate(dataset):
             fields = {self.columns.get(key, key): value for key, value in row.items()}
@@ -129,7 +131,9 @@ class FileDataset(DataSource):
         import datasets
 
         # load_dataset refuses folders written by save_to_disk, and load_from_disk reads nothing else.
-        saved = any((path / name).is_file() for name in (datasets.config.DATASETDICT_JSON_FILENAME, datasets.config.DATASET_STATE_JSON_FILENAME))
+        saved = any(
+            (path / name).is_file() for name in (datasets.config.DATASETDICT_JSON_FILENAME, datasets.config.DATASET_STATE_JSON_FILENAME)
+        )
         try:
             dataset = datasets.load_from_disk(str(path)) if saved else datasets.load_dataset(str(path), split=self.split)
         except Exception as error:
@@ -180,7 +184,9 @@ def _check_json_rows(path: Path) -> None:
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as error:
-            raise DataError(str(path), f"malformed JSON ({error.msg} at column {error.colno}); expected a JSON array of objects", line=error.lineno) from error
+            raise DataError(
+                str(path), f"malformed JSON ({error.msg} at column {error.colno}); expected a JSON array of objects", line=error.lineno
+            ) from error
     else:
         rows = []
         # Split on "\n" alone, as the JSON-lines reader does: str.splitlines would also split inside strings at
@@ -191,7 +197,9 @@ def _check_json_rows(path: Path) -> None:
             try:
                 row = json.loads(content)
             except json.JSONDecodeError as error:
-                raise DataError(str(path), f"malformed JSON ({error.msg} at column {error.colno}); expected one JSON object per line", line=line) from error
+                raise DataError(
+                    str(path), f"malformed JSON ({error.msg} at column {error.colno}); expected one JSON object per line", line=line
+                ) from error
             if not isinstance(row, dict):
                 raise DataError(str(path), f"must be a JSON object, got {type(row).__name__}; expected one JSON object per line", line=line)
             rows.append(row)

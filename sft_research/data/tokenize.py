@@ -112,8 +112,7 @@ class Tokenizer:
     ):
         if prompt_format == "chat" and not getattr(tokenizer, "chat_template", None):
             raise ValueError(
-                "prompt_format='chat' needs a tokenizer with a chat template: set data.chat_template, "
-                "or use prompt_format='plain'"
+                "prompt_format='chat' needs a tokenizer with a chat template: set data.chat_template, or use prompt_format='plain'"
             )
         if prompt_format == "plain" and tokenizer.eos_token_id is None:
             raise ValueError("prompt_format='plain' needs a tokenizer with an EOS token")
@@ -139,7 +138,9 @@ class Tokenizer:
             return None if fitted is None else TokenizedExample(raw.row - 1, fitted, record.quality, raw, record)
         if isinstance(record, Preference):
             if not self.completion_only_loss:
-                raise DataError(raw.source, "completion_only_loss=false is for SFT records: a preference pair's loss reads its answers", raw.row)
+                raise DataError(
+                    raw.source, "completion_only_loss=false is for SFT records: a preference pair's loss reads its answers", raw.row
+                )
             pairs = [(*record.prompt, Message("assistant", answer)) for answer in (record.chosen, record.rejected)]
             fields, finished = ("chosen", "rejected"), (True, record.rejected_finished)
         else:

@@ -77,7 +77,9 @@ def compute_quantity(
         batch = collate_examples(chunk, pad_token_id)
         b, s, length = batch["input_ids"].shape
         ids, mask = batch["input_ids"].view(b * s, length).to(device), batch["attention_mask"].view(b * s, length).to(device)
-        values = {name: value.view(b, s, length - 1, *value.shape[2:]).cpu() for name, value in quantity(model, ids, mask, chunk_size).items()}
+        values = {
+            name: value.view(b, s, length - 1, *value.shape[2:]).cpu() for name, value in quantity(model, ids, mask, chunk_size).items()
+        }
         for row, example in enumerate(chunk):
             longest = max(len(sequence.input_ids) for sequence in example.sequences)
             results.append({name: value[row, :, : longest - 1].clone() for name, value in values.items()})

@@ -60,7 +60,9 @@ class FrozenContext:
             with torch.no_grad():
                 return compute_quantity(self.model(model), examples, quantity, self.batch_size, pad_token_id, self.chunk_size)
         self.sequences += count
-        compute = partial(frozen_quantity, model, examples, quantity, pad_token_id, self.batch_size, self.device, chunk_size=self.chunk_size)
+        compute = partial(
+            frozen_quantity, model, examples, quantity, pad_token_id, self.batch_size, self.device, chunk_size=self.chunk_size
+        )
         return self.once(compute)
 
     def label_logprobs(self, model: ModelConfig, examples: list[TokenizedExample], pad_token_id: int) -> list[torch.Tensor]:

@@ -26,6 +26,7 @@ from sft_research.frozen.cache import mean_completion_logprob
 from sft_research.frozen.context import FrozenContext
 from sft_research.model.loading import ModelConfig
 
+
 class FrozenInput(ABC):
     """One value per training example from frozen models: a scalar, a ``[S, L - 1, ...]`` tensor over label
     positions, or several such tensors by name. ``name`` is its key in ``ObjectiveInputs.frozen``.
@@ -121,7 +122,9 @@ def files_signature(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def baseline_examples(baseline: str, examples: list[TokenizedExample], target: Tokenizer, chat_template: str | None = None) -> list[TokenizedExample]:
+def baseline_examples(
+    baseline: str, examples: list[TokenizedExample], target: Tokenizer, chat_template: str | None = None
+) -> list[TokenizedExample]:
     """The training examples as a baseline model reads them: its own tokenizer and chat template (``chat_template``
     in its place; plain text where it has none), whatever the target's prompt format, the same part of each
     response that the target trains on, and its assistant content alone marked to be scored."""
@@ -145,5 +148,9 @@ def baseline_examples(baseline: str, examples: list[TokenizedExample], target: T
             raise DataError(example.raw.source, f"baseline {baseline}: {error}", example.raw.row) from error
         if not any(sequence.completion_mask):
             raise DataError(example.raw.source, f"baseline {baseline}: no response token left to score", example.raw.row)
-        rendered.append(TokenizedExample(example.example_id, [Sequence(sequence.input_ids, sequence.completion_mask)], example.quality, example.raw, record))
+        rendered.append(
+            TokenizedExample(
+                example.example_id, [Sequence(sequence.input_ids, sequence.completion_mask)], example.quality, example.raw, record
+            )
+        )
     return rendered

@@ -69,5 +69,12 @@ class HiddenStatesQuantity(FrozenQuantity):
 
     def __call__(self, model, input_ids, attention_mask, chunk_size):
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        outputs = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False, output_hidden_states=True, logits_to_keep=1)
+        outputs = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+            output_hidden_states=True,
+            logits_to_keep=1,
+        )
         return {"hidden": outputs.hidden_states[-1][:, :-1]}

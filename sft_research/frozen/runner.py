@@ -52,8 +52,14 @@ class FrozenInputs:
 
         config = module.frozen_config
         context = FrozenContext(
-            module.pretrained, module.reference, renderer, trainer.strategy.root_device, config.mode == "on_the_fly",
-            config.batch_size, module.execution.logprob_chunk_size, once,
+            module.pretrained,
+            module.reference,
+            renderer,
+            trainer.strategy.root_device,
+            config.mode == "on_the_fly",
+            config.batch_size,
+            module.execution.logprob_chunk_size,
+            once,
         )
         return cls(module.objective.frozen_inputs, context)
 

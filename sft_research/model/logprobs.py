@@ -85,7 +85,9 @@ class OutputsHead(torch.nn.Module):
     def forward(self, hidden: torch.Tensor) -> dict[str, torch.Tensor]:
         hidden = hidden[:, :-1]
         flat = {name: value.reshape(-1, *value.shape[2:]) for name, value in self.frozen.items()}
-        values = output_layer(hidden.reshape(-1, hidden.shape[-1]), self.linear[0].weight, self.labels.reshape(-1), self.outputs, flat, self.chunk_size)
+        values = output_layer(
+            hidden.reshape(-1, hidden.shape[-1]), self.linear[0].weight, self.labels.reshape(-1), self.outputs, flat, self.chunk_size
+        )
         return {name: value.view(*self.labels.shape, *value.shape[1:]) for name, value in values.items()}
 
 

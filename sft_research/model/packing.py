@@ -50,7 +50,9 @@ def packed_outputs(
         mask = same_document_causal(None, None, index[:, None], index[None, :])[None, None]
     # Position i predicts token i + 1; across a document boundary that is another document's first token: a label
     # position that ``pack`` and ``unpack`` point away from.
-    packed_frozen = {name: with_zero(value.reshape(rows * (length - 1), *value.shape[2:]))[layout["pack"]][None] for name, value in frozen.items()}
+    packed_frozen = {
+        name: with_zero(value.reshape(rows * (length - 1), *value.shape[2:]))[layout["pack"]][None] for name, value in frozen.items()
+    }
     packed = forward_outputs(model, packed_ids, mask, layout["positions"][None], outputs, packed_frozen, chunk_size)
     return {name: with_zero(value[0])[layout["unpack"]] for name, value in packed.items()}
 

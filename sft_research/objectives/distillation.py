@@ -72,7 +72,14 @@ class Distillation(Objective):
 
     spread_diagnostics = ("distill/divergence",)
 
-    def __init__(self, teacher: str | None = None, beta: float = 0.5, temperature: float = 1.0, top_k: int | None = None, normalize: Normalization = "tokens"):
+    def __init__(
+        self,
+        teacher: str | None = None,
+        beta: float = 0.5,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        normalize: Normalization = "tokens",
+    ):
         if not 0 <= beta <= 1:
             raise ValueError(f"beta must be in [0, 1], got {beta}")
         if top_k is not None and temperature != 1:

@@ -31,9 +31,7 @@ def irft_loss(
     dispreferred response, and pi_t (the round-start model) as the reference; inputs are ``[B]`` log-probs summed
     over response tokens. Returns the batch-mean loss and the detached implicit rewards of demo and generation.
     """
-    return dpo_loss(
-        policy_demo, policy_generated, round_start_demo, round_start_generated, beta, "sigmoid", num_examples=num_examples
-    )
+    return dpo_loss(policy_demo, policy_generated, round_start_demo, round_start_generated, beta, "sigmoid", num_examples=num_examples)
 
 
 class IRFT(DPO):

@@ -137,12 +137,16 @@ class IRFTStage(Stage):
             examples = examples[t * len(examples) // self.rounds : (t + 1) * len(examples) // self.rounds]
         demos = [self.demonstration(example) for example in examples]
         device = demonstrations.trainer.strategy.root_device
-        policy = load_model(ModelConfig(start, dtype=pretrained.dtype, attn_implementation=pretrained.attn_implementation)).to(device).eval()
+        policy = (
+            load_model(ModelConfig(start, dtype=pretrained.dtype, attn_implementation=pretrained.attn_implementation)).to(device).eval()
+        )
         torch.manual_seed(seed + t)
         generations: list[str] = []
         finished: list[bool] = []
         sampled_tokens = 0
-        for batch in prompt_batches(data.renderer, [prompt for prompt, _ in demos], data.tokenizer.pad_token_id, self.generation_batch_size):
+        for batch in prompt_batches(
+            data.renderer, [prompt for prompt, _ in demos], data.tokenizer.pad_token_id, self.generation_batch_size
+        ):
             sampled = generate_with_status(policy, data.tokenizer, batch["prompt_ids"], batch["prompt_attention_mask"], self.generation)
             generations += sampled.texts
             finished += sampled.finished

@@ -89,7 +89,9 @@ class FitStage(Stage):
             if isinstance(objective, str):
                 objective = config["model"]["objective"] = {"class_path": objective}
             init = objective.setdefault("init_args", {})
-            init["baselines"] = list(init.get("baselines") or []) + [str(earlier.get(name, f"<stage {name}>")) for name in self.baselines_from]
+            init["baselines"] = list(init.get("baselines") or []) + [
+                str(earlier.get(name, f"<stage {name}>")) for name in self.baselines_from
+            ]
         return config
 
     def check(self) -> None:

@@ -53,5 +53,7 @@ def rehearse_main(args: list[str]) -> Path:
         raise RuntimeError(f"rehearsal of {source}: the run ended without its final model in {final}")
     if not launched:
         reloads = ", and each later stage or round started from the model before it" if "stages" in config else ""
-        print(f"rehearsal of {source} passed: every fit trained, evaluated where the config does, and exported{reloads}; outputs in {output}")
+        print(
+            f"rehearsal of {source} passed: every fit trained, evaluated where the config does, and exported{reloads}; outputs in {output}"
+        )
     return Path(final)

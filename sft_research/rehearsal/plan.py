@@ -95,7 +95,10 @@ def scale_devices(result: Plan, trainer: dict[str, Any], wanted: int, where: str
     strategy = trainer.get("strategy", "auto")
     name = strategy.get("class_path") if isinstance(strategy, dict) else strategy
     if name in FSDP_NAMES:
-        trainer["strategy"] = {"class_path": CPU_FSDP, "init_args": dict(strategy.get("init_args") or {}) if isinstance(strategy, dict) else {}}
+        trainer["strategy"] = {
+            "class_path": CPU_FSDP,
+            "init_args": dict(strategy.get("init_args") or {}) if isinstance(strategy, dict) else {},
+        }
     shown = str(name).rsplit(".", 1)[-1]
     accelerator = trainer.get("accelerator", "auto")
     before = f"{wanted} {'GPU' if accelerator in ('gpu', 'cuda') else 'device'}{'s' if wanted > 1 else ''} under {shown}"
@@ -116,7 +119,9 @@ def scale_batch(result: Plan, data: dict[str, Any], wanted: int, processes: int,
     if micro is not None:
         data["micro_batch_size"] = new_micro
     result.note(
-        where, "batch", f"{batch} (micro-batch {micro or share}, accumulation {accumulation})",
+        where,
+        "batch",
+        f"{batch} (micro-batch {micro or share}, accumulation {accumulation})",
         f"{new_batch} (micro-batch {new_micro}, accumulation {min(accumulation, 2)})",
     )
 
@@ -167,7 +172,9 @@ def stand_in_data(result: Plan, source: Any, where: str) -> None:
         folder = fixture(init["path"])
         if folder is not None:
             split = init.get("split", "train")
-            result.note(where, "data", f"{init['path']} ({split})", f"schema fixture {folder.name} (real columns and types, synthetic rows)")
+            result.note(
+                where, "data", f"{init['path']} ({split})", f"schema fixture {folder.name} (real columns and types, synthetic rows)"
+            )
             init["path"] = str(folder)
     for value in init.values():
         stand_in_data(result, value, where)

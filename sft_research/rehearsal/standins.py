@@ -59,7 +59,9 @@ def stand_in(name_or_path: str) -> StandIn:
     spec = yaml.safe_load(spec_file.read_text())
     architecture = {k: v for k, v in spec["architecture"].items() if k != "real_sizes"}
     path = _build(name_or_path, _key(spec_file.read_text()), architecture, lambda: stand_in_tokenizer(spec["tokenizer"]))
-    return StandIn(str(path), f"tiny random {architecture['architectures'][0]}, stand-in tokenizer (real special tokens, BOS/EOS, chat template)")
+    return StandIn(
+        str(path), f"tiny random {architecture['architectures'][0]}, stand-in tokenizer (real special tokens, BOS/EOS, chat template)"
+    )
 
 
 def _is_local(name: str) -> bool:

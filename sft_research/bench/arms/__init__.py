@@ -8,4 +8,15 @@ from sft_research.bench.arms.poft import PoFTArm
 from sft_research.bench.arms.replay import ReplayArm
 from sft_research.bench.arms.sft_then_dpo import SFTThenDPOArm
 
-__all__ = ["Arm", "CleanDataArm", "IRFTArm", "LoRAArm", "ObjectiveArm", "ObjectiveConfig", "PoFTArm", "ReplayArm", "SFTThenDPOArm", "SFT_OBJECTIVE"]
+__all__ = [
+    "Arm",
+    "CleanDataArm",
+    "IRFTArm",
+    "LoRAArm",
+    "ObjectiveArm",
+    "ObjectiveConfig",
+    "PoFTArm",
+    "ReplayArm",
+    "SFTThenDPOArm",
+    "SFT_OBJECTIVE",
+]

@@ -41,6 +41,9 @@ class IRFTArm(Arm):
 
     def stages(self, suite: Suite, seed: int) -> list[Stage]:
         objective = {"class_path": "sft_research.objectives.IRFT", "init_args": {"beta": self.beta}}
-        round_overrides = {"trainer": {"max_steps": self.steps_per_round}, "model": {"optimizer": {"name": "rmsprop", "schedule": "linear", "lr": self.lr}}}
+        round_overrides = {
+            "trainer": {"max_steps": self.steps_per_round},
+            "model": {"optimizer": {"name": "rmsprop", "schedule": "linear", "lr": self.lr}},
+        }
         fit = suite.fit_config(self.label(seed), seed, objective, round_overrides)
         return [IRFTStage("irft", fit, self.rounds, copy.deepcopy(self.generation), generation_batch_size=suite.eval_batch_size)]

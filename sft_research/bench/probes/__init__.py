@@ -6,4 +6,16 @@ from sft_research.bench.probes.kl import KLProbe
 from sft_research.bench.probes.skills import HeldOutSkillsProbe, Skill
 from sft_research.bench.probes.task_score import TASK_SCORE, TaskScore, task_and_forgetting
 
-__all__ = ["GeneralTextProbe", "HeldOutSkillsProbe", "KLProbe", "Metric", "NOVEL", "Probe", "ProbeContext", "Skill", "TASK_SCORE", "TaskScore", "task_and_forgetting"]
+__all__ = [
+    "GeneralTextProbe",
+    "HeldOutSkillsProbe",
+    "KLProbe",
+    "Metric",
+    "NOVEL",
+    "Probe",
+    "ProbeContext",
+    "Skill",
+    "TASK_SCORE",
+    "TaskScore",
+    "task_and_forgetting",
+]

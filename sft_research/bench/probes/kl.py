@@ -44,8 +44,12 @@ class KLProbe(Probe):
             positions = (attention.cumsum(-1) - 1).clamp(min=0)
             # Logits at position t predict token t + 1: the response tokens are predicted from the positions before them.
             start = prompt_ids.shape[1] - 1
-            log_p = torch.log_softmax(model(input_ids=output, attention_mask=attention, position_ids=positions).logits[:, start:-1].float(), -1)
-            log_q = torch.log_softmax(context.base(input_ids=output, attention_mask=attention, position_ids=positions).logits[:, start:-1].float(), -1)
+            log_p = torch.log_softmax(
+                model(input_ids=output, attention_mask=attention, position_ids=positions).logits[:, start:-1].float(), -1
+            )
+            log_q = torch.log_softmax(
+                context.base(input_ids=output, attention_mask=attention, position_ids=positions).logits[:, start:-1].float(), -1
+            )
             kl = (log_p.exp() * (log_p - log_q)).sum(-1)
             values += (kl * response_mask).sum(-1).tolist()
         return values

@@ -56,7 +56,9 @@ class HeldOutSkillsProbe(Probe):
     def measure(self, model, context: ProbeContext) -> list[float]:
         if self._sources is None:  # generated once, for every model measured
             self._sources = [skill.source() for skill in self.skills]
-        return [v for skill, source in zip(self.skills, self._sources) for v in verifier_scores(model, context, source, skill.max_new_tokens)]
+        return [
+            v for skill, source in zip(self.skills, self._sources) for v in verifier_scores(model, context, source, skill.max_new_tokens)
+        ]
 
     def compare(self, finetuned: list[float], base: list[float]) -> dict[str, list[float]]:
         return {"skill_accuracy_change": differences(finetuned, base), "flip_rate": flips(finetuned, base)}
