@@ -17,8 +17,8 @@ import torch
 import yaml
 
 from sft_research.fit import build_fit
-from sft_research.frozen.cache import frozen_label_logprobs, mean_completion_logprob
 from sft_research.frozen import FrozenContext
+from sft_research.frozen.cache import frozen_label_logprobs, mean_completion_logprob
 
 
 def main(pipeline_dir: str) -> None:

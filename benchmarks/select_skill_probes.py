@@ -19,12 +19,12 @@ import time
 
 import torch
 
+from sft_research.checkpoints.names import load_tokenizer
 from sft_research.data import ReasoningGymTask
 from sft_research.data.collate import collate_prompts
 from sft_research.data.tokenize import Tokenizer
 from sft_research.model.generation import GenerationConfig, generate
 from sft_research.model.loading import ModelConfig, load_model
-from sft_research.checkpoints.names import load_tokenizer
 
 # Easy settings of each task's difficulty knobs: few digits, few and short words, small values.
 CANDIDATES: dict[str, dict] = {

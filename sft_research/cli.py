@@ -8,12 +8,12 @@ import os
 import sys
 from pathlib import Path
 
+from sft_research.checkpoints.embedded import MissingAssetError
+from sft_research.checkpoints.names import ModelLoadError
 from sft_research.data.errors import DataError
 from sft_research.errors import ConfigError
 from sft_research.fit import FitCLI, cli_arguments
-from sft_research.checkpoints.embedded import MissingAssetError
-from sft_research.checkpoints.names import ModelLoadError
-from sft_research.module import NonFiniteError
+from sft_research.nonfinite import NonFiniteError
 from sft_research.preflight import PreflightError
 
 # The project's own errors carry a complete message for the user; anything else is a bug and keeps its traceback.

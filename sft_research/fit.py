@@ -11,15 +11,14 @@ import copy
 import importlib
 import logging
 import re
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from jsonargparse import lazy_instance
-import shutil
-
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
 

@@ -19,25 +19,22 @@ from torchmetrics import MeanMetric
 from sft_research.callbacks import ComputeRecord, Preflight, RNGState, StaleUpdates, Throughput
 from sft_research.callbacks.preflight import check_batch_and_records
 from sft_research.callbacks.throughput import logged_step
-from sft_research.data.collate import micro_batches
 from sft_research.checkpoints.names import load_tokenizer, local_architecture
+from sft_research.data.collate import micro_batches
 from sft_research.errors import ConfigError
 from sft_research.evaluation.task_accuracy import TaskAccuracy
 from sft_research.export import export_final_model
 from sft_research.frozen.runner import FrozenConfig, FrozenInputs, batch_frozen, frozen_tensor
+from sft_research.model.execution import ExecutionConfig, batch_outputs, trimmed
 from sft_research.model.fp32_buffers import restore_float32_buffers
 from sft_research.model.fsdp import check_fsdp_policy, finish_fsdp_backward, generation_ready
 from sft_research.model.generation import GenerationConfig, generate
 from sft_research.model.loading import ModelConfig, load_model
-from sft_research.model.execution import ExecutionConfig, batch_outputs, trimmed
 from sft_research.model.output_layer import LabelLogprobs
+from sft_research.nonfinite import NonFiniteError, nonfinite_report
 from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput
 from sft_research.objectives.sft import SFT, sft_loss
 from sft_research.optim import OptimizerConfig, build_optimizer
-
-
-class NonFiniteError(FloatingPointError):
-    """A training step produced a non-finite loss or gradient."""
 
 
 class FineTuningModule(L.LightningModule):
@@ -197,11 +194,7 @@ class FineTuningModule(L.LightningModule):
         return counts[0], counts[1]
 
     def handle_nonfinite(self, batch, loss, grad_norm, diagnostics: dict[str, list[torch.Tensor]]) -> None:
-        means = {name: torch.cat(values).mean().item() for name, values in diagnostics.items()}
-        report = (
-            f"non-finite {'loss' if not torch.isfinite(loss) else 'gradient'} at step {self.global_step}: "
-            f"loss={loss.item()}, grad_norm={grad_norm.item()}, example ids {batch['example_id'].tolist()}, diagnostics {means}"
-        )
+        report = nonfinite_report(self.global_step, batch["example_ids"], loss, grad_norm, diagnostics)
         if self.on_nonfinite == "stop":
             raise NonFiniteError(report + " (the last checkpoint is left as it was; on_nonfinite='skip' skips such batches)")
         self.skipped_batches += 1

@@ -16,7 +16,6 @@ import pytest
 from sft_research.bench.runner import git_commit
 from sft_research.cli import main
 from sft_research.frozen.cache import checkpoint_fingerprint
-
 from tests.conftest import interruptible
 
 pytestmark = pytest.mark.slow  # the smoke suite's 20 runs, three times over for the killed one
@@ -158,7 +157,7 @@ def test_smoke_suite_rows_say_where_they_came_from(uninterrupted):
     out, _ = uninterrupted
     rows = results(out / POINTS[0])
     base = checkpoint_fingerprint("embedded:tiny-random")
-    for (arm, seed), row in rows.items():
+    for (_, seed), row in rows.items():
         provenance = row["provenance"]
         assert provenance["base_model"] == base and provenance["git_commit"] == git_commit(ROOT / "sft_research")
         assert provenance["seeds"] == {"training": seed, "data": 0}

@@ -13,14 +13,13 @@ from lightning.pytorch.callbacks import Callback
 from sft_research.bench.compute import Compute, fit_compute, generated_tokens, run_compute
 from sft_research.bench.evaluate import Measures
 from sft_research.bench.probes import GeneralTextProbe, HeldOutSkillsProbe, KLProbe, TaskScore
-from sft_research.checkpoints.embedded import TINY_MODEL
 from sft_research.bench.report import summarize, summary_csv, summary_markdown
 from sft_research.bench.runner import git_commit
 from sft_research.bench.stats import Estimate
-from sft_research.frozen.cache import sequences_fingerprint
+from sft_research.checkpoints.embedded import TINY_MODEL
 from sft_research.data import FileDataset, SFTDataModule
 from sft_research.fit import run_fit
-
+from sft_research.frozen.cache import sequences_fingerprint
 from tests.conftest import write_jsonl
 
 ROOT = Path(__file__).parents[1]
@@ -183,14 +182,17 @@ def test_summary_shows_mean_compute_and_reads_rows_from_before_counting():
         m: Estimate(0.4, 0.0, 10)
         for m in ("task_score", "general_text_loglik_change", "skill_accuracy_change", "flip_rate", "kl_from_base")
     }
-    counted = lambda tokens: {
-        "optimizer_steps": 4,
-        "tokens": tokens,
-        "completion_tokens": tokens // 10,
-        "policy_sequences": 32,
-        "frozen_sequences": 8,
-        "generated_tokens": 0,
-    }
+
+    def counted(tokens: int) -> dict[str, int]:
+        return {
+            "optimizer_steps": 4,
+            "tokens": tokens,
+            "completion_tokens": tokens // 10,
+            "policy_sequences": 32,
+            "frozen_sequences": 8,
+            "generated_tokens": 0,
+        }
+
     rows = [row("sft", 0, counted(1000)), row("sft", 1, counted(2000)), row("old", 0, None), row("old", 1, None)]
     metrics = Measures([TaskScore(), GeneralTextProbe(), HeldOutSkillsProbe(), KLProbe()]).metrics
     table = summarize(rows, base, ["sft", "old"], metrics)

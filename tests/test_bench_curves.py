@@ -7,12 +7,11 @@ import pytest
 
 from sft_research.bench.curves import Point, along_curves, first_crossing, mean_curves
 from sft_research.bench.probes import Metric
-from sft_research.bench.sweep import grid, point_config, point_name
 from sft_research.bench.runner import curve, plan_curve
+from sft_research.bench.sweep import grid, point_config, point_name
 from sft_research.curve_points import CurvePoints, add_curve_points, curve_points
 from sft_research.fit import run_fit
 from sft_research.pipelines import FitStage, IRFTStage, Pipeline
-
 from tests.conftest import SFT_ROWS, write_jsonl
 
 KL = Metric("kl_from_base", "KL", higher_is_better=False)
@@ -49,7 +48,9 @@ def test_readings_against_the_reference_arms_end():
 
 
 def row(arm, seed, points, end):
-    metrics = lambda t, k: {"task_score": {"mean": t}, "kl_from_base": {"mean": k}}
+    def metrics(t, k):
+        return {"task_score": {"mean": t}, "kl_from_base": {"mean": k}}
+
     return {
         "arm": arm,
         "seed": seed,
@@ -112,7 +113,10 @@ def test_a_skipped_batch_does_not_export_its_step_again(tmp_path, monkeypatch):
 def test_curves_are_planned_over_the_fits_on_the_arms_way(tmp_path):
     """SFT (6 steps) then DPO (2): eval_at 0.25, 0.5 and 1.0 of 8 steps are SFT's steps 2 and 4 and DPO's end; a PoFT
     baseline stage is not on PoFT's way; IRFT's rounds of 3 steps split the steps between them."""
-    fit = lambda steps: {"trainer": {"max_steps": steps}}
+
+    def fit(steps):
+        return {"trainer": {"max_steps": steps}}
+
     sft_then_dpo = Pipeline(str(tmp_path / "a"), [FitStage("sft", fit(6)), FitStage("dpo", fit(2), start_from="sft")])
     assert plan_curve(sft_then_dpo, [0.25, 0.5, 1.0]) == [2, 4, 8]
     assert [c["init_args"]["steps"] for c in sft_then_dpo.stages[0].fit["trainer"]["callbacks"]] == [[2, 4]]

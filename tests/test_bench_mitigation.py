@@ -50,7 +50,9 @@ def test_mixture_holds_the_text_fraction_overall_in_every_stretch_and_in_batches
 
 
 def test_mixture_is_seeded_and_checks_its_fraction():
-    texts = lambda seed: [r.fields["text"] for r in Mixture(TASK, TEXT, 0.25, seed).records() if r.source == "text"]
+    def texts(seed):
+        return [r.fields["text"] for r in Mixture(TASK, TEXT, 0.25, seed).records() if r.source == "text"]
+
     assert texts(0) == texts(0) and texts(0) != texts(1)
     assert len(Mixture(TASK, TEXT, 0.0).records()) == 60
     with pytest.raises(ValueError, match=r"180 text records are needed .* has 100"):

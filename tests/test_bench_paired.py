@@ -8,8 +8,8 @@ import pytest
 from scipy import stats
 
 from sft_research.bench.evaluate import Measures
-from sft_research.bench.probes import GeneralTextProbe, HeldOutSkillsProbe, KLProbe, TaskScore
 from sft_research.bench.paired import PairedDifference, paired_difference, verdict
+from sft_research.bench.probes import GeneralTextProbe, HeldOutSkillsProbe, KLProbe, TaskScore
 from sft_research.bench.report import compare_to_reference, paired_csv, paired_markdown
 from sft_research.bench.stats import confidence_interval, mean_se
 
@@ -127,8 +127,8 @@ def test_report_compares_every_arm_with_the_reference_and_minds_forgetting_direc
     assert next(r for r in table if r["metric"] == "flip_rate")["verdict"] == "better"
 
     assert (
-        "higher is better: task score, Δ general-text log-lik/token, Δ held-out-skill accuracy; lower is better: skill flip rate (1→0), KL(π_θ‖π_0) on task"
-        in markdown
+        "higher is better: task score, Δ general-text log-lik/token, Δ held-out-skill accuracy; "
+        "lower is better: skill flip rate (1→0), KL(π_θ‖π_0) on task" in markdown
     )
     assert compare_to_reference(rows, base, ["sft", "gentle"], MEASURES, reference_arm="dpo") == []
     assert "No paired comparison" in paired_markdown([], MEASURES.metrics, "dpo")

@@ -19,8 +19,8 @@ from sft_research.bench.probes import Metric, Probe, ProbeContext
 from sft_research.bench.sweep import grid, point_config
 from sft_research.cli import SUITES, suite_file
 from sft_research.data.collate import collate_prompts
-from sft_research.model.generation import GenerationConfig, generate
 from sft_research.errors import ConfigError
+from sft_research.model.generation import GenerationConfig, generate
 
 SHIPPED = ["default", "gpu", "mitigation", "noise_sweep", "smoke"]
 

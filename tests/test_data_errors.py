@@ -1,5 +1,6 @@
 """Every kind of bad input stops with a DataError that names the file, the row and the field."""
 
+import json
 import math
 
 import pytest
@@ -89,11 +90,9 @@ def test_every_example_dropped_is_an_error(tiny_model_dir, tmp_path):
 )
 def test_bad_quality(tiny_model_dir, tmp_path, quality, message):
     path = tmp_path / "d.jsonl"
+    written = json.dumps(quality) if isinstance(quality, str) else str(quality).replace("nan", "NaN").replace("inf", "Infinity")
     path.write_text(
-        '{"prompt": "a", "completion": "b", "quality": 1.0}\n'
-        + f'{{"prompt": "a", "completion": "b", "quality": {quality if not isinstance(quality, str) else chr(34) + quality + chr(34)}}}\n'.replace(
-            "nan", "NaN"
-        ).replace("inf", "Infinity")
+        '{"prompt": "a", "completion": "b", "quality": 1.0}\n' + f'{{"prompt": "a", "completion": "b", "quality": {written}}}\n'
     )
     expect_error(tiny_model_dir, path, rf"row 2, field 'quality': .*{message}")
 

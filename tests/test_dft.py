@@ -1,4 +1,5 @@
-"""DFT's loss against values computed by hand, its gradient in closed form, and a CLI fit (micro-batches: tests/test_objective_contract.py)."""
+"""DFT's loss against values computed by hand, its gradient in closed form, and a CLI fit (micro-batches:
+tests/test_objective_contract.py)."""
 
 import csv
 import math

@@ -16,9 +16,9 @@ from sft_research.cli import main
 from sft_research.data import FileDataset, SFTDataModule
 from sft_research.data.collate import micro_batches
 from sft_research.model.execution import ExecutionConfig, batch_outputs, trimmed
-from sft_research.model.output_layer import LabelLogprobs, chunked_label_logprobs
 from sft_research.model.loading import ModelConfig
 from sft_research.model.logprobs import sequence_logprobs
+from sft_research.model.output_layer import LabelLogprobs, chunked_label_logprobs
 from sft_research.module import FineTuningModule
 from sft_research.objectives import SFT
 from sft_research.optim import OptimizerConfig

@@ -23,8 +23,8 @@ def test_data_command_marks_trained_tokens_and_reports(tiny_model_dir, tmp_path,
     assert text == capsys.readouterr().out.rstrip("\n")
     lines = text.splitlines()
     assert (
-        lines[0]
-        == f"{path}: 2 examples kept, 1 truncated (prompt cut in 1, completion cut in 0), 0 dropped; max_length 40, truncation 'truncate_prompt'"
+        lines[0] == f"{path}: 2 examples kept, 1 truncated (prompt cut in 1, completion cut in 0), 0 dropped; "
+        "max_length 40, truncation 'truncate_prompt'"
     )
     assert lines[1].startswith("sequence tokens: min ") and lines[1].endswith("max 40")
     assert f"--- {path}, row 1 (quality 1)" in lines

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from sft_research.model.loading import LoraConfig, ModelConfig, load_model
 from sft_research.checkpoints.names import ModelLoadError, load_tokenizer
+from sft_research.model.loading import LoraConfig, ModelConfig, load_model
 
 
 def test_local_folder_loads_with_dtype(tiny_model_dir):

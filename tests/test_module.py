@@ -9,9 +9,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from sft_research.data import FileDataset, SFTDataModule
+from sft_research.model.execution import ExecutionConfig
 from sft_research.model.loading import ModelConfig
 from sft_research.model.logprobs import sequence_logprobs
-from sft_research.model.execution import ExecutionConfig
 from sft_research.module import FineTuningModule
 from sft_research.objectives import SFT
 from sft_research.optim import OptimizerConfig
@@ -134,7 +134,10 @@ def test_fit_from_the_cli_logs_and_saves_a_reloadable_checkpoint(tiny_model_dir,
     rows = read_metrics(log_dir)
     train = [row for row in rows if row.get("train/loss")]
     assert len(train) == 4
-    value = lambda key: [float(row[key]) for row in train]
+
+    def value(key):
+        return [float(row[key]) for row in train]
+
     # an untrained model spreads its probability over the vocabulary: about log(V) nats per token at first
     assert value("train/nll")[0] == pytest.approx(math.log(cli.model.model.config.vocab_size), abs=0.5)
     # 4 batches of 8 are the epoch's 32 examples, 8 of them corrupted (quality 0): batch means average to 0.75

@@ -6,15 +6,14 @@ import math
 import pytest
 import torch
 
+from sft_research.checkpoints.tiny import ZEPHYR_STYLE_TEMPLATE, build_tiny_checkpoint
 from sft_research.cli import main
 from sft_research.data import FileDataset, SFTDataModule
 from sft_research.frozen import cache as frozen
 from sft_research.frozen.cache import frozen_label_logprobs
 from sft_research.model.loading import ModelConfig, load_model
 from sft_research.model.logprobs import sequence_logprobs
-from sft_research.checkpoints.tiny import ZEPHYR_STYLE_TEMPLATE, build_tiny_checkpoint
 from tests.conftest import PAIR_ROWS, SFT_ROWS, file_fit_args, write_jsonl
-
 
 pytestmark = pytest.mark.usefixtures("private_cache")
 

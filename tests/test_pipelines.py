@@ -9,7 +9,6 @@ import yaml
 from sft_research.cli import main
 from tests.conftest import PAIR_ROWS, SFT_ROWS, write_jsonl
 
-
 pytestmark = pytest.mark.usefixtures("private_cache")
 
 

@@ -10,12 +10,12 @@ import torch
 
 from sft_research.data import FileDataset, SFTDataModule
 from sft_research.model.loading import ModelConfig
-from sft_research.module import FineTuningModule, NonFiniteError
+from sft_research.module import FineTuningModule
+from sft_research.nonfinite import NonFiniteError
 from sft_research.objectives import SFT
 from sft_research.optim import OptimizerConfig
 from sft_research.preflight import PreflightError
-from tests.conftest import write_jsonl
-from tests.conftest import ROWS
+from tests.conftest import ROWS, write_jsonl
 
 
 def poisoned_data(tiny_model_dir, tmp_path, poisoned_id=5):
@@ -96,9 +96,9 @@ def test_full_disk_fails_before_training(tiny_model_dir, tmp_path, monkeypatch):
 
 
 def test_more_devices_than_exist_fail_before_training(tiny_model_dir, tmp_path):
-    from sft_research.cli import main
-
     from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from sft_research.cli import main
 
     # without a GPU there is no backend at all; with one, two are more than it has
     with pytest.raises(MisconfigurationException, match="No supported gpu backend found|But your machine only has"):

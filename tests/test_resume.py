@@ -13,7 +13,6 @@ import pytest
 
 from tests.conftest import SFT_ROWS, interruptible, readme_block, write_jsonl
 
-
 MEASURED = {"train/tokens_per_s", "train/peak_memory_gib"}
 
 

@@ -5,7 +5,6 @@ import pytest
 
 from sft_research.cli import main
 from sft_research.fit import parse_fit, run_name
-
 from tests.conftest import PAIR_ROWS, file_fit_args, write_jsonl
 
 

@@ -190,7 +190,8 @@ def test_column_renames(tiny_model_dir, tmp_path):
 
 def sentencepiece_tokenizer():
     """A Llama-2-style tokenizer built offline: Unigram model, Metaspace word-start marker at every call's start."""
-    from tokenizers import Tokenizer as RawTokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer as RawTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     raw = RawTokenizer(models.Unigram())

@@ -251,7 +251,6 @@ def run_trl(job: dict) -> dict:
     import torch
     from datasets import load_dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
     times, tokens, compiled = [], [], []
@@ -560,7 +559,8 @@ def compare(args, preset: dict, folder: Path) -> None:
         f"{preset['dtype']} ({args.precision}); matmul peak {peak / 1e12:.2f} TFLOP/s; {flops_per_token / 1e6:.1f} MFLOP per token\n"
     )
     print(
-        "| objective | framework | setting | tokens/s | vs TRL's fastest | tokens/s, setup amortised over an epoch | vs TRL's best amortised | MFU | peak GiB | one-off setup s (compiling steps) |"
+        "| objective | framework | setting | tokens/s | vs TRL's fastest | tokens/s, setup amortised over an epoch | "
+        "vs TRL's best amortised | MFU | peak GiB | one-off setup s (compiling steps) |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     epoch_tokens = {"sft": preset["examples"] * mean_length, "dpo": 2 * preset["examples"] * mean_length}

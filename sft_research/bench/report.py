@@ -8,12 +8,12 @@ import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from sft_research.callbacks.compute_record import Compute
 from sft_research.bench.curves import Point, Reading
 from sft_research.bench.evaluate import Measurements, Measures
 from sft_research.bench.paired import paired_difference, verdict
 from sft_research.bench.probes import TASK_SCORE, Metric, task_and_forgetting
 from sft_research.bench.stats import Estimate, confidence_interval
+from sft_research.callbacks.compute_record import Compute
 from sft_research.files import atomic_write_text
 
 # What a run spent (bench/compute.py), and its wall time.
@@ -239,14 +239,19 @@ def curves_markdown(
     header = [f"{task.label} at `{reference_arm}`'s {m.label} | {m.label} at `{reference_arm}`'s {task.label}" for m in forgetting]
     lines = [
         "",
-        f"Along the curves (base model, {max(len(c) for c in curves.values()) - 1} points at most; mean over seeds): each arm's {task.label} where its",
+        f"Along the curves (base model, {max(len(c) for c in curves.values()) - 1} points at most; mean over seeds): "
+        f"each arm's {task.label} where its",
         f"forgetting first reaches `{reference_arm}`'s final forgetting, and its forgetting where its {task.label} first reaches",
-        f"`{reference_arm}`'s final {task.label}, linear between points; —: its curve never gets there. Point estimates (`bench/curves.py`).",
+        f"`{reference_arm}`'s final {task.label}, linear between points; —: its curve never gets there. "
+        "Point estimates (`bench/curves.py`).",
         "",
         "| arm | points | " + " | ".join(header) + " |",
         "|" + "---|" * (2 * len(forgetting) + 2),
     ]
-    show = lambda value: "—" if value is None else f"{value:.3f}"
+
+    def show(value: float | None) -> str:
+        return "—" if value is None else f"{value:.3f}"
+
     for arm, by_metric in readings.items():
         cells = [f"{show(r.task_at_reference_forgetting)} | {show(r.forgetting_at_reference_task)}" for r in by_metric.values()]
         lines.append(f"| {arm} | {len(curves[arm]) - 1} | " + " | ".join(cells) + " |")

@@ -170,7 +170,8 @@ def curve(pipeline: Pipeline, targets: list[int]) -> list[tuple[str, float, Path
     missing = sorted(set(targets) - {step for _, step, _ in points})
     if missing:
         raise ValueError(
-            f"{pipeline.output_dir}: no model after step(s) {missing} of {start} (stages finished by an earlier run with another eval_at? start a new output_dir)"
+            f"{pipeline.output_dir}: no model after step(s) {missing} of {start} "
+            "(stages finished by an earlier run with another eval_at? start a new output_dir)"
         )
     return found
 

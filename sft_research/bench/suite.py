@@ -101,12 +101,12 @@ class Suite:
         base_model: str = "embedded:SmolLM2-135M-Instruct",
         task: TaskSpec = TaskSpec(),
         probes: list[Probe] | None = None,
-        seeds: list[int] = [0],
+        seeds: tuple[int, ...] = (0,),
         budget: Budget = Budget(),
         eval_batch_size: int = 50,
         keep_checkpoints: bool = False,
         reference_arm: str = "sft",
-        eval_at: list[float] = [1.0],
+        eval_at: tuple[float, ...] = (1.0,),
         sweep: dict[str, list[int | float | str | bool | None]] | None = None,
     ):
         names = [arm.name for arm in arms]

@@ -11,15 +11,15 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
+from sft_research.checkpoints.embedded import DEFAULT_MODEL
 from sft_research.data.collate import collate_examples, collate_prompts
 from sft_research.data.errors import DataError
-from sft_research.errors import ConfigError
 from sft_research.data.records import Preference, RecordKind, parse_record, record_kind
 from sft_research.data.sampler import ResumableShuffleSampler
 from sft_research.data.sources import DataSource
 from sft_research.data.task import VerifiableTask
 from sft_research.data.tokenize import PromptFormat, TokenizedExample, Tokenizer, Truncation, TruncationReport
-from sft_research.checkpoints.embedded import DEFAULT_MODEL
+from sft_research.errors import ConfigError
 
 
 class SFTDataModule(L.LightningDataModule):

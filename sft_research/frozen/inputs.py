@@ -40,7 +40,7 @@ class FrozenInput(ABC):
     name: str
     on_the_fly_only: bool = False
 
-    def check(self, policy_start: str) -> None:
+    def check(self, policy_start: str) -> None:  # noqa: B027 (a hook: most inputs have nothing to refuse)
         """Refuses settings that would change what the objective means, before anything is loaded."""
 
     @abstractmethod

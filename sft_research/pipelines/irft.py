@@ -21,10 +21,10 @@ from sft_research.data.collate import prompt_batches
 from sft_research.data.errors import DataError
 from sft_research.data.records import Conversation
 from sft_research.files import atomic_write_text
+from sft_research.fit import build_fit, is_done, parse_fit, run_fit
 from sft_research.model.generation import GenerationConfig, generate_with_status
 from sft_research.model.loading import ModelConfig, load_model
 from sft_research.objectives.irft import IRFT
-from sft_research.fit import build_fit, is_done, parse_fit, run_fit
 from sft_research.pipelines.stages import FitConfig, Stage, fit_steps
 
 
