@@ -158,7 +158,7 @@ class FineTuningModule(L.LightningModule):
         gradient are finite; the logged values are read only on logging steps."""
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         num_tokens, num_examples = self.global_counts(batch)
-        loss = torch.zeros((), device=self.device)
+        loss = torch.zeros((), device=self.device, dtype=torch.float32)  # not the bf16 default dtype of bf16-true
         diagnostics: dict[str, list[torch.Tensor]] = {}
         for micro in micro_batches(batch, self.micro_batch_size):
             output = self.micro_loss(micro, num_tokens, num_examples, "train")

@@ -219,3 +219,36 @@ def test_overrides_merge_mappings_and_replace_everything_else():
     assert deep_merge(base, {"data": {"train": mixture}})["data"]["train"] == mixture, "another class's settings replace the task's"
     merged["data"]["train"]["init_args"]["seed"] = 7
     assert base["data"]["train"]["init_args"] == {"seed": 0, "noise_fraction": 0.25}, "the inputs are left as they were"
+
+
+def test_the_readmes_probe_and_arm_examples_run_as_they_stand(tiny_model_dir, tmp_path, monkeypatch):
+    """The README's probe and arm, written as files of a package outside this one, listed by its suite YAML: the suite
+    parses, the arms' fit configs carry what they change, and the probe measures a model and compares."""
+    from sft_research.checkpoints.names import load_tokenizer
+    from sft_research.data import ReasoningGymTask
+    from sft_research.data.tokenize import Tokenizer
+    from sft_research.model.loading import ModelConfig, load_model
+    from tests.conftest import readme_block
+
+    for package, marker in (("my_probes", "class AnswerLengthProbe(Probe):"), ("my_arms", "class WarmupArm(ObjectiveArm):")):
+        block = readme_block(marker)
+        name = block.splitlines()[0].removeprefix("# ")
+        (tmp_path / package).mkdir()
+        (tmp_path / name).write_text(block)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    (listing,) = [b for b in readme.split("```yaml\n")[1:] if "my_arms.warmup.WarmupArm" in b]
+    config = {**yaml.safe_load(Path(suite_file("smoke")).read_text()), **yaml.safe_load(listing.split("```")[0])}
+    suite = parser().instantiate(parser().parse_object({"suite": config})).suite
+    assert suite.measures().names == ["task_score", "answer_length_change"]
+    plain, overridden, warmup = (fit_of(arm, suite) for arm in suite.arms)
+    assert overridden["model"]["optimizer"]["weight_decay"] == 0.1 and overridden["model"]["execution"] == {"packing": True}
+    assert warmup["model"]["optimizer"]["warmup_ratio"] == 0.3 and plain["model"]["optimizer"]["warmup_ratio"] == suite.budget.warmup_ratio
+
+    (probe,) = suite.probes
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    task = ReasoningGymTask("chain_sum", train_size=4, eval_size=16, seed=0)
+    context = ProbeContext(base=None, tokenizer=tokenizer, renderer=Tokenizer(tokenizer), task=task, batch_size=8)
+    lengths = probe.measure(load_model(ModelConfig(str(tiny_model_dir))).eval(), context)
+    assert len(lengths) == 16 and all(length >= 0 for length in lengths)
+    assert probe.compare([3.0, 5.0], [4.0, 4.0]) == {"answer_length_change": [-1.0, 1.0]}
