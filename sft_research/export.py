@@ -6,11 +6,14 @@ is renamed into place only when complete, so that a folder's presence means a fi
 
 from __future__ import annotations
 
+import json
+import warnings
 from pathlib import Path
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from sft_research.checkpoints.names import ADAPTER_CONFIG, PORTABLE_BASE, portable_name
 from sft_research.files import atomic_dir
 from sft_research.model.fsdp import savable
 
@@ -63,9 +66,14 @@ def export_final_model(module) -> None:
 
 
 def save(module, target: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    # peft asks whether the base's vocabulary was resized; an adapter on another adapter has no config.json to ask,
+    # and this framework never resizes embeddings.
+    warnings.filterwarnings("ignore", message="Could not find a config file in")
     with atomic_dir(target) as staging:
         savable(module.model, state_dict).save_pretrained(staging, state_dict=state_dict)
         module.tokenizer.save_pretrained(staging)
+        if (staging / ADAPTER_CONFIG).is_file():
+            (staging / PORTABLE_BASE).write_text(json.dumps({"base_model": portable_name(module.pretrained.name_or_path)}) + "\n")
 
 
 def outputs_summary(trainer, model_folder: Path, log_dir: str | None) -> str:

@@ -27,6 +27,7 @@ from sft_research.checkpoints.names import ADAPTER_CONFIG
 from sft_research.csv_logger import RunCSVLogger
 from sft_research.data.datamodule import SFTDataModule
 from sft_research.errors import ConfigError
+from sft_research.fit_checks import check_fit_config
 from sft_research.module import FineTuningModule
 
 CSV_LOGGER = "sft_research.csv_logger.RunCSVLogger"
@@ -39,14 +40,19 @@ UNNAMED = {
 }
 
 
-class WithoutLitLoggerTip(logging.Filter):
-    """Lightning advertises its cloud logger on every run that does not use it; that one message is dropped."""
+class WithoutBoilerplate(logging.Filter):
+    """Lightning's lines that say nothing about this run: its cloud logger's advertisement, and which accelerators
+    exist but are not used (the run's own first line names the model and where it writes)."""
+
+    DROPPED = ("litlogger", "GPU available:", "TPU available:", "HPU available:", "IPU available:")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in record.getMessage()
+        message = record.getMessage()
+        return not any(part in message for part in self.DROPPED)
 
 
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(WithoutLitLoggerTip())
+for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+    logging.getLogger(name).addFilter(WithoutBoilerplate())
 # Lightning's warnings that a run cannot act on, dropped by their text (every other warning is shown):
 UNACTIONABLE_WARNINGS = (
     # Lightning 2.6 checks a pytree leaf the way torch 2.13 deprecates, once per fit.
@@ -73,10 +79,14 @@ class FitCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        check_fit_config(self.subcommand or "fit", config)
         logger = config.trainer.get("logger")
         class_path = getattr(logger, "class_path", None)
         if class_path in UNNAMED and logger.init_args.get("name") in (None, UNNAMED[class_path]):
             logger.init_args.name = run_name(config)
+        if class_path in UNNAMED and self.subcommand in ("validate", "test") and logger.init_args.get("version") is None:
+            # An evaluation's logs sit beside the training runs' version_N folders without taking their numbers.
+            logger.init_args.version = evaluation_version(Path(logger.init_args.save_dir) / logger.init_args.name, self.subcommand)
         if self.subcommand == "fit" and config.get("ckpt_path") == "last":
             if class_path == "lightning.pytorch.loggers.CSVLogger":
                 logger.class_path = CSV_LOGGER  # Lightning's own would delete the metrics logged before the resume
@@ -138,11 +148,17 @@ def run_name(config) -> str:
     ``sft-chain_sum`` for SFT on that reasoning-gym task, so that runs of different objectives land apart."""
     objective = getattr(config.model, "objective", None)
     objective_name = str(getattr(objective, "class_path", objective or "SFT")).rsplit(".", 1)[-1].lower()
-    train = config.data.get("train")
+    train = config.data.get("train") or config.data.get("val")
     init = getattr(train, "init_args", None) or {}
     data = next((str(init[key]) for key in ("path", "task") if isinstance(init.get(key), str) and init[key]), None)
     data_name = Path(data.rstrip("/")).stem if data else str(getattr(train, "class_path", "data")).rsplit(".", 1)[-1].lower()
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{objective_name}-{data_name}")
+
+
+def evaluation_version(folder: Path, subcommand: str) -> str:
+    """``validate_0``, ``validate_1``, ...: the first that ``folder`` does not hold."""
+    taken = {p.name for p in folder.glob(f"{subcommand}_*")} if folder.is_dir() else set()
+    return next(f"{subcommand}_{n}" for n in range(len(taken) + 1) if f"{subcommand}_{n}" not in taken)
 
 
 def cli_arguments(args: list[str] | dict | None, run: bool) -> dict:

@@ -20,6 +20,7 @@ from sft_research.callbacks import ComputeRecord, Preflight, RNGState, StaleUpda
 from sft_research.callbacks.preflight import check_batch_and_records
 from sft_research.callbacks.throughput import logged_step
 from sft_research.checkpoints.names import load_tokenizer, local_architecture
+from sft_research.checkpoints.training_state import drop_frozen_weights, restore_frozen_weights
 from sft_research.data.collate import micro_batches
 from sft_research.errors import ConfigError
 from sft_research.evaluation.task_accuracy import TaskAccuracy
@@ -73,13 +74,8 @@ class FineTuningModule(L.LightningModule):
             frozen_input.check(pretrained.name_or_path)
         self.automatic_optimization = False
         self.pretrained, self.objective, self.optimizer_config, self.micro_batch_size = pretrained, objective, optimizer, micro_batch_size
-        self.frozen_config, self.execution, self.generation, self.save_dir, self.on_nonfinite = (
-            frozen,
-            execution,
-            generation,
-            save_dir,
-            on_nonfinite,
-        )
+        self.frozen_config, self.execution, self.generation = frozen, execution, generation
+        self.save_dir, self.on_nonfinite = save_dir, on_nonfinite
         self.reference = ModelConfig(frozen.reference or pretrained.name_or_path, dtype=pretrained.dtype)
         self.frozen: FrozenInputs | None = None
         self.examples: dict[str, dict[int, object]] = {}  # by stage and example id, for frozen inputs run on the fly
@@ -203,9 +199,11 @@ class FineTuningModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["skipped_batches"] = self.skipped_batches
+        drop_frozen_weights(self, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.skipped_batches = checkpoint.get("skipped_batches", 0)
+        restore_frozen_weights(self, checkpoint)
 
     def log_diagnostics(self, stage: str, diagnostics: dict[str, list[torch.Tensor]]) -> None:
         for name, values in diagnostics.items():

@@ -5,6 +5,7 @@ embedded models name their base portably."""
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -126,15 +127,25 @@ def test_merge_at_the_end_of_fit_saves_full_weights(tiny_model_dir, tmp_path):
     assert not torch.allclose(base, expected, atol=1e-3), "the adapters were trained and merged in"
 
 
-def test_an_adapter_of_an_embedded_model_names_it_portably(tmp_path):
+def test_an_adapter_of_an_embedded_model_loads_in_peft_alone_and_names_its_base_portably(tmp_path):
+    """peft's and transformers' own loaders read adapter_config.json's base (the converted model's folder); this
+    framework reads the portable name beside it, which resolves on any machine."""
+    from peft import AutoPeftModelForCausalLM
+
+    from sft_research.checkpoints.names import resolve
+
     path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
     cli = run("fit", TINY_MODEL, path, tmp_path, *LORA, steps=1)
     adapter = model_dir(cli.model)
-    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == TINY_MODEL
+    assert json.loads((adapter / "sft_research_base.json").read_text()) == {"base_model": TINY_MODEL}
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == resolve(TINY_MODEL)
     tokenizer = load_tokenizer(str(adapter))
-    torch.testing.assert_close(
-        label_logprobs(load_model(ModelConfig(str(adapter))), tokenizer), label_logprobs(cli.model.model, tokenizer), rtol=0, atol=1e-5
-    )
+    trained = label_logprobs(cli.model.model, tokenizer)
+    torch.testing.assert_close(label_logprobs(load_model(ModelConfig(str(adapter))), tokenizer), trained, rtol=0, atol=1e-5)
+    peft_model = AutoPeftModelForCausalLM.from_pretrained(adapter).eval()
+    torch.testing.assert_close(label_logprobs(peft_model, tokenizer), trained, rtol=0, atol=1e-5)
+    transformers_model = AutoModelForCausalLM.from_pretrained(adapter).eval()
+    torch.testing.assert_close(label_logprobs(transformers_model, tokenizer), trained, rtol=0, atol=1e-5)
 
 
 def test_an_adapters_fingerprint_covers_its_base(trained, tmp_path):
@@ -143,8 +154,7 @@ def test_an_adapters_fingerprint_covers_its_base(trained, tmp_path):
     moved = shutil.copytree(adapter, tmp_path / "moved")
     assert checkpoint_fingerprint(str(moved)) == checkpoint_fingerprint(str(adapter)), "the same files on the same base"
     other = build_tiny_checkpoint(tmp_path / "other", seed=7)
-    config = json.loads((moved / "adapter_config.json").read_text())
-    (moved / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": str(other)}))
+    rebase(moved, other)
     before = checkpoint_fingerprint(str(moved))
     build_tiny_checkpoint(other, seed=8)  # the base changes under the same name
     assert checkpoint_fingerprint(str(moved)) != before
@@ -162,8 +172,7 @@ def test_an_adapter_without_its_tokenizer_uses_the_bases(trained, tmp_path, tiny
 def test_an_adapter_whose_base_is_gone_is_a_clear_error(trained, tmp_path):
     cli, _, _ = trained
     moved = shutil.copytree(model_dir(cli.model), tmp_path / "moved")
-    config = json.loads((moved / "adapter_config.json").read_text())
-    (moved / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": str(tmp_path / "gone")}))
+    rebase(moved, tmp_path / "gone")
     with pytest.raises(ModelLoadError, match=f"{moved}: the adapter's base model {tmp_path / 'gone'} could not be loaded"):
         load_model(ModelConfig(str(moved)))
 
@@ -180,3 +189,34 @@ def test_a_bf16_lora_run_exports_its_adapter_in_bf16(trained, tiny_model_dir, tm
     reference = load_file(model_dir(cli.model) / "adapter_model.safetensors")
     assert saved.keys() == reference.keys() and any("norm" in key for key in saved)
     assert {t.dtype for t in saved.values()} == {torch.bfloat16} and {t.dtype for t in reference.values()} == {torch.float32}
+
+
+def rebase(adapter: Path, base: Path) -> None:
+    """Points an adapter folder at another base, in both places it is named."""
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": str(base)}))
+    (adapter / "sft_research_base.json").write_text(json.dumps({"base_model": str(base)}))
+
+
+def test_a_lora_training_state_holds_the_trained_tensors_and_resumes(tiny_model_dir, tmp_path):
+    """The checkpoint leaves the frozen base weights out (the start model has them) and a run resumed from it goes on
+    with the same adapters: its first loss is the loss the uninterrupted run logged at that step."""
+    path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
+    every_step = [
+        "--trainer.enable_checkpointing=true",
+        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+        f"--trainer.callbacks.dirpath={tmp_path / 'states'}",
+        "--trainer.callbacks.every_n_train_steps=1",
+        "--trainer.callbacks.save_top_k=-1",
+    ]
+    full = run("fit", tiny_model_dir, path, tmp_path / "full", *LORA, *every_step, steps=3)
+    state = torch.load(tmp_path / "states" / "epoch=0-step=2.ckpt", map_location="cpu", weights_only=False)
+    trained = {f"model.{n}" for n, p in full.model.model.named_parameters() if p.requires_grad}
+    weights = {k for k in state["state_dict"] if k.startswith("model.") and "rotary_emb" not in k}
+    assert weights == trained and all("lora_" in k for k in weights)
+    resumed = run(
+        "fit", tiny_model_dir, path, tmp_path / "resumed", *LORA, f"--ckpt_path={tmp_path / 'states' / 'epoch=0-step=2.ckpt'}", steps=3
+    )
+    assert resumed.trainer.global_step == 3
+    for name, parameter in full.model.model.named_parameters():
+        torch.testing.assert_close(dict(resumed.model.model.named_parameters())[name], parameter, rtol=0, atol=1e-6, msg=name)

@@ -1,7 +1,7 @@
 """The benchmark harness: task score against forgetting, across objectives and seeds."""
 
 from sft_research.bench.arms import Arm, CleanDataArm, IRFTArm, LoRAArm, ObjectiveArm, PoFTArm, ReplayArm, SFTThenDPOArm
-from sft_research.bench.probes import GeneralTextProbe, HeldOutSkillsProbe, KLProbe, Metric, Probe, ProbeContext, Skill
+from sft_research.bench.probes import GeneralTextProbe, HeldOutSkillsProbe, KLProbe, LmEvalProbe, Metric, Probe, ProbeContext, Skill
 from sft_research.bench.suite import Budget, Suite, TaskSpec
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "HeldOutSkillsProbe",
     "IRFTArm",
     "KLProbe",
+    "LmEvalProbe",
     "LoRAArm",
     "Metric",
     "ObjectiveArm",

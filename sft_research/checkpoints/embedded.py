@@ -48,7 +48,7 @@ def resolve_embedded(name: str) -> pathlib.Path:
     the known ones."""
     key = name[len(EMBEDDED_PREFIX) :] if name.startswith(EMBEDDED_PREFIX) else None
     if name == TINY_MODEL:
-        return _tiny_model(cache_dir() / "models" / key)
+        return _tiny_model(cache_dir() / "models" / f"{key}-v{TINY_MODEL_VERSION}")
     if key not in _GGUF_FILES:
         known = ", ".join([EMBEDDED_PREFIX + k for k in _GGUF_FILES] + [TINY_MODEL])
         raise ValueError(f"unknown embedded model {name!r}; known: {known}")
@@ -77,6 +77,10 @@ def resolve_embedded(name: str) -> pathlib.Path:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+# Bumped whenever build_tiny_checkpoint builds another model (v2: 2048 positions), so that no cache serves an old one.
+TINY_MODEL_VERSION = 2
 
 
 def _tiny_model(target: pathlib.Path) -> pathlib.Path:

@@ -13,6 +13,9 @@ from pathlib import Path
 from sft_research.checkpoints.embedded import DEFAULT_MODEL, EMBEDDED_PREFIX, resolve_embedded
 
 ADAPTER_CONFIG = "adapter_config.json"
+# Beside an adapter: its base model's portable name (an embedded name, a hub id, an absolute folder), which this
+# framework reads first; adapter_config.json names a folder peft and transformers can load on the machine that trained.
+PORTABLE_BASE = "sft_research_base.json"
 
 
 class ModelLoadError(OSError):
@@ -42,9 +45,11 @@ def adapter_base(name_or_path: str) -> str | None:
     if not (path / ADAPTER_CONFIG).is_file() or (path / "config.json").is_file():
         return None
     try:
+        if (path / PORTABLE_BASE).is_file():
+            return json.loads((path / PORTABLE_BASE).read_text())["base_model"]
         base = json.loads((path / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"{name_or_path}: unreadable {ADAPTER_CONFIG} ({error})") from error
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelLoadError(f"{name_or_path}: unreadable {ADAPTER_CONFIG} or {PORTABLE_BASE} ({error})") from error
     if not base:
         raise ModelLoadError(f"{name_or_path}: {ADAPTER_CONFIG} names no base model (base_model_name_or_path)")
     return base
@@ -70,6 +75,11 @@ def portable_name(name_or_path: str) -> str:
     if name_or_path.startswith(EMBEDDED_PREFIX) or not path.exists():
         return name_or_path
     return str(path.resolve())
+
+
+def loadable_name(name_or_path: str) -> str:
+    """The base model as peft and transformers load it: an embedded model's converted folder, else the portable name."""
+    return str(resolve(name_or_path)) if name_or_path.startswith(EMBEDDED_PREFIX) else portable_name(name_or_path)
 
 
 def from_pretrained(loader, name_or_path: str, **kwargs):

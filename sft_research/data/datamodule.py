@@ -26,7 +26,8 @@ class SFTDataModule(L.LightningDataModule):
     """Training data for any objective, and held-out evaluation.
 
     Args:
-        train: where the training records come from (a file, a hub id, or a task such as reasoning-gym).
+        train: where the training records come from (a file, a hub id, or a task such as reasoning-gym); needed to
+            fit, not to validate or test a model on `val`.
         val: held-out data. A task is evaluated by generation and its verifier; other sources by their loss.
             Defaults to the training task's held-out split when ``train`` is a task.
         tokenizer: the tokenizer's hub id or folder; the CLI links it to the model's.
@@ -62,7 +63,7 @@ class SFTDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        train: DataSource,
+        train: DataSource | None = None,
         val: DataSource | None = None,
         tokenizer: str = DEFAULT_MODEL,
         prompt_format: PromptFormat = "chat",
@@ -147,6 +148,11 @@ class SFTDataModule(L.LightningDataModule):
             self.val_examples = self.tokenize_records(f"{self.train_source.name} (held out)", held_out)
         if stage == "fit" and self.train_examples is None:
             self.train_examples = self.tokenize(self.train_source)
+        if stage == "fit" and self.batch_size > len(self.train_examples):
+            rank_zero_warn(
+                f"data.batch_size {self.batch_size} is larger than the {len(self.train_examples)} training examples: every step "
+                "trains on all of them, a whole epoch (a rehearsal may mean it; a run with a step budget usually does not)"
+            )
         if self.val_source is not None and self.val_examples is None:
             if self.eval_task is not None:
                 prompts = self.eval_task.eval_prompts()[: self.max_eval_prompts]

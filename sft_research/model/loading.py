@@ -9,7 +9,7 @@ import torch
 from transformers.utils import logging as transformers_logging
 
 from sft_research.checkpoints.embedded import DEFAULT_MODEL
-from sft_research.checkpoints.names import from_pretrained, portable_name
+from sft_research.checkpoints.names import from_pretrained, loadable_name
 from sft_research.model.fp32_buffers import keep_float32_buffers
 
 # Loading or writing a checkpoint takes a moment, not a task to follow: transformers' "Loading weights" and "Writing
@@ -91,6 +91,7 @@ def load_model(config: ModelConfig):
             task_type="CAUSAL_LM",
         )
         model = peft.get_peft_model(model, lora)
-        # peft records the folder the base was read from, an embedded model's cache folder in one user's home.
-        model.peft_config["default"].base_model_name_or_path = portable_name(config.name_or_path)
+        # What peft writes into adapter_config.json and the model card: a base it can load (the export adds the
+        # portable name beside it, which this framework reads).
+        model.peft_config["default"].base_model_name_or_path = loadable_name(config.name_or_path)
     return model

@@ -3,6 +3,7 @@
 from sft_research.bench.probes.base import Metric, Probe, ProbeContext
 from sft_research.bench.probes.general_text import NOVEL, GeneralTextProbe
 from sft_research.bench.probes.kl import KLProbe
+from sft_research.bench.probes.lm_eval import LmEvalProbe
 from sft_research.bench.probes.skills import HeldOutSkillsProbe, Skill
 from sft_research.bench.probes.task_score import TASK_SCORE, TaskScore, task_and_forgetting
 
@@ -10,6 +11,7 @@ __all__ = [
     "GeneralTextProbe",
     "HeldOutSkillsProbe",
     "KLProbe",
+    "LmEvalProbe",
     "Metric",
     "NOVEL",
     "Probe",
