@@ -1,5 +1,6 @@
 """The ``sft-research`` command: dispatches to a fit (``fit``/``validate``/``test``, :mod:`sft_research.fit`), a
-pipeline, or a benchmark suite."""
+pipeline, a benchmark suite, or a tool. Heavy modules (torch, Lightning) are imported by the subcommand that needs
+them, so that ``sft-research --help`` answers at once."""
 
 from __future__ import annotations
 
@@ -8,16 +9,34 @@ import os
 import sys
 from pathlib import Path
 
-from sft_research.checkpoints.embedded import MissingAssetError
-from sft_research.checkpoints.names import ModelLoadError
-from sft_research.data.errors import DataError
 from sft_research.errors import ConfigError
-from sft_research.fit import FitCLI, cli_arguments
-from sft_research.nonfinite import NonFiniteError
-from sft_research.preflight import PreflightError
+from sft_research.help_cache import cached_help
 
-# The project's own errors carry a complete message for the user; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ConfigError, DataError, ModelLoadError, MissingAssetError, PreflightError, NonFiniteError)
+COMMANDS = {
+    "fit": "fine-tune a model: sft-research fit --config FILE (LightningCLI: trainer, model, data)",
+    "validate": "evaluate a model on held-out data or a task: sft-research validate --config FILE",
+    "test": "the same, on the test stage",
+    "pipeline": "several stages in order (SFT then DPO, IRFT rounds): sft-research pipeline --config FILE",
+    "bench": "a benchmark suite, task score against forgetting: sft-research bench [--suite NAME_OR_FILE]",
+    "data": "what training will see, trained tokens marked: sft-research data --config FILE [--examples N]",
+    "merge": "a LoRA adapter into full weights: sft-research merge ADAPTER_DIR OUTPUT_DIR",
+    "rehearse": "a fit or pipeline config on this CPU, scaled down, through the real code path",
+}
+USAGE = "usage: sft-research COMMAND [options]; sft-research COMMAND --help for its options\n\ncommands:\n" + "\n".join(
+    f"  {name:<10} {text}" for name, text in COMMANDS.items()
+)
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """The project's own errors, which carry a complete message for the user; anything else is a bug and keeps its
+    traceback. Imported here, late: most live beside heavy modules."""
+    from sft_research.checkpoints.embedded import MissingAssetError
+    from sft_research.checkpoints.names import ModelLoadError
+    from sft_research.data.errors import DataError
+    from sft_research.nonfinite import NonFiniteError
+    from sft_research.preflight import PreflightError
+
+    return ConfigError, DataError, ModelLoadError, MissingAssetError, PreflightError, NonFiniteError
 
 
 def pipeline_main(args: list[str]) -> dict:
@@ -68,27 +87,38 @@ def bench_main(args: list[str]):
 
 
 def main(args: list[str] | None = None):
-    """The ``sft-research`` command: LightningCLI's ``fit``/``validate``/``test``, plus ``pipeline``, ``bench``,
-    ``data`` (the data report and the first examples with their trained tokens marked) and ``merge`` (a LoRA adapter
-    into full weights)."""
+    """The ``sft-research`` command (:data:`COMMANDS`); ``--help`` of a command comes from :func:`cached_help`."""
     argv = sys.argv[1:] if args is None else args
-    if argv and argv[0] == "pipeline":
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return None
+    if argv[0].startswith("-") or argv[0] not in COMMANDS:
+        raise ConfigError(f"{argv[0]!r} is not a command; commands: {', '.join(COMMANDS)} (sft-research --help)")
+    if argv[1:] in (["-h"], ["--help"]):
+        return print(cached_help(argv[0], lambda: dispatch(argv)), end="")
+    return dispatch(argv)
+
+
+def dispatch(argv: list[str]):
+    if argv[0] == "pipeline":
         return pipeline_main(argv[1:])
-    if argv and argv[0] == "bench":
+    if argv[0] == "bench":
         return bench_main(argv[1:])
-    if argv and argv[0] == "data":
+    if argv[0] == "data":
         from sft_research.inspect_data import data_main
 
         return data_main(argv[1:])
-    if argv and argv[0] == "rehearse":
+    if argv[0] == "rehearse":
         from sft_research.rehearsal.command import rehearse_main
 
         return rehearse_main(argv[1:])
-    if argv and argv[0] == "merge":
+    if argv[0] == "merge":
         from sft_research.merge import merge_main
 
         return merge_main(argv[1:])
-    return FitCLI(**cli_arguments(args, run=True))
+    from sft_research.fit import FitCLI, cli_arguments
+
+    return FitCLI(**cli_arguments(argv, run=True))
 
 
 def console() -> None:
@@ -99,8 +129,8 @@ def console() -> None:
     """
     try:
         main()
-    except USER_ERRORS as error:
-        if os.environ.get("SFT_RESEARCH_DEBUG", "") not in ("", "0"):
+    except Exception as error:
+        if not isinstance(error, user_errors()) or os.environ.get("SFT_RESEARCH_DEBUG", "") not in ("", "0"):
             raise
         print(f"sft-research: error: {error} (set SFT_RESEARCH_DEBUG=1 for the traceback)", file=sys.stderr)
         raise SystemExit(2) from None

@@ -12,6 +12,7 @@ import importlib
 import logging
 import re
 import shutil
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from sft_research.data.datamodule import SFTDataModule
 from sft_research.errors import ConfigError
 from sft_research.fit_checks import check_fit_config
 from sft_research.module import FineTuningModule
+from sft_research.parse_errors import parse_or_explain
 
 CSV_LOGGER = "sft_research.csv_logger.RunCSVLogger"
 # Loggers whose run folder is named by run_name unless the config names it, and their own default name (None too:
@@ -69,6 +71,11 @@ for message in UNACTIONABLE_WARNINGS:
 
 
 class FitCLI(LightningCLI):
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        # predict would run the module's forward, which this module does not define for inference.
+        return {name: keys for name, keys in LightningCLI.subcommands().items() if name != "predict"}
+
     def add_arguments_to_parser(self, parser) -> None:
         # The data must be tokenized by the model's own tokenizer.
         parser.link_arguments("model.pretrained.name_or_path", "data.tokenizer")
@@ -120,7 +127,11 @@ class FitCLI(LightningCLI):
 
     def parse_arguments(self, parser, args) -> None:
         # Configs come either from the command line (args None) or as a dict from our own callers, never both.
-        self.config = parser.parse_object(args) if isinstance(args, dict) else parser.parse_args(args)
+        args = sys.argv[1:] if args is None else args
+        words = list(args) if isinstance(args, dict) else [a for a in args if not a.startswith("-")]
+        # A dict is a fit config (or {"fit": config}) from a pipeline stage or the data command.
+        subcommand = words[0] if words and words[0] in self.subcommands() else "fit" if isinstance(args, dict) else ""
+        self.config = parse_or_explain(parser, args, subcommand)
 
 
 class FitOnlyCLI(FitCLI):
@@ -161,6 +172,9 @@ def evaluation_version(folder: Path, subcommand: str) -> str:
     return next(f"{subcommand}_{n}" for n in range(len(taken) + 1) if f"{subcommand}_{n}" not in taken)
 
 
+DESCRIPTION = "sft-research: fine-tune a causal LM with any objective (trainer, model and data settings; --config FILE)"
+
+
 def cli_arguments(args: list[str] | dict | None, run: bool) -> dict:
     """The LightningCLI settings of ``sft-research``, shared by every way of running or checking a config."""
     return dict(
@@ -168,6 +182,8 @@ def cli_arguments(args: list[str] | dict | None, run: bool) -> dict:
         datamodule_class=SFTDataModule,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
+        # Errors are raised, then said first with what was meant (parse_errors.py); --trainer.max_step is no abbreviation.
+        parser_kwargs={"exit_on_error": False, "allow_abbrev": False, "prog": "sft-research", "description": DESCRIPTION},
         # The module builds its optimizer from model.optimizer: Lightning's own --optimizer/--lr_scheduler would be ignored.
         auto_configure_optimizers=False,
         trainer_defaults={

@@ -51,15 +51,22 @@ def data_report(data) -> str:
     )
 
 
+class DataCLI(FitCLI):
+    """A fit config's parser, with the examples to show."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.add_argument("--examples", type=int, default=3, help="how many training examples to show, trained tokens marked")
+
+
 def data_main(args: list[str]) -> str:
     """``sft-research data [--examples N] --config FILE [fit options]``: prints and returns the report and examples."""
-    count = 3
-    if "--examples" in args:
-        index = args.index("--examples")
-        count, args = int(args[index + 1]), args[:index] + args[index + 2 :]
-    cli = FitCLI(**cli_arguments(args, run=False))
+    settings = cli_arguments(args, run=False)
+    settings["parser_kwargs"] |= {"prog": "sft-research data", "description": __doc__}
+    cli = DataCLI(**settings)
     data = cli.datamodule
     data.setup("fit")
-    text = "\n".join([data_report(data), *(show_example(data.tokenizer, e) for e in data.train_examples[:count])])
+    examples = data.train_examples[: cli.config.examples]
+    text = "\n".join([data_report(data), *(show_example(data.tokenizer, e) for e in examples)])
     print(text)
     return text

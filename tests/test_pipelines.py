@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from sft_research.cli import main
+from sft_research.errors import ConfigError
 from tests.conftest import PAIR_ROWS, SFT_ROWS, write_jsonl
 
 pytestmark = pytest.mark.usefixtures("private_cache")
@@ -88,7 +89,9 @@ def test_pipeline_checks_every_stage_before_running(tiny_model_dir, tmp_path):
     }
     config = tmp_path / "pipeline.yaml"
     config.write_text(yaml.safe_dump(pipeline))
-    with pytest.raises(SystemExit):
+    with pytest.raises(
+        ConfigError, match=r"stage 'dpo': Group 'model' does not accept option 'optimizer.learning_rate'; did you mean --model"
+    ):
         main(["pipeline", f"--config={config}"])
     assert not (tmp_path / "run" / "sft" / "hf_model").exists()
 

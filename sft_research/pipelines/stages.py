@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sft_research.curve_points import add_curve_points, curve_points
+from sft_research.errors import ConfigError
 from sft_research.fit import is_done, parse_fit, run_fit
 
 # A nested ``sft-research fit`` config, kept as plain data (its own parser checks it): an ``Any`` value type would
@@ -95,7 +96,10 @@ class FitStage(Stage):
         return config
 
     def check(self) -> None:
-        parse_fit(self.config({}))
+        try:
+            parse_fit(self.config({}))
+        except ConfigError as error:
+            raise ConfigError(f"stage {self.name!r}: {error}") from None
 
     def steps(self) -> int:
         return fit_steps(self.name, self.fit)

@@ -1,0 +1,73 @@
+"""The command line as a TRL user meets it: every command listed, each command's own help (kept, so that it answers
+without importing torch), and parse errors said first with the option most likely meant."""
+
+import subprocess
+import sys
+
+import pytest
+
+from sft_research.cli import COMMANDS, main
+from sft_research.errors import ConfigError
+from sft_research.help_cache import cached_help
+
+pytestmark = pytest.mark.usefixtures("private_cache")
+
+
+def test_the_top_level_help_lists_every_command_without_importing_torch(capsys):
+    code = "import sys; from sft_research.cli import main; main(['--help']); print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines()[-1] == "False"
+    assert all(f"  {name} " in done.stdout for name in COMMANDS) and "predict" not in done.stdout
+    with pytest.raises(ConfigError, match=r"'predict' is not a command; commands: fit, validate, test, pipeline, bench, data, merge"):
+        main(["predict"])
+
+
+def test_a_commands_help_is_kept_and_served_without_building_its_parser(tmp_path):
+    calls = []
+
+    def produce():
+        calls.append(1)
+        print("usage: sft-research data ...")
+        raise SystemExit(0)
+
+    assert cached_help("fake", produce) == cached_help("fake", produce) == "usage: sft-research data ...\n"
+    assert len(calls) == 1
+    code = "import sys; from sft_research.cli import main; main(['data', '--help']); print('torch' in sys.modules)"
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert first.stdout.splitlines()[:-1] == again.stdout.splitlines()[:-1]
+    assert again.stdout.splitlines()[-1] == "False", "the second help came from the cache"
+    assert "usage: sft-research data" in again.stdout and "--examples EXAMPLES" in again.stdout
+    assert "what training will see" in again.stdout
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            ["--learning_rate", "1e-5"],
+            r"^unrecognized arguments: --learning_rate 1e-5; did you mean --model.optimizer.lr\?; sft-research fit --help",
+        ),
+        (["--max_seq_length", "512"], r"did you mean --data.max_length\?"),
+        (["--trainer.max_step", "2"], r"unrecognized arguments: --trainer.max_step 2; did you mean --trainer.max_steps\?"),
+        (["--optimizer.lr", "1e-4"], r"did you mean --model.optimizer.lr\?"),
+        (
+            ["--model.optimizer.lr", "-1e-5"],
+            r"expected one argument; a negative number after a space reads as an option: write --model.optimizer.lr=-1e-5",
+        ),
+        (
+            ["--model.objective", "sft_research.objectives.IwSFTT"],
+            r"has no attribute 'IwSFTT'; did you mean sft_research.objectives.IwSFT\?",
+        ),
+    ],
+)
+def test_a_parse_error_comes_first_with_what_was_meant(args, message):
+    with pytest.raises(ConfigError, match=message):
+        main(["fit", *args])
+
+
+def test_a_yaml_key_trl_users_write_is_explained(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("model:\n  learning_rate: 1.0e-5\n")
+    with pytest.raises(ConfigError, match=r"does not accept option 'model.learning_rate'; did you mean --model.optimizer.lr\?"):
+        main(["fit", f"--config={config}"])
