@@ -83,7 +83,7 @@ def test_hub_dataset_not_found_is_a_data_error(monkeypatch):
         raise DatasetNotFoundError(f"Dataset '{path}' doesn't exist on the Hub")
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    with pytest.raises(DataError, match=r"^owner/name: is neither .* \(DatasetNotFoundError: Dataset 'owner/name' doesn't exist"):
+    with pytest.raises(DataError, match=r"^owner/name: is neither .*DatasetNotFoundError: Dataset 'owner/name' doesn't exist"):
         FileDataset("owner/name").records()
 
 

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from sft_research.checkpoints.embedded import DEFAULT_MODEL, EMBEDDED_PREFIX, resolve_embedded
+from sft_research.checkpoints.hub import hub_reachable
 
 ADAPTER_CONFIG = "adapter_config.json"
 # Beside an adapter: its base model's portable name (an embedded name, a hub id, an absolute folder), which this
@@ -99,12 +100,16 @@ def from_pretrained(loader, name_or_path: str, **kwargs):
 
 def _load(loader, name_or_path: str, **kwargs):
     resolved = resolve(name_or_path)
+    local = Path(resolved).is_dir()
+    reachable = local or hub_reachable()
     try:
-        return loader.from_pretrained(resolved, **kwargs)
+        # A hub id with the hub out of reach: the local cache only, which fails at once if it lacks the model.
+        return loader.from_pretrained(resolved, **kwargs, **({} if reachable else {"local_files_only": True}))
     except OSError as error:
+        where = "" if reachable else "the hub cannot be reached from here and it is not in the local Hugging Face cache; "
         raise ModelLoadError(
-            f"{name_or_path}: could not be loaded as a local folder or a hub id ({error}). Without network access "
-            f"to the hub, download it elsewhere and pass its local folder, or use {DEFAULT_MODEL}."
+            f"{name_or_path}: could not be loaded as a local folder or a hub id ({where}{str(error).splitlines()[0]}). Without "
+            f"network access to the hub, download it elsewhere and pass its local folder, or use {DEFAULT_MODEL}."
         ) from error
 
 

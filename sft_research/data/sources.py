@@ -147,17 +147,21 @@ class FileDataset(DataSource):
     def _load_hub(self):
         import datasets
 
-        try:
-            return datasets.load_dataset(self.path, split=self.split)
-        except OSError as error:  # offline, unreachable, no such dataset (ConnectionError, FileNotFoundError, ...)
-            raise DataError(
-                self.path,
-                f"is neither an existing file or folder nor reachable as a hub dataset ({type(error).__name__}: "
-                f"{error}); {ACCEPTED}. Without network access to the hub, download the dataset elsewhere and pass "
-                "its local path.",
-            ) from error
-        except ValueError as error:  # reachable, but without this split or configuration
-            raise DataError(self.path, f"could not be read as a hub dataset: {error}") from error
+        from sft_research.checkpoints.hub import cache_only_unless_reachable
+
+        with cache_only_unless_reachable() as reachable:
+            try:
+                return datasets.load_dataset(self.path, split=self.split)
+            except OSError as error:  # offline, unreachable, no such dataset (ConnectionError, FileNotFoundError, ...)
+                where = "" if reachable else "the hub cannot be reached from here and it is not in the local cache; "
+                raise DataError(
+                    self.path,
+                    f"is neither an existing file or folder nor reachable as a hub dataset ({where}{type(error).__name__}: "
+                    f"{str(error).splitlines()[0]}); {ACCEPTED}. Without network access to the hub, download the dataset "
+                    "elsewhere and pass its local path.",
+                ) from error
+            except ValueError as error:  # reachable, but without this split or configuration
+                raise DataError(self.path, f"could not be read as a hub dataset: {error}") from error
 
 
 def could_be_hub_id(name: str) -> bool:
