@@ -21,8 +21,12 @@ ROLES = ("system", "user", "assistant")
 
 @dataclass(frozen=True)
 class Message:
+    """One turn; ``trained`` false marks an assistant turn that is context, not target (one inside the prompt of a
+    conversational prompt/completion record)."""
+
     role: str
     content: str
+    trained: bool = True
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,8 @@ def parse_record(record: RawRecord, kind: RecordKind | None = None) -> Record:
         raise DataError(record.source, f"holds both 'messages' and 'completion'; keep one (its columns: {sorted(fields)})", row=record.row)
     if _present(fields, "messages"):
         return Conversation(_messages(record), quality)
+    if isinstance(fields.get("prompt"), list) or isinstance(fields.get("completion"), list):
+        return _conversational_completion(record, quality)
     if _present(fields, "prompt") or _present(fields, "completion"):
         prompt = _text(record, "prompt", allow_empty=True)
         completion = _text(record, "completion")
@@ -107,6 +113,21 @@ def parse_record(record: RawRecord, kind: RecordKind | None = None) -> Record:
         f"got {sorted(fields)}",
         row=record.row,
     )
+
+
+def _conversational_completion(record: RawRecord, quality: float) -> Conversation:
+    """TRL's conversational prompt/completion: message lists (or one of them a string); the loss is on the completion's
+    assistant turns, and assistant turns in the prompt are context."""
+    fields = record.fields
+    if isinstance(fields.get("prompt"), list):
+        prompt = tuple(dataclasses.replace(m, trained=False) for m in _messages(record, "prompt", need_assistant=False))
+    else:
+        prompt = (Message("user", _text(record, "prompt", allow_empty=True), trained=False),)
+    if isinstance(fields.get("completion"), list):
+        completion = _messages(record, "completion")
+    else:
+        completion = (Message("assistant", _text(record, "completion")),)
+    return Conversation((*prompt, *completion), quality)
 
 
 def _preference(record: RawRecord, quality: float) -> Preference:

@@ -144,7 +144,8 @@ class Tokenizer:
             pairs = [(*record.prompt, Message("assistant", answer)) for answer in (record.chosen, record.rejected)]
             fields, finished = ("chosen", "rejected"), (True, record.rejected_finished)
         else:
-            pairs, fields, finished = [record.messages], ("messages" if len(record.messages) > 2 else "completion",), (True,)
+            conversational = any(not m.trained for m in record.messages) or len(record.messages) == 2
+            pairs, fields, finished = [record.messages], ("completion" if conversational else "messages",), (True,)
         sequences = []
         for messages, name, done in zip(pairs, fields, finished):
             try:
@@ -188,7 +189,7 @@ class Tokenizer:
         spans: list[tuple[int, int]] = []
         rendered = ""
         for turn, message in enumerate(messages):
-            if message.role != "assistant":
+            if message.role != "assistant" or not message.trained:
                 continue
             before = self._template(messages[:turn], add_generation_prompt=True)
             if not finished and turn == len(messages) - 1:
@@ -227,7 +228,7 @@ class Tokenizer:
         that was cut keeps the part of its text that was kept (to be rendered with ``finished=False``)."""
         messages = self.conversation(messages)
         text, spans = self.rendered_text(messages)
-        assistant_turns = [turn for turn, message in enumerate(messages) if message.role == "assistant"]
+        assistant_turns = [turn for turn, message in enumerate(messages) if message.role == "assistant" and message.trained]
         for turn, (start, end) in zip(assistant_turns, spans):
             if kept_characters < end:
                 content = messages[turn].content
