@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from sft_research.errors import ConfigError
@@ -121,12 +122,18 @@ def dispatch(argv: list[str]):
     return FitCLI(**cli_arguments(argv, run=True))
 
 
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"{category.__name__}: {message}\n"
+
+
 def console() -> None:
     """The console script: runs ``main`` on the command line's arguments (its return value is for Python callers).
 
     The project's own errors (bad data, a model that cannot be loaded, a failed preflight check, a diverged run) end
     with one line on stderr and exit status 2; ``SFT_RESEARCH_DEBUG=1`` shows the traceback instead.
+    Warnings print as one line each (``UserWarning: ...``), without the source line that raised them.
     """
+    warnings.formatwarning = one_line_warning
     try:
         main()
     except Exception as error:

@@ -42,7 +42,7 @@ class RunCSVLogger(CSVLogger):
     Args:
         save_dir: the logs' root folder.
         name: the run's folder under it; None: named after the objective and the training data by ``sft-research``
-            (e.g. ``dpo-pairs``); ``""``: no folder of its own.
+            (e.g. ``dpo-pairs.jsonl``); ``""``: no folder of its own.
         version: its ``version_N`` (None: the next free one).
         prefix: a prefix of every metric's name.
         flush_logs_every_n_steps: how often logged rows are written to ``metrics.csv``.

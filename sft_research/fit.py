@@ -29,6 +29,7 @@ from sft_research.csv_logger import RunCSVLogger
 from sft_research.data.datamodule import SFTDataModule
 from sft_research.errors import ConfigError
 from sft_research.fit_checks import check_fit_config
+from sft_research.hyperparameters import flat_hyperparameters
 from sft_research.module import FineTuningModule
 from sft_research.parse_errors import parse_or_explain
 
@@ -65,6 +66,9 @@ UNACTIONABLE_WARNINGS = (
     # The module steps its optimizer itself (micro-batches), so a step's checkpoint holds the weights after that step:
     # the state a resume continues from (tests/test_resume.py: the same losses).
     r"Using ModelCheckpoint with manual optimization and every_n_train_steps",
+    # The data module's sampler restores the position in the epoch itself (its state_dict), which Lightning's check of
+    # the data loader does not see (tests/test_resume.py: the same batches after a resume mid-epoch).
+    r"your dataloader is not resumable",
 )
 for message in UNACTIONABLE_WARNINGS:
     warnings.filterwarnings("ignore", message=message)
@@ -87,6 +91,7 @@ class FitCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         check_fit_config(self.subcommand or "fit", config)
+        with_absolute_paths(config)
         logger = config.trainer.get("logger")
         class_path = getattr(logger, "class_path", None)
         if class_path in UNNAMED and logger.init_args.get("name") in (None, UNNAMED[class_path]):
@@ -99,6 +104,22 @@ class FitCLI(LightningCLI):
                 logger.class_path = CSV_LOGGER  # Lightning's own would delete the metrics logged before the resume
             self.resume = find_last_checkpoint(config)
             config.ckpt_path = str(self.resume.checkpoint)
+
+    def _parse_ckpt_path(self) -> None:
+        # A resumed run is given its config again. The checkpoint's hyperparameters are the flat record for loggers
+        # (hparams.yaml), not the module's arguments, so they are not parsed back into the config.
+        return None
+
+    def _parse_ckpt_path(self) -> None:
+        # A resumed run is given its config again. The checkpoint's hyperparameters are the flat record for loggers
+        # (hparams.yaml), not the module's arguments, so they are not parsed back into the config.
+        return None
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        # Loggers write a module's hyperparameters (hparams.yaml, TensorBoard's hparams): the run's config, flat.
+        self.model.save_hyperparameters(flat_hyperparameters({k: v for k, v in config.items() if k != "config"}))
 
     def instantiate_trainer(self, **kwargs):
         # The plain progress bar counts steps (Lightning's default, Rich, shows "Epoch 0/-2" for step-limited runs),
@@ -155,15 +176,35 @@ def record_kind_of(objective) -> str:
 
 
 def run_name(config) -> str:
-    """A run's default name: its objective and its training data, e.g. ``dpo-pairs`` for DPO on ``pairs.jsonl`` or
+    """A run's default name: its objective and its training data, e.g. ``dpo-pairs.jsonl`` for DPO on ``pairs.jsonl`` or
     ``sft-chain_sum`` for SFT on that reasoning-gym task, so that runs of different objectives land apart."""
     objective = getattr(config.model, "objective", None)
     objective_name = str(getattr(objective, "class_path", objective or "SFT")).rsplit(".", 1)[-1].lower()
     train = config.data.get("train") or config.data.get("val")
     init = getattr(train, "init_args", None) or {}
     data = next((str(init[key]) for key in ("path", "task") if isinstance(init.get(key), str) and init[key]), None)
-    data_name = Path(data.rstrip("/")).stem if data else str(getattr(train, "class_path", "data")).rsplit(".", 1)[-1].lower()
+    # A local file keeps its extension (pc.jsonl and pc.csv are other runs); a hub id or a task, its last part.
+    data_name = Path(data.rstrip("/")).name if data else str(getattr(train, "class_path", "data")).rsplit(".", 1)[-1].lower()
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{objective_name}-{data_name}")
+
+
+def with_absolute_paths(config) -> None:
+    """The local files and folders a config names (data files, the chat template, model folders), made absolute, so
+    that the config.yaml a run writes repeats it from any folder."""
+
+    def absolute(value):
+        return str(Path(value).expanduser().resolve()) if isinstance(value, str) and value and Path(value).expanduser().exists() else value
+
+    for source in (config.data.get("train"), config.data.get("val")):
+        init = getattr(source, "init_args", None)
+        if init is not None and init.get("path") is not None:
+            init.path = absolute(init.path)
+    config.data.chat_template = absolute(config.data.get("chat_template"))
+    pretrained, frozen = config.model.get("pretrained"), config.model.get("frozen")
+    if pretrained is not None:
+        pretrained.name_or_path = absolute(pretrained.get("name_or_path"))
+    if frozen is not None and frozen.get("reference") is not None:
+        frozen.reference = absolute(frozen.reference)
 
 
 def evaluation_version(folder: Path, subcommand: str) -> str:
@@ -297,3 +338,5 @@ def remove_if_empty(trainer) -> None:
         return
     if {p.name for p in Path(log_dir).iterdir()} <= {"config.yaml", "hparams.yaml"}:
         shutil.rmtree(log_dir)
+        if not any(Path(log_dir).parent.iterdir()):  # the run's name folder, made for this run alone
+            Path(log_dir).parent.rmdir()

@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics import MeanMetric
 
-from sft_research.callbacks import ComputeRecord, Preflight, RNGState, StaleUpdates, Throughput
+from sft_research.callbacks import ComputeRecord, Preflight, ResumeHint, RNGState, StaleUpdates, Throughput
 from sft_research.callbacks.preflight import check_batch_and_records
 from sft_research.callbacks.throughput import logged_step
 from sft_research.checkpoints.names import load_tokenizer, local_architecture
@@ -122,7 +122,7 @@ class FineTuningModule(L.LightningModule):
         self.examples[stage] = {example.example_id: example for example in examples}
 
     def configure_callbacks(self) -> list[L.Callback]:
-        return [Preflight(), RNGState(), Throughput(), ComputeRecord(), StaleUpdates()]
+        return [Preflight(), RNGState(), Throughput(), ComputeRecord(), StaleUpdates(), ResumeHint()]
 
     def configure_optimizers(self):
         parameters = [p for p in self.model.parameters() if p.requires_grad]

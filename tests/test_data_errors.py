@@ -180,4 +180,4 @@ def test_a_fit_stopped_by_bad_data_leaves_no_run_folder(tiny_model_dir, tmp_path
     runs = tmp_path / "runs"
     with pytest.raises(DataError, match=r"row 2, field 'completion': is empty"):
         main(["fit", *file_fit_args(tiny_model_dir, data, runs, steps=1)])
-    assert (runs / "sft-d").is_dir() and not list((runs / "sft-d").iterdir()), "its version folder (config only) is removed"
+    assert not (runs / "sft-d.jsonl").exists(), "its version folder (config only) is removed, and the name folder made for it"

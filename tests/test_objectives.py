@@ -188,3 +188,14 @@ def test_per_sequence_normalisation_by_hand():
     assert halves.item() == pytest.approx(sft_loss(logps, mask, normalize="sequences").item())
     (grad,) = torch.autograd.grad(sft_loss(logps, mask, normalize="sequences"), logps)
     torch.testing.assert_close(grad, torch.tensor([[-0.5, 0, 0], [-1 / 6, -1 / 6, -1 / 6]], dtype=torch.float64))
+
+
+def test_dpo_logs_trls_summed_completion_logps():
+    from sft_research.objectives import DPO
+    from sft_research.objectives.base import ObjectiveInputs
+
+    logps = torch.tensor([[[-1.0, -2.0, -3.0], [-0.5, -0.5, -4.0]]])  # one pair: chosen, rejected
+    mask = torch.tensor([[[True, True, False], [True, False, True]]])
+    inputs = ObjectiveInputs(logps, mask, torch.ones(1), mask.sum().float(), 1.0, {"ref_logps": torch.zeros_like(logps)})
+    diagnostics = DPO()(inputs).diagnostics
+    assert diagnostics["logps/chosen"].tolist() == [-3.0] and diagnostics["logps/rejected"].tolist() == [-4.5]

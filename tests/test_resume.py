@@ -60,7 +60,7 @@ def reference(tiny_model_dir, data, tmp_path_factory) -> Path:
     """One uninterrupted run, for the determinism and resume tests to compare with."""
     root = tmp_path_factory.mktemp("reference")
     subprocess.run(fit_command(tiny_model_dir, data, root), check=True, capture_output=True)
-    return root / "sft-d" / "version_0"
+    return root / "sft-d.jsonl" / "version_0"
 
 
 def measured_rows(log_dir: Path) -> list[dict]:
@@ -72,7 +72,7 @@ def measured_rows(log_dir: Path) -> list[dict]:
 @pytest.mark.slow
 def test_same_config_and_seed_give_identical_metrics(tiny_model_dir, data, reference, tmp_path):
     subprocess.run(fit_command(tiny_model_dir, data, tmp_path), check=True, capture_output=True)
-    again = measured_rows(tmp_path / "sft-d" / "version_0")
+    again = measured_rows(tmp_path / "sft-d.jsonl" / "version_0")
     assert again == measured_rows(reference)
     assert len([row for row in again if row["train/loss"]]) == 9
 
@@ -96,14 +96,14 @@ def test_sigkill_mid_epoch_resumes_exactly(tiny_model_dir, data, reference, tmp_
 
     resumed = subprocess.run(fit_command(tiny_model_dir, data, killed, f"--ckpt_path={step_file}"), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    after = losses(killed / "sft-d" / "version_1")
+    after = losses(killed / "sft-d.jsonl" / "version_1")
     first = min(after)
     assert 0 < first < 8, f"resumed mid-run at step {first}"
     for step, loss in after.items():
         assert loss == pytest.approx(expected[step], abs=1e-6), step
     epochs = {
         int(row["step"]): row["epoch"]
-        for row in csv.DictReader(open(killed / "sft-d" / "version_1" / "metrics.csv"))
+        for row in csv.DictReader(open(killed / "sft-d.jsonl" / "version_1" / "metrics.csv"))
         if row.get("train/loss")
     }
     assert epochs[8] == "2", "epochs keep their length after a resume"
@@ -111,7 +111,7 @@ def test_sigkill_mid_epoch_resumes_exactly(tiny_model_dir, data, reference, tmp_
 
 
 def losses_if(root: Path) -> dict[int, float]:
-    path = root / "sft-d" / "version_0"
+    path = root / "sft-d.jsonl" / "version_0"
     return losses(path) if (path / "metrics.csv").exists() else {}
 
 
@@ -125,7 +125,7 @@ def test_ddp_on_two_processes_gives_the_single_process_loss_curve(tiny_model_dir
         ]
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
-        curves[name] = losses(tmp_path / name / "sft-d" / "version_0")
+        curves[name] = losses(tmp_path / name / "sft-d.jsonl" / "version_0")
     assert len(curves["one"]) == 9 and curves["one"].keys() == curves["two"].keys()
     for step in curves["one"]:
         assert curves["two"][step] == pytest.approx(curves["one"][step], abs=1e-5), step
@@ -160,13 +160,16 @@ def test_the_readme_resume_recipe_continues_the_same_run_after_sigint(tiny_model
     ]
     command = [sys.executable, "-m", "sft_research.cli"]
     run_dir = tmp_path / "quickstart" / "version_0"
-    process = subprocess.Popen(command + first + small, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=interruptible)
+    said = open(tmp_path / "interrupted.err", "w")
+    process = subprocess.Popen(command + first + small, stdout=subprocess.DEVNULL, stderr=said, preexec_fn=interruptible)
     deadline = time.monotonic() + 300
     while len(losses(run_dir) if (run_dir / "metrics.csv").exists() else {}) < 5:
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     process.wait(timeout=120)
+    said.close()
+    assert "the same command with --ckpt_path last continues the run from it" in (tmp_path / "interrupted.err").read_text()
     interrupted = losses(run_dir)
     assert 5 <= len(interrupted) < max_steps // 5 and not (run_dir / "hf_model").exists()
 
@@ -185,7 +188,7 @@ def test_resume_without_a_checkpoint_stops_and_says_where_it_looked(tiny_model_d
     from sft_research.cli import main
     from sft_research.errors import ConfigError
 
-    (tmp_path / "sft-d" / "version_0").mkdir(parents=True)
+    (tmp_path / "sft-d.jsonl" / "version_0").mkdir(parents=True)
     with pytest.raises(
         ConfigError, match=r"--ckpt_path last: no last checkpoint of this run \(looked in .*version_0/checkpoints/last.ckpt\)"
     ):

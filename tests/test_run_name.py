@@ -15,7 +15,7 @@ from tests.conftest import PAIR_ROWS, file_fit_args, write_jsonl
         (
             "sft_research.objectives.DPO",
             {"class_path": "sft_research.data.FileDataset", "init_args": {"path": "/data/pairs.jsonl"}},
-            "dpo-pairs",
+            "dpo-pairs.jsonl",
         ),
         (
             "sft_research.objectives.IwSFT",
@@ -37,7 +37,7 @@ def test_a_dpo_fit_logs_under_its_own_name_unless_told(tmp_path, private_cache):
     common = ["fit", "--model.objective=sft_research.objectives.DPO", *file_fit_args("embedded:tiny-random", pairs, tmp_path, steps=1)]
     main(common)
     main([*common, "--trainer.logger.init_args.name=mine"])
-    assert (tmp_path / "dpo-pairs" / "version_0" / "metrics.csv").is_file()
+    assert (tmp_path / "dpo-pairs.jsonl" / "version_0" / "metrics.csv").is_file()
     assert (tmp_path / "mine" / "version_0" / "metrics.csv").is_file() and not (tmp_path / "sft").exists()
     tensorboard = tmp_path / "tensorboard"
     main(
@@ -48,4 +48,35 @@ def test_a_dpo_fit_logs_under_its_own_name_unless_told(tmp_path, private_cache):
             f"--trainer.default_root_dir={tmp_path}",
         ]
     )
-    assert list((tensorboard / "dpo-pairs" / "version_0").glob("events.out.tfevents.*")), "TensorBoard files it under dpo-pairs too"
+    assert list((tensorboard / "dpo-pairs.jsonl" / "version_0").glob("events.out.tfevents.*")), "TensorBoard files it there too"
+
+
+def test_runs_on_files_of_other_formats_land_apart_and_their_configs_repeat_them_from_anywhere(tmp_path, private_cache, monkeypatch):
+    """pc.jsonl and pc.csv name two runs; each config.yaml holds absolute paths, and records the hyperparameters."""
+    import csv
+
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "pc.jsonl", PAIR_ROWS)
+    with open(tmp_path / "pc.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(PAIR_ROWS[0]))
+        writer.writeheader()
+        writer.writerows(PAIR_ROWS)
+    for name in ("pc.jsonl", "pc.csv"):
+        args = file_fit_args("embedded:tiny-random", name, tmp_path, steps=1)
+        main(["fit", "--model.objective=sft_research.objectives.DPO", *args])
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir() and p.name.startswith("dpo")) == ["dpo-pc.csv", "dpo-pc.jsonl"]
+    config = yaml.safe_load((tmp_path / "dpo-pc.csv" / "version_0" / "config.yaml").read_text())
+    assert config["data"]["train"]["init_args"]["path"] == str(tmp_path / "pc.csv")
+    hparams = yaml.safe_load((tmp_path / "dpo-pc.csv" / "version_0" / "hparams.yaml").read_text())
+    assert hparams["model.objective.class_path"] == "sft_research.objectives.DPO" and hparams["data.batch_size"] == 4
+
+
+def test_a_run_that_fails_leaves_no_folder_behind(tmp_path, private_cache):
+    path = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "a"}])
+    from sft_research.data import DataError
+
+    with pytest.raises(DataError):
+        main(["fit", *file_fit_args("embedded:tiny-random", path, tmp_path, steps=1)])
+    assert not (tmp_path / "sft-bad.jsonl").exists()

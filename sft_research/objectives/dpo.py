@@ -103,4 +103,6 @@ class DPO(Objective):
             lengths[:, 1],
             num_examples=inputs.num_examples,
         )
-        return ObjectiveOutput(loss, preference_diagnostics(chosen, rejected))
+        # TRL's logps/chosen and logps/rejected: the policy's summed completion log-probs.
+        logps = {"logps/chosen": policy[:, 0].detach(), "logps/rejected": policy[:, 1].detach()}
+        return ObjectiveOutput(loss, preference_diagnostics(chosen, rejected) | logps)
