@@ -1,6 +1,8 @@
 """Settings refused before any model loads, each with one line that names the setting and what to use instead; and
 what a fit or validate does with settings that would silently do nothing."""
 
+import os
+
 import pytest
 
 from sft_research.cli import main
@@ -69,3 +71,22 @@ def test_a_batch_larger_than_the_data_warns(tiny_model_dir, tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS[:3])
     with pytest.warns(UserWarning, match=r"data.batch_size 4 is larger than the 3 training examples: every step trains on all of them"):
         main(["fit", *file_fit_args(tiny_model_dir, path, tmp_path, 1)])
+
+
+def test_a_lora_fit_with_activation_checkpointing_prints_no_warning(tiny_model_dir, tmp_path):
+    """What a run prints: its own lines (data, model, outputs), nothing from the libraries it does not act on."""
+    import subprocess
+    import sys
+
+    path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
+    args = [
+        *file_fit_args(tiny_model_dir, path, tmp_path, 2),
+        "--model.pretrained.lora.r=4",
+        "--model.pretrained.gradient_checkpointing=true",
+    ]
+    env = {**os.environ, "SFT_RESEARCH_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-m", "sft_research.cli", "fit", *args], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed = done.stderr.splitlines()
+    assert not [line for line in printed if "Warning" in line or "available:" in line], printed
+    assert any(line.startswith("outputs: ") for line in printed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -15,6 +16,8 @@ from sft_research.model.fp32_buffers import keep_float32_buffers
 # Loading or writing a checkpoint takes a moment, not a task to follow: transformers' "Loading weights" and "Writing
 # model shards" bars (one pair per model in a benchmark run) are turned off. Hub downloads keep their own bars.
 transformers_logging.disable_progress_bar()
+# peft asks transformers 5 for the deprecated name of activation checkpointing's state; nothing for a run to act on.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
