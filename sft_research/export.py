@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from sft_research.checkpoints.names import ADAPTER_CONFIG, PORTABLE_BASE, portable_name
 from sft_research.files import atomic_dir
 from sft_research.model.fsdp import savable
+from sft_research.timings import timed
 
 
 def model_dir(module) -> Path:
@@ -65,6 +66,7 @@ def export_final_model(module) -> None:
     trainer.strategy.barrier("final model written")
 
 
+@timed("exports")
 def save(module, target: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
     # peft asks whether the base's vocabulary was resized; an adapter on another adapter has no config.json to ask,
     # and this framework never resizes embeddings.

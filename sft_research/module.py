@@ -140,7 +140,7 @@ class FineTuningModule(L.LightningModule):
         missing = [f.name for f in self.objective.frozen_inputs if f.name not in frozen]
         if missing:
             raise ValueError(f"{type(self.objective).__name__} needs the frozen inputs {missing}, but the batch has none")
-        tensors, frozen = trimmed(micro, frozen, self.execution)
+        tensors, frozen = trimmed(micro, frozen, self.execution, completion_only=not self.objective.reads_outside_mask)
         return self.compute_loss(tensors, frozen, num_tokens, num_examples)
 
     def objective_loss(self, tensors: dict, frozen: dict, num_tokens: torch.Tensor, num_examples: torch.Tensor) -> ObjectiveOutput:
@@ -236,7 +236,7 @@ class FineTuningModule(L.LightningModule):
                 self.log(f"{stage}/{name}", value.float().mean(), batch_size=size, sync_dist=True)
         else:
             (micro,) = micro_batches(batch, None)
-            tensors, _ = trimmed(micro, {}, self.execution)
+            tensors, _ = trimmed(micro, {}, self.execution, completion_only=True)
             mask = tensors["loss_mask"][:, 0]
             nll = sft_loss(batch_outputs(self.model, tensors, (LabelLogprobs(),), {}, self.execution)["logps"][:, 0], mask)
             loss.update(nll, weight=mask.sum())

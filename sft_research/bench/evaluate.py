@@ -9,6 +9,7 @@ from sft_research.checkpoints.names import load_tokenizer
 from sft_research.data.reasoning_gym_task import ReasoningGymTask
 from sft_research.data.tokenize import Tokenizer
 from sft_research.model.loading import ModelConfig, load_model
+from sft_research.timings import timed
 
 # One model's measurements: per probe name, one value per item.
 Measurements = dict[str, list[float]]
@@ -62,4 +63,8 @@ class Evaluator:
         model = self.base if is_base else load_model(ModelConfig(name_or_path)).to(self.device).eval()
         tokenizer = load_tokenizer(name_or_path)
         context = ProbeContext(self.base, tokenizer, Tokenizer(tokenizer), self.task, self.suite.eval_batch_size)
-        return {probe.name: probe.measure(model, context) for probe in self.measures.probes}
+        measured = {}
+        for probe in self.measures.probes:
+            with timed(f"evaluation: {probe.name}"):
+                measured[probe.name] = probe.measure(model, context)
+        return measured

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 import sft_research
+from sft_research import timings
 from sft_research.bench.compute import run_compute
 from sft_research.bench.curves import along_curves, mean_curves
 from sft_research.bench.evaluate import Evaluator, Measurements
@@ -89,6 +90,7 @@ def run_suite(suite: Suite, output_dir: str | Path, suite_config: dict) -> Suite
     with the suite's ``reference_arm`` on the same items and seeds."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    suite_started, before_suite = time.perf_counter(), dict(timings.SECONDS)
     atomic_write_text(out / "suite.json", json.dumps(suite_config, indent=1, default=str))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     evaluator = Evaluator(suite, device)
@@ -103,7 +105,7 @@ def run_suite(suite: Suite, output_dir: str | Path, suite_config: dict) -> Suite
         elapsed = time.perf_counter() - started
         eta = f", about {elapsed / index * (len(todo) - index) / 60:.1f} min left" if index else ""
         print(f"[{index + 1}/{len(todo)}] arm {arm.name} · seed {seed} ({elapsed / 60:.1f} min elapsed{eta})", flush=True)
-        run_started = time.perf_counter()
+        run_started, before_run = time.perf_counter(), dict(timings.SECONDS)
         run_dir = out / "runs" / arm.name / f"seed_{seed}"
         stages = arm.stages(suite, seed)
         pipeline = Pipeline(str(run_dir), stages)
@@ -123,6 +125,7 @@ def run_suite(suite: Suite, output_dir: str | Path, suite_config: dict) -> Suite
                 for fit, fraction, values in before
             ],
             "wall_s": round(time.perf_counter() - run_started, 1),
+            "timings": timings.since(before_run),
             "compute": asdict(compute),
             "provenance": {
                 "data": data_fingerprints,
@@ -137,7 +140,21 @@ def run_suite(suite: Suite, output_dir: str | Path, suite_config: dict) -> Suite
         if not suite.keep_checkpoints:  # the training logs stay; the weights (hundreds of MB a run) go
             for checkpoint in [*run_dir.rglob("hf_model"), *run_dir.rglob("points")]:
                 shutil.rmtree(checkpoint, ignore_errors=True)
-    return report(suite, out, base)
+    suite_report = report(suite, out, base)
+    write_timings(out / "timings.md", time.perf_counter() - suite_started, timings.since(before_suite))
+    return suite_report
+
+
+def write_timings(path: Path, wall_s: float, phases: dict[str, float]) -> None:
+    """Where this invocation's time went, phase by phase (:mod:`sft_research.timings`), largest first; printed too.
+    The rest is starting runs (Lightning, data, tokenization), the report, and what no phase times."""
+    rest = wall_s - sum(phases.values())
+    rows = sorted(phases.items(), key=lambda item: -item[1]) + [("other (run set-up, data, Lightning, report)", rest)]
+    lines = [f"Where the time went: {wall_s / 60:.1f} min in all, from the suite's start (imports before it not counted).", ""]
+    lines += ["| phase | seconds | share |", "|---|---|---|"]
+    lines += [f"| {phase} | {seconds:.0f} | {seconds / wall_s:.0%} |" for phase, seconds in rows]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
 
 
 def plan_curve(pipeline: Pipeline, eval_at: list[float]) -> list[int]:

@@ -25,7 +25,8 @@ def collate_examples(
     pad_to_bucket: bool = False,
 ) -> dict:
     """A batch of examples: tensors, and what the host knows about them for the training step, so that it never asks
-    the device: ``lengths`` (each example's longest sequence) and ``example_ids`` as lists and, with ``pack``, one
+    the device: ``lengths`` (each example's longest sequence), ``example_ids`` and ``completion_positions`` (per
+    example, per sequence, the label positions of its completion) as lists and, with ``pack``, one
     packed ``layout`` per micro-batch of ``micro_batch_size`` (None: the whole batch) in ``layouts``.
     ``pad_to_bucket`` pads to one of a few lengths (:func:`~sft_research.buckets.bucket`), for compiled steps."""
     sizes = {len(example.sequences) for example in examples}
@@ -52,6 +53,7 @@ def collate_examples(
         "quality": torch.tensor([example.quality for example in examples], dtype=torch.float32),
         "lengths": lengths,
         "example_ids": [example.example_id for example in examples],
+        "completion_positions": [[label_positions(sequence.completion_mask) for sequence in example.sequences] for example in examples],
     }
     if pack:
         step = micro_batch_size or len(examples)
@@ -65,6 +67,11 @@ def collate_examples(
         for key, value in collated.items() if isinstance(collated, dict) else [(None, collated)]:
             batch[f"frozen/{name}" if key is None else f"frozen/{name}/{key}"] = value
     return batch
+
+
+def label_positions(completion_mask: list[bool]) -> list[int]:
+    """The label positions whose label is a completion token (position t's label is token t + 1)."""
+    return [t for t, completion in enumerate(completion_mask[1:]) if completion]
 
 
 def collate_frozen(values: list, label_positions: int, device: torch.device | None = None) -> torch.Tensor | dict[str, torch.Tensor]:

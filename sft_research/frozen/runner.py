@@ -12,6 +12,7 @@ from sft_research.data.collate import collate_frozen
 from sft_research.data.tokenize import TokenizedExample
 from sft_research.frozen.context import FrozenContext
 from sft_research.frozen.inputs import FrozenInput
+from sft_research.timings import timed
 
 
 @dataclass
@@ -78,7 +79,9 @@ class FrozenInputs:
         for frozen in self.inputs:
             if self.on_the_fly(frozen) or all(frozen.name in example.frozen for example in examples):
                 continue
-            for example, value in zip(examples, frozen.compute(examples, self.context)):
+            with timed("frozen-model passes"):
+                values = frozen.compute(examples, self.context)
+            for example, value in zip(examples, values):
                 example.frozen[frozen.name] = value
 
     def for_batch(self, examples: list[TokenizedExample], label_positions: int, device: torch.device) -> dict:

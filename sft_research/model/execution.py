@@ -31,10 +31,13 @@ class ExecutionConfig:
     compile: bool = False
 
 
-def trimmed(batch: dict, frozen: dict, execution: ExecutionConfig) -> tuple[dict[str, torch.Tensor], dict]:
+def trimmed(batch: dict, frozen: dict, execution: ExecutionConfig, completion_only: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
     """A (micro-)batch's tensors, and its frozen inputs, cut to its longest sequence (``lengths``, known on the host),
     rounded up to a bucket when compiled, so that a compiled step sees a few shapes only; a packed batch keeps its
-    full width (its host-made ``layout`` addresses it) and brings the layout."""
+    full width (its host-made ``layout`` addresses it) and brings the layout. A padded, uncompiled batch brings
+    ``scored`` where ``completion_only``: its completion positions as flat indices over ``[B * S, T]``, made on the
+    host from ``completion_positions``, so that the output layer runs there only (a compiled step would need a graph
+    per count)."""
     length = batch["input_ids"].shape[-1]
     longest = max(batch["lengths"])
     used = length if execution.packing else min(length, bucket(longest) if execution.compile else longest)
@@ -42,6 +45,10 @@ def trimmed(batch: dict, frozen: dict, execution: ExecutionConfig) -> tuple[dict
     tensors |= {"loss_mask": batch["loss_mask"][..., : used - 1], "quality": batch["quality"]}
     if execution.packing:
         tensors["layout"] = batch["layout"]
+    elif completion_only and not execution.compile:
+        rows = [positions for example in batch["completion_positions"] for positions in example]
+        flat = [row * (used - 1) + t for row, positions in enumerate(rows) for t in positions if t < used - 1]
+        tensors["scored"] = torch.tensor(flat, dtype=torch.long).to(batch["input_ids"].device, non_blocking=True)
 
     def cut(value):  # per-position values run over label positions on dim 2; scalars ([B]) stay
         return value[:, :, : used - 1] if value.dim() >= 3 else value
@@ -62,5 +69,6 @@ def batch_outputs(
     if execution.packing:
         values = packed_outputs(model, ids, tensors["layout"], outputs, rows, execution.logprob_chunk_size)
     else:
-        values = sequence_outputs(model, ids, tensors["attention_mask"].reshape(b * s, length), outputs, rows, execution.logprob_chunk_size)
+        mask = tensors["attention_mask"].reshape(b * s, length)
+        values = sequence_outputs(model, ids, mask, outputs, rows, execution.logprob_chunk_size, tensors.get("scored"))
     return {name: value.reshape(b, s, length - 1, *value.shape[2:]) for name, value in values.items()}

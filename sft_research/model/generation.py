@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from sft_research.model.shared_prefix import CACHE_ARGUMENT, split_shared_prefix
+
 
 @dataclass
 class GenerationConfig:
@@ -26,9 +28,14 @@ class GenerationConfig:
 
 @torch.no_grad()
 def generate_tokens(model, tokenizer, prompt_ids: torch.Tensor, attention_mask: torch.Tensor, config: GenerationConfig) -> torch.Tensor:
-    """The new tokens after left-padded prompts, ``[B, new]`` on the model's device (padded after an end of turn)."""
-    sampling = {"temperature": config.temperature, "top_p": config.top_p} if config.do_sample else {}
+    """The new tokens after left-padded prompts, ``[B, new]`` on the model's device (padded after an end of turn); the
+    prompts' shared first tokens run once (:mod:`~sft_research.model.shared_prefix`)."""
+    options = {"temperature": config.temperature, "top_p": config.top_p} if config.do_sample else {}
     device = next(model.parameters()).device
+    shared = split_shared_prefix(prompt_ids, attention_mask, tokenizer.pad_token_id)
+    if shared is not None:
+        prompt_ids, attention_mask = shared.full()
+        options[CACHE_ARGUMENT] = shared.cache(model)
     output = model.generate(
         input_ids=prompt_ids.to(device),
         attention_mask=attention_mask.to(device),
@@ -36,7 +43,7 @@ def generate_tokens(model, tokenizer, prompt_ids: torch.Tensor, attention_mask: 
         do_sample=config.do_sample,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        **sampling,
+        **options,
     )
     return output[:, prompt_ids.shape[1] :]
 

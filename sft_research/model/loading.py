@@ -12,6 +12,7 @@ from transformers.utils import logging as transformers_logging
 from sft_research.checkpoints.embedded import DEFAULT_MODEL
 from sft_research.checkpoints.names import from_pretrained, loadable_name
 from sft_research.model.fp32_buffers import keep_float32_buffers
+from sft_research.timings import timed
 
 # Loading or writing a checkpoint takes a moment, not a task to follow: transformers' "Loading weights" and "Writing
 # model shards" bars (one pair per model in a benchmark run) are turned off. Hub downloads keep their own bars.
@@ -72,12 +73,13 @@ class ModelConfig:
 def load_model(config: ModelConfig):
     from transformers import AutoModelForCausalLM
 
-    model = from_pretrained(
-        AutoModelForCausalLM,
-        config.name_or_path,
-        dtype=DTYPES[config.dtype],
-        attn_implementation=config.attn_implementation,
-    )
+    with timed("model loads"):
+        model = from_pretrained(
+            AutoModelForCausalLM,
+            config.name_or_path,
+            dtype=DTYPES[config.dtype],
+            attn_implementation=config.attn_implementation,
+        )
     keep_float32_buffers(model)
     if config.gradient_checkpointing:
         if hasattr(model, "activation_checkpointing_enable"):  # transformers 5's name; the old one warns there

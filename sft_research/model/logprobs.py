@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from sft_research.model.output_layer import LabelLogprobs, PositionOutput, output_layer, outputs_from_logits
+from sft_research.model.shared_prefix import CACHE_ARGUMENT
 
 LABELS_ONLY = (LabelLogprobs(),)
 
@@ -36,13 +37,15 @@ def sequence_outputs(
     outputs: Sequence[PositionOutput],
     frozen: dict[str, torch.Tensor],
     chunk_size: int | None,
+    scored: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The ``outputs`` (``[N, L - 1, ...]`` each) of ``[N, L]`` right-padded sequences; ``frozen`` holds the
-    ``[N, L - 1, ...]`` tensors they read."""
+    ``[N, L - 1, ...]`` tensors they read. With ``scored`` (flat indices over ``[N, L - 1]``) the output layer runs at
+    those positions only, and the outputs are 0 elsewhere."""
     # Under a causal mask no real token of a right-padded row sees the padding after it, and its position is its
     # index: the padding mask and positions change nothing the outputs read. Without them, transformers does not ask
     # the device whether the batch is padded or packed (a host sync per forward), and attention takes its causal kernel.
-    return forward_outputs(model, input_ids, None, None, outputs, frozen, chunk_size)
+    return forward_outputs(model, input_ids, None, None, outputs, frozen, chunk_size, scored)
 
 
 def forward_outputs(
@@ -53,20 +56,25 @@ def forward_outputs(
     outputs: Sequence[PositionOutput],
     frozen: dict[str, torch.Tensor],
     chunk_size: int | None,
+    scored: torch.Tensor | None = None,
+    cache=None,
 ) -> dict[str, torch.Tensor]:
     """The ``[N, L - 1, ...]`` outputs at the label positions of ``input_ids`` from one forward of ``model``, with this
     attention mask (a 2D padding mask, a 4D mask or a FlexAttention block mask, or None: causal) and these positions
-    (None: each token's index)."""
-    inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids, "use_cache": False}
+    (None: each token's index), after the tokens whose keys and values ``cache`` holds (None: none); ``scored`` as in
+    :func:`sequence_outputs`."""
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids, "use_cache": cache is not None}
+    if cache is not None:
+        inputs[CACHE_ARGUMENT] = cache
     labels = input_ids[:, 1:]
     inner = unwrapped(model)
     if not plain_output_layer(inner):
         logits = model(**inputs).logits[:, :-1]
-        flat = {name: value.reshape(-1, *value.shape[2:]) for name, value in frozen.items()}
-        values = outputs_from_logits(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), outputs, flat)
-        return {output.name: value.view(*labels.shape, *value.shape[1:]) for output, value in zip(outputs, values)}
+        hidden, flat_labels, flat = at_scored(logits.reshape(-1, logits.shape[-1]), labels, frozen, scored)
+        values = dict(zip((output.name for output in outputs), outputs_from_logits(hidden, flat_labels, outputs, flat)))
+        return everywhere(values, labels.shape, scored)
     linear = inner.get_output_embeddings()
-    inner.set_output_embeddings(OutputsHead(linear, labels, outputs, frozen, chunk_size))
+    inner.set_output_embeddings(OutputsHead(linear, labels, outputs, frozen, chunk_size, scored))
     try:
         return model(**inputs).logits
     finally:
@@ -78,17 +86,32 @@ class OutputsHead(torch.nn.Module):
     returns the outputs at the label positions, a dict of ``[N, L - 1, ...]`` tensors, chunk by chunk. The linear layer is
     held outside the module tree and its weight read at call time: FSDP points the layer at the gathered weight."""
 
-    def __init__(self, linear: torch.nn.Linear, labels: torch.Tensor, outputs, frozen: dict[str, torch.Tensor], chunk_size: int | None):
+    def __init__(self, linear: torch.nn.Linear, labels, outputs, frozen: dict[str, torch.Tensor], chunk_size: int | None, scored=None):
         super().__init__()
-        self.linear, self.labels, self.outputs, self.frozen, self.chunk_size = (linear,), labels, tuple(outputs), frozen, chunk_size
+        self.linear, self.labels, self.outputs, self.frozen = (linear,), labels, tuple(outputs), frozen
+        self.chunk_size, self.scored = chunk_size, scored
 
     def forward(self, hidden: torch.Tensor) -> dict[str, torch.Tensor]:
         hidden = hidden[:, :-1]
-        flat = {name: value.reshape(-1, *value.shape[2:]) for name, value in self.frozen.items()}
-        values = output_layer(
-            hidden.reshape(-1, hidden.shape[-1]), self.linear[0].weight, self.labels.reshape(-1), self.outputs, flat, self.chunk_size
-        )
-        return {name: value.view(*self.labels.shape, *value.shape[1:]) for name, value in values.items()}
+        hidden, labels, flat = at_scored(hidden.reshape(-1, hidden.shape[-1]), self.labels, self.frozen, self.scored)
+        values = output_layer(hidden, self.linear[0].weight, labels, self.outputs, flat, self.chunk_size)
+        return everywhere(values, self.labels.shape, self.scored)
+
+
+def at_scored(rows: torch.Tensor, labels: torch.Tensor, frozen: dict[str, torch.Tensor], scored: torch.Tensor | None):
+    """The ``[N * T, ...]`` rows (hidden states or logits), the labels and the ``[N, T, ...]`` frozen tensors, flat,
+    at the scored positions (None: all)."""
+    flat = {name: value.reshape(-1, *value.shape[2:]) for name, value in frozen.items()}
+    if scored is None:
+        return rows, labels.reshape(-1), flat
+    return rows[scored], labels.reshape(-1)[scored], {name: value[scored] for name, value in flat.items()}
+
+
+def everywhere(values: dict[str, torch.Tensor], shape: torch.Size, scored: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """Outputs at the scored positions (``[n, ...]``; None: at all of them) as ``[N, T, ...]``, 0 where not scored."""
+    if scored is not None:
+        values = {name: value.new_zeros(shape.numel(), *value.shape[1:]).index_copy(0, scored, value) for name, value in values.items()}
+    return {name: value.view(*shape, *value.shape[1:]) for name, value in values.items()}
 
 
 def unwrapped(model):

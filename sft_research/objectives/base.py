@@ -22,7 +22,8 @@ class ObjectiveInputs:
     """One micro-batch, as the objective sees it.
 
     Attributes:
-        logps: ``[B, S, T]`` label-token log-probs under the policy (S = 1 for SFT records, 2 for chosen/rejected).
+        logps: ``[B, S, T]`` label-token log-probs under the policy (S = 1 for SFT records, 2 for chosen/rejected); 0
+            where ``mask`` is false, unless the objective sets :attr:`Objective.reads_outside_mask`.
         mask: ``[B, S, T]`` bool, true on completion tokens.
         quality: ``[B]`` per-example quality scores (1.0 where the data has none).
         num_tokens: completion tokens in the whole optimizer batch, across micro-batches and processes (divided by
@@ -76,6 +77,9 @@ class Objective(ABC):
     position, computed chunk by chunk inside the output layer with gradients (:mod:`sft_research.model.output_layer`)."""
     sequences_per_example: int = 1
     """1 for SFT-style records, 2 for preference pairs (chosen, rejected)."""
+    reads_outside_mask: bool = False
+    """Whether it reads ``logps`` or ``outputs`` where ``mask`` is false. If not (no objective here does), the output
+    layer runs at the completion positions only, and they are 0 elsewhere: prompts are most of a batch's tokens."""
     spread_diagnostics: tuple[str, ...] = ()
 
     @abstractmethod

@@ -26,6 +26,7 @@ from sft_research.model.generation import GenerationConfig, generate_with_status
 from sft_research.model.loading import ModelConfig, load_model
 from sft_research.objectives.irft import IRFT
 from sft_research.pipelines.stages import FitConfig, Stage, fit_steps
+from sft_research.timings import timed
 
 
 class IRFTStage(Stage):
@@ -147,7 +148,8 @@ class IRFTStage(Stage):
         for batch in prompt_batches(
             data.renderer, [prompt for prompt, _ in demos], data.tokenizer.pad_token_id, self.generation_batch_size
         ):
-            sampled = generate_with_status(policy, data.tokenizer, batch["prompt_ids"], batch["prompt_attention_mask"], self.generation)
+            with timed("IRFT sampling"):
+                sampled = generate_with_status(policy, data.tokenizer, batch["prompt_ids"], batch["prompt_attention_mask"], self.generation)
             generations += sampled.texts
             finished += sampled.finished
             sampled_tokens += sum(sampled.lengths)

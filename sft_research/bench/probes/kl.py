@@ -9,6 +9,7 @@ import torch
 from sft_research.bench.probes.base import Metric, Probe, ProbeContext
 from sft_research.data.collate import prompt_batches
 from sft_research.model.generation import GenerationConfig, generate_tokens
+from sft_research.model.shared_prefix import continuation_logits
 
 
 @dataclass
@@ -33,22 +34,16 @@ class KLProbe(Probe):
         if model is context.base:
             return [0.0] * len(prompts)
         tokenizer, values = context.tokenizer, []
-        for batch in prompt_batches(context.renderer, prompts, tokenizer.pad_token_id, context.batch_size):
-            prompt_ids, prompt_mask = batch["prompt_ids"].to(model.device), batch["prompt_attention_mask"].to(model.device)
+        pad = tokenizer.pad_token_id
+        for batch in prompt_batches(context.renderer, prompts, pad, context.batch_size):
+            prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_attention_mask"]
             response = generate_tokens(model, tokenizer, prompt_ids, prompt_mask, GenerationConfig(self.max_new_tokens))
-            output = torch.cat([prompt_ids, response], dim=1)
             # Keep the response up to and including its first end-of-turn token; what follows is padding.
             ended = (response == tokenizer.eos_token_id).long().cumsum(-1)
             response_mask = (ended == 0) | ((ended == 1) & (response == tokenizer.eos_token_id))
-            attention = torch.cat([prompt_mask, response_mask.long()], dim=1)
-            positions = (attention.cumsum(-1) - 1).clamp(min=0)
-            # Logits at position t predict token t + 1: the response tokens are predicted from the positions before them.
-            start = prompt_ids.shape[1] - 1
-            log_p = torch.log_softmax(
-                model(input_ids=output, attention_mask=attention, position_ids=positions).logits[:, start:-1].float(), -1
-            )
-            log_q = torch.log_softmax(
-                context.base(input_ids=output, attention_mask=attention, position_ids=positions).logits[:, start:-1].float(), -1
+            log_p, log_q = (
+                torch.log_softmax(continuation_logits(m, prompt_ids, prompt_mask, response, response_mask, pad).float(), -1)
+                for m in (model, context.base)
             )
             kl = (log_p.exp() * (log_p - log_q)).sum(-1)
             values += (kl * response_mask).sum(-1).tolist()
