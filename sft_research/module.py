@@ -26,7 +26,7 @@ from sft_research.errors import ConfigError
 from sft_research.evaluation.task_accuracy import TaskAccuracy
 from sft_research.export import export_final_model
 from sft_research.frozen.runner import FrozenConfig, FrozenInputs, batch_frozen, frozen_tensor
-from sft_research.model.execution import ExecutionConfig, batch_outputs, trimmed
+from sft_research.model.execution import ExecutionConfig, batch_outputs, check_shared_prefix, trimmed
 from sft_research.model.fp32_buffers import restore_float32_buffers
 from sft_research.model.fsdp import check_fsdp_policy, finish_fsdp_backward, generation_ready
 from sft_research.model.generation import GenerationConfig, generate
@@ -102,6 +102,7 @@ class FineTuningModule(L.LightningModule):
             data.micro_batch_size, data.pack, data.pad_to_bucket = self.micro_batch_size, self.execution.packing, self.execution.compile
         if stage == "fit":
             check_batch_and_records(self, data)
+            check_shared_prefix(self.execution, self.objective, self.trainer.world_size, self.pretrained.gradient_checkpointing)
             check_fsdp_policy(self.trainer.strategy, local_architecture(self.pretrained.name_or_path), self.pretrained.lora is not None)
             self.prepare_frozen(data, "train", data.train_examples)
         if data is not None and data.val_examples and data.eval_task is None:

@@ -59,6 +59,7 @@ class Budget:
         max_length: longest training sequence.
         accelerator: Lightning accelerator.
         precision: Lightning precision, e.g. ``bf16-mixed`` on GPUs.
+        shared_prefix: run the tokens a batch's sequences share once (``model.execution.shared_prefix``).
     """
 
     max_steps: int = 30
@@ -69,6 +70,7 @@ class Budget:
     max_length: int = 256
     accelerator: str = "auto"
     precision: str | None = None
+    shared_prefix: bool = False
 
 
 class Suite:
@@ -162,4 +164,6 @@ class Suite:
                 "eval_batch_size": self.eval_batch_size,
             },
         }
+        if budget.shared_prefix:
+            config["model"]["execution"] = {"shared_prefix": True}
         return deep_merge(config, overrides or {})

@@ -25,8 +25,9 @@ def collate_examples(
     pad_to_bucket: bool = False,
 ) -> dict:
     """A batch of examples: tensors, and what the host knows about them for the training step, so that it never asks
-    the device: ``lengths`` (each example's longest sequence), ``example_ids`` and ``completion_positions`` (per
-    example, per sequence, the label positions of its completion) as lists and, with ``pack``, one
+    the device: ``lengths`` (each example's longest sequence), ``example_ids``, ``completion_positions`` (per
+    example, per sequence, the label positions of its completion) and ``shared_tokens`` (per example, the batch's
+    :func:`shared_tokens`) as lists and, with ``pack``, one
     packed ``layout`` per micro-batch of ``micro_batch_size`` (None: the whole batch) in ``layouts``.
     ``pad_to_bucket`` pads to one of a few lengths (:func:`~sft_research.buckets.bucket`), for compiled steps."""
     sizes = {len(example.sequences) for example in examples}
@@ -54,6 +55,7 @@ def collate_examples(
         "lengths": lengths,
         "example_ids": [example.example_id for example in examples],
         "completion_positions": [[label_positions(sequence.completion_mask) for sequence in example.sequences] for example in examples],
+        "shared_tokens": [shared_tokens([s for example in examples for s in example.sequences])] * len(examples),
     }
     if pack:
         step = micro_batch_size or len(examples)
@@ -72,6 +74,17 @@ def collate_examples(
 def label_positions(completion_mask: list[bool]) -> list[int]:
     """The label positions whose label is a completion token (position t's label is token t + 1)."""
     return [t for t, completion in enumerate(completion_mask[1:]) if completion]
+
+
+def shared_tokens(sequences: list) -> int:
+    """How many first tokens all the sequences share, stopping before the position that predicts any sequence's first
+    completion token (and leaving each sequence a token of its own)."""
+    first = sequences[0].input_ids
+    limit = min((s.completion_mask.index(True) if True in s.completion_mask else len(s.input_ids)) - 1 for s in sequences)
+    count = 0
+    while count < limit and all(s.input_ids[count] == first[count] for s in sequences):
+        count += 1
+    return count
 
 
 def collate_frozen(values: list, label_positions: int, device: torch.device | None = None) -> torch.Tensor | dict[str, torch.Tensor]:

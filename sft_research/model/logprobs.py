@@ -48,6 +48,29 @@ def sequence_outputs(
     return forward_outputs(model, input_ids, None, None, outputs, frozen, chunk_size, scored)
 
 
+def prefix_cached_outputs(
+    model,
+    input_ids: torch.Tensor,
+    prefix_length: int,
+    outputs: Sequence[PositionOutput],
+    frozen: dict[str, torch.Tensor],
+    chunk_size: int | None,
+    scored: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """:func:`sequence_outputs` of ``[N, L]`` right-padded sequences that all start with the same ``prefix_length``
+    tokens, which run once (one row, with gradients), their keys and values repeated over the rows; the rest of each
+    row runs after them. The outputs at the prefix's label positions are 0: none of them is scored. ``scored``
+    indexes the ``[N, L - 1 - prefix_length]`` label positions after the prefix."""
+    rows, length = input_ids.shape
+    head = model(input_ids=input_ids[:1, :prefix_length], use_cache=True)
+    cache = head.cache if CACHE_ARGUMENT == "cache" else head.past_key_values
+    cache.batch_repeat_interleave(rows)
+    positions = torch.arange(prefix_length, length, device=input_ids.device).expand(rows, -1)
+    after = {name: value[:, prefix_length:] for name, value in frozen.items()}
+    rest = forward_outputs(model, input_ids[:, prefix_length:], None, positions, outputs, after, chunk_size, scored, cache=cache)
+    return {name: torch.cat([value.new_zeros(rows, prefix_length, *value.shape[2:]), value], dim=1) for name, value in rest.items()}
+
+
 def forward_outputs(
     model,
     input_ids: torch.Tensor,
