@@ -1,7 +1,7 @@
 """The tokens every prompt of a batch starts with (the chat template's system turn, a task's instruction), run once.
 
 Evaluation and IRFT's sampling generate from dozens of prompts that share most of their tokens: SmolLM2's template
-puts the same 20-token system turn before every user turn. Their keys and values are the same in every row, so they
+puts the same 21-token system turn before every user turn. Their keys and values are the same in every row, so they
 are computed once for one row and repeated over the batch; only each prompt's own tokens (left-padded after the
 shared ones, with positions that skip the padding) go through the model per row. The outputs are those of the full
 prompts up to floating-point rounding (``tests/test_shared_prefix.py``).
