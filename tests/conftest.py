@@ -69,6 +69,21 @@ def file_fit_args(model, data_path, root, steps: int) -> list[str]:
     ]
 
 
+def quiet_trainer(root, **options):
+    """A Lightning Trainer on the CPU that writes and prints nothing a test does not ask for (no logger, checkpoints,
+    progress bar or model summary), with its files under ``root``; ``options`` add to these or replace them."""
+    import lightning as L
+
+    quiet = {
+        "accelerator": "cpu",
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+    return L.Trainer(**(quiet | {"default_root_dir": root} | options))
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path

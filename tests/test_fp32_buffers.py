@@ -14,7 +14,7 @@ from sft_research.module import FineTuningModule
 from sft_research.objectives import SFT
 from sft_research.optim import OptimizerConfig
 from sft_research.rehearsal.strategy import CPUFSDPStrategy
-from tests.conftest import ROWS, write_jsonl
+from tests.conftest import ROWS, quiet_trainer, write_jsonl
 
 HEAD_DIM, THETA, POSITIONS = 128, 1e6, 1100
 
@@ -64,17 +64,7 @@ def fit_one_step(model_dir, tmp_path, precision, dtype, strategy="auto"):
     L.seed_everything(0)
     module = WithUnprotectedBuffer(ModelConfig(str(model_dir), dtype=dtype), SFT(), OptimizerConfig(lr=1e-5))
     data = SFTDataModule(FileDataset(str(write_jsonl(tmp_path / "d.jsonl", ROWS))), tokenizer=str(model_dir), batch_size=4)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        strategy=strategy,
-        precision=precision,
-        max_steps=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, devices=1, strategy=strategy, precision=precision, max_steps=1)
     trainer.fit(module, data)
     return module
 

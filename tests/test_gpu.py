@@ -22,7 +22,7 @@ from sft_research.model.output_layer import LabelLogprobs, chunked_label_logprob
 from sft_research.module import FineTuningModule
 from sft_research.objectives import SFT
 from sft_research.optim import OptimizerConfig
-from tests.conftest import PAIR_ROWS, ROWS, SFT_ROWS, write_jsonl
+from tests.conftest import PAIR_ROWS, ROWS, SFT_ROWS, quiet_trainer, write_jsonl
 
 pytestmark = [
     pytest.mark.gpu,
@@ -79,18 +79,7 @@ def fit(model_dir, data_path, root, steps=1, dtype="float32", precision="32-true
     module = gpu_module(model_dir, root, dtype, attention, lr, **execution)
     data = SFTDataModule(FileDataset(str(data_path)), tokenizer=str(model_dir), batch_size=8, max_length=512)
     recorder = Recorder()
-    trainer = L.Trainer(
-        max_steps=steps,
-        accelerator=ACCELERATOR,
-        devices=1,
-        precision=precision,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[recorder],
-        default_root_dir=root,
-    )
+    trainer = quiet_trainer(root, max_steps=steps, accelerator=ACCELERATOR, devices=1, precision=precision, callbacks=[recorder])
     trainer.fit(module, data)
     return recorder, module
 
@@ -272,7 +261,8 @@ def test_fsdp_on_one_gpu_trains_and_exports_a_checkpoint_with_the_modules_logpro
     module.captured = []
     data = SFTDataModule(FileDataset(str(path)), val=FileDataset(str(path)), tokenizer=str(tiny_model_dir), batch_size=4, eval_batch_size=4)
     steps = 3
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
+        tmp_path,
         accelerator=ACCELERATOR,
         devices=1,
         strategy=FSDPStrategy(auto_wrap_policy=layers, **settings),
@@ -281,10 +271,6 @@ def test_fsdp_on_one_gpu_trains_and_exports_a_checkpoint_with_the_modules_logpro
         val_check_interval=steps,
         limit_val_batches=1,
         num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        default_root_dir=tmp_path,
     )
     trainer.fit(module, data)
     assert trainer.global_step == steps and len(module.captured) == 1, "one validation, after the last step"

@@ -1,10 +1,9 @@
 """The GPU tests are skipped here, so nothing else would notice their helpers drifting from the module's API: build
 every module they train, and run their validation capture on the CPU."""
 
-import lightning as L
 import pytest
 
-from tests.conftest import SFT_ROWS, write_jsonl
+from tests.conftest import SFT_ROWS, quiet_trainer, write_jsonl
 from tests.test_gpu import ValidationLogprobs, gpu_module
 
 # Every execution setting the GPU tests pass to fit().
@@ -28,18 +27,7 @@ def test_the_fsdp_tests_validation_capture_runs(tiny_model_dir, tmp_path):
     module = ValidationLogprobs(ModelConfig(str(tiny_model_dir)), SFT(), OptimizerConfig(lr=1e-2), save_dir=str(tmp_path / "hf_model"))
     module.captured = []
     data = SFTDataModule(FileDataset(str(path)), val=FileDataset(str(path)), tokenizer=str(tiny_model_dir), batch_size=4, eval_batch_size=4)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=1,
-        limit_val_batches=1,
-        num_sanity_val_steps=0,
-        val_check_interval=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=1, limit_val_batches=1, num_sanity_val_steps=0, val_check_interval=1)
     trainer.fit(module, data)
     batch, logps = module.captured[0]
     assert logps.shape[:2] == batch["input_ids"].shape[:2] and (logps[batch["loss_mask"]] < 0).all()

@@ -15,7 +15,7 @@ from sft_research.model.logprobs import sequence_logprobs
 from sft_research.module import FineTuningModule
 from sft_research.objectives import SFT
 from sft_research.optim import OptimizerConfig
-from tests.conftest import ROWS, write_jsonl
+from tests.conftest import ROWS, quiet_trainer, write_jsonl
 
 
 class GradientCapture(Callback):
@@ -37,15 +37,7 @@ def first_step_gradients(model_dir, data_path, micro_batch_size, objective, root
     )
     data = SFTDataModule(FileDataset(str(data_path)), tokenizer=str(model_dir), batch_size=8)
     capture = GradientCapture()
-    trainer = L.Trainer(
-        max_steps=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        callbacks=[capture],
-        default_root_dir=root,
-    )
+    trainer = quiet_trainer(root, max_steps=1, callbacks=[capture])
     trainer.fit(module, data)
     return capture.gradients[0]
 

@@ -18,7 +18,7 @@ from sft_research.model.loading import ModelConfig, load_model
 from sft_research.module import FineTuningModule
 from sft_research.objectives import Distillation, SFTWithKL, generalized_jsd
 from sft_research.optim import OptimizerConfig
-from tests.conftest import ROWS, readme_block, write_jsonl
+from tests.conftest import ROWS, quiet_trainer, readme_block, write_jsonl
 
 
 class FirstStep(Callback):
@@ -40,15 +40,7 @@ def first_step(model_dir, reference, data_path, objective, root, **execution):
     )
     data = SFTDataModule(FileDataset(str(data_path)), tokenizer=str(model_dir), batch_size=8)
     capture = FirstStep()
-    trainer = L.Trainer(
-        max_steps=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        callbacks=[capture],
-        default_root_dir=root,
-    )
+    trainer = quiet_trainer(root, max_steps=1, callbacks=[capture])
     trainer.fit(module, data)
     return capture.gradients, data
 

@@ -15,7 +15,7 @@ from sft_research.model.loading import ModelConfig
 from sft_research.module import FineTuningModule
 from sft_research.objectives import DPO, SFT
 from sft_research.optim import OptimizerConfig
-from tests.conftest import PAIR_ROWS, SFT_ROWS, write_jsonl
+from tests.conftest import PAIR_ROWS, SFT_ROWS, quiet_trainer, write_jsonl
 
 # Operators whose result the host reads, or whose output shape depends on the data.
 SYNCING = {"_local_scalar_dense", "nonzero", "masked_select", "unique_dim", "_unique2", "unique_consecutive", "is_nonzero", "equal"}
@@ -70,18 +70,7 @@ def train(model_dir, rows_path, root, objective, steps: int, callbacks, **execut
     )
     data = SFTDataModule(FileDataset(str(rows_path)), tokenizer=str(model_dir), batch_size=4)
     # Logging every 100 steps: the measured steps log nothing.
-    trainer = L.Trainer(
-        accelerator="cpu",
-        precision="bf16-true",
-        max_steps=steps,
-        log_every_n_steps=100,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=callbacks,
-        default_root_dir=root,
-    )
+    trainer = quiet_trainer(root, precision="bf16-true", max_steps=steps, log_every_n_steps=100, callbacks=callbacks)
     trainer.fit(module, data)
     return module
 

@@ -9,7 +9,7 @@ import torch
 
 from sft_research.model.logprobs import forward_outputs, sequence_outputs
 from sft_research.model.output_layer import LabelLogprobs, PositionOutput, outputs_from_logits
-from sft_research.model.shared_prefix import CACHE_ARGUMENT, MIN_SHARED, common_prefix_length
+from sft_research.model.shared_prefix import CACHE_ARGUMENT, MIN_SHARED, shared_length
 
 
 class FrozenQuantity(ABC):
@@ -68,7 +68,7 @@ def frozen_outputs(model, input_ids, attention_mask, outputs, chunk_size: int | 
     example, as evaluation's prompts do: :mod:`~sft_research.model.shared_prefix`): their outputs from one row, their
     keys and values cached and repeated over the rows, and the rest of each row run after them."""
     rows = [row[keep] for row, keep in zip(input_ids.cpu(), attention_mask.cpu().bool())]
-    cached = min(common_prefix_length(rows), min(len(row) for row in rows) - 1) - 1
+    cached = shared_length(rows) - 1
     if cached < MIN_SHARED or len(rows) == 1:
         return sequence_outputs(model, input_ids, attention_mask, outputs, {}, chunk_size)
     head = model(input_ids=input_ids[:1, : cached + 1], use_cache=True)

@@ -47,9 +47,9 @@ class SharedPrefix:
         return cache
 
 
-def common_prefix_length(rows: list[torch.Tensor]) -> int:
-    """How many first tokens all the rows (1D token ids) have in common."""
-    shortest = min(len(row) for row in rows)
+def shared_length(rows: list[torch.Tensor]) -> int:
+    """How many first tokens all the rows (1D token ids) have in common, leaving each row at least one of its own."""
+    shortest = min(len(row) for row in rows) - 1
     stacked = torch.stack([row[:shortest] for row in rows])
     differs = (stacked != stacked[:1]).any(0).nonzero()
     return int(differs[0]) if len(differs) else shortest
@@ -60,7 +60,7 @@ def split_shared_prefix(ids: torch.Tensor, mask: torch.Tensor, pad_token_id: int
     one token of its own; None where they share fewer than :data:`MIN_SHARED` tokens."""
     ids, mask = ids.cpu(), mask.cpu().bool()
     rows = [row[keep] for row, keep in zip(ids, mask)]
-    shared = min(common_prefix_length(rows), min(len(row) for row in rows) - 1)
+    shared = shared_length(rows)
     if shared < MIN_SHARED:
         return None
     rest = [row[shared:] for row in rows]
