@@ -28,7 +28,7 @@ from sft_research.export import export_final_model
 from sft_research.frozen.runner import FrozenConfig, FrozenInputs, batch_frozen, frozen_tensor
 from sft_research.model.execution import ExecutionConfig, batch_outputs, check_shared_prefix, trimmed
 from sft_research.model.fp32_buffers import restore_float32_buffers
-from sft_research.model.fsdp import check_fsdp_policy, finish_fsdp_backward, generation_ready
+from sft_research.model.fsdp import check_fsdp_policy, clip_grad_norm, finish_fsdp_backward, generation_ready
 from sft_research.model.generation import GenerationConfig, generate
 from sft_research.model.loading import ModelConfig, load_model
 from sft_research.model.output_layer import LabelLogprobs
@@ -164,8 +164,8 @@ class FineTuningModule(L.LightningModule):
             loss += output.loss.detach()
             for name, value in output.diagnostics.items():
                 diagnostics.setdefault(name, []).append(value.detach().float())
-        max_norm = self.optimizer_config.max_grad_norm
-        grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None], max_norm or float("inf"))
+        trained = [p for p in self.model.parameters() if p.grad is not None]
+        grad_norm = clip_grad_norm(self.trainer.strategy, trained, self.optimizer_config.max_grad_norm)
         if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):  # the step's one wait for the device
             self.handle_nonfinite(batch, loss, grad_norm, diagnostics)
             optimizer.zero_grad(set_to_none=True)

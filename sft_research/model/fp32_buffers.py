@@ -30,7 +30,9 @@ class _Restore:
         for name, value in self.kept.items():
             current = module._buffers.get(name)
             if current is not None and current.dtype != torch.float32:
-                module._buffers[name] = value.to(current.device)
+                # A copy: a cast that converts the buffer in place (FSDP's sets ``buffer.data``) must never reach
+                # the kept values.
+                module._buffers[name] = value.to(current.device, copy=True)
 
 
 def restore_float32_buffers(model: torch.nn.Module) -> None:

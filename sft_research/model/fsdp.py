@@ -70,6 +70,18 @@ def finish_fsdp_backward(strategy) -> None:
     _post_backward_final_callback(strategy.model, strategy.model)
 
 
+def clip_grad_norm(strategy, parameters: list[torch.nn.Parameter], max_norm: float | None) -> torch.Tensor:
+    """The gradient norm over the whole model, with the gradients clipped to ``max_norm`` by it (None or 0: not
+    clipped, as in Hugging Face's Trainer). Under FSDP each process holds a shard of every gradient, so the norm of
+    its own is not the model's: the root FSDP module's ``clip_grad_norm_`` sums the shards' squares over every
+    process (a collective, so every process calls this). Under DDP the gradients are already averaged over
+    processes, and each one's norm is the model's."""
+    limit = max_norm or float("inf")
+    if isinstance(strategy, FSDPStrategy):
+        return strategy.model.clip_grad_norm_(limit)
+    return torch.nn.utils.clip_grad_norm_(parameters, limit)
+
+
 def generation_ready(model) -> contextlib.AbstractContextManager:
     """Gathers the weights that a causal LM wrapped as an FSDP unit holds itself (embeddings, final norm, output
     layer) while ``model.generate`` runs: generation calls the wrapped model directly, past the unit's forward that
