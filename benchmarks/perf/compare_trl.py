@@ -8,9 +8,12 @@ FLOP utilisation and peak memory for SFT and DPO, and the ratios to TRL's best s
 Every (framework, setting) runs in its own process, so that each peak-memory reading is its own; the settings
 alternate between the frameworks, `--repeats` times, and the median is reported. TRL runs as its users would
 tune it, with its documented speed options: padded; packed padding-free (bfd) with SDPA and with FlexAttention (the
-kernel we use); Liger kernels (GPUs); `torch_compile`; always the fused AdamW and gradient checkpointing off. DPO
-runs by default, with precomputed reference log-probs, Liger and compile. We run packed (compiled or not) and
-padded. The ratio is to TRL's fastest setting. ``--settings`` picks a subset (the GPU call's strongest candidates).
+kernel we use); Liger kernels (GPUs); `torch_compile`; all of these together (packed, FlexAttention, Liger,
+compiled: the strongest tuned setting); always the fused AdamW and gradient checkpointing off. DPO runs by default,
+with precomputed reference log-probs, Liger and compile, and with all three. We run packed (compiled or not) and
+padded. The ratio is to TRL's fastest setting among those run. ``--settings`` picks a subset: a setting's name runs it
+in either framework that has it, ``trl:padded`` in one (benchmarks/gpu/check.sh's parts fix theirs in advance).
+The exit status is 1 if any run failed (its error is printed; the others are still reported).
 
 Precision (``--precision``): ``masters`` (default) runs both in bf16 over float32 weights, as our configs train (ours:
 bf16 weights with float32 master copies stepped by the optimizer; TRL: float32 weights under bf16 autocast), and
@@ -102,6 +105,7 @@ SETTINGS = {
         ("trl", "packed_flex_liger"),
         ("trl", "packed_flex_compiled"),
         ("trl", "packed_sdpa_compiled"),
+        ("trl", "packed_flex_liger_compiled"),
     ],
     "dpo": [
         ("ours", "cached_reference_compiled"),
@@ -110,10 +114,11 @@ SETTINGS = {
         ("trl", "precomputed_reference"),
         ("trl", "liger"),
         ("trl", "compiled"),
+        ("trl", "precomputed_liger_compiled"),
     ],
 }
 # FlexAttention's backward and Liger's Triton kernels run on GPUs only.
-GPU_ONLY = {"packed_flex", "packed_flex_liger", "packed_flex_compiled", "liger"}
+GPU_ONLY = {"packed_flex", "packed_flex_liger", "packed_flex_compiled", "packed_flex_liger_compiled", "liger", "precomputed_liger_compiled"}
 
 
 def build_assets(preset: dict, folder: Path, tokenizer_path: str | None = None, positions: int = 4096) -> tuple[Path, Path, Path, float]:
@@ -304,7 +309,7 @@ def run_trl(job: dict) -> dict:
         )
     else:
         args = DPOConfig(
-            per_device_train_batch_size=job["batch"] // 2, beta=0.1, precompute_ref_log_probs=setting == "precomputed_reference", **common
+            per_device_train_batch_size=job["batch"] // 2, beta=0.1, precompute_ref_log_probs=setting.startswith("precomputed"), **common
         )
         trainer = DPOTrainer(
             model=model, args=args, train_dataset=load_dataset("json", data_files=job["pairs"], split="train"), processing_class=tokenizer
@@ -459,7 +464,11 @@ def main() -> None:
         help="also SFT at batch 1 on sequences of these lengths: ours packed against TRL's best SFT setting",
     )
     parser.add_argument("--long_steps", type=int, default=5, help="optimizer steps per --long_context run (the first is warm-up)")
-    parser.add_argument("--settings", nargs="*", help="run only these settings (e.g. packed_compiled packed_flex_liger); default: all")
+    parser.add_argument(
+        "--settings",
+        nargs="*",
+        help="run only these settings (e.g. packed_compiled trl:padded: a name alone in either framework); default: all",
+    )
     parser.add_argument(
         "--precision",
         choices=["masters", "pure_bf16"],
@@ -477,18 +486,25 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         return worker(json.loads(args.worker))
+    known = {name for runs in SETTINGS.values() for pair in runs for name in (pair[1], ":".join(pair))}
+    unknown = sorted(set(args.settings or []) - known)
+    if unknown:
+        parser.error(f"unknown settings {unknown}; known: {sorted(known)}")
     preset = dict(PRESETS[args.preset])
     if args.steps:
         preset["steps"] = args.steps
     preset["steps"] = max(preset["steps"], preset["warmup"] + 2)
     folder = Path(tempfile.mkdtemp(prefix="compare_trl_"))
     try:
-        compare(args, preset, folder)
+        failed = compare(args, preset, folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    if failed:
+        sys.exit(f"compare_trl.py: {len(failed)} run(s) failed: {', '.join(failed)}")
 
 
-def compare(args, preset: dict, folder: Path) -> None:
+def compare(args, preset: dict, folder: Path) -> list[str]:
+    """Runs every chosen setting and writes the report; returns the runs that failed."""
     import torch
 
     positions = max(4096, 2 * max(args.long_context, default=0))
@@ -526,6 +542,7 @@ def compare(args, preset: dict, folder: Path) -> None:
         "jobs": [],
         "rows": [],
         "long_context": [],
+        "failed": [],
     }
 
     def save() -> None:
@@ -534,10 +551,12 @@ def compare(args, preset: dict, folder: Path) -> None:
             Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
 
     results: dict[tuple[str, str, str], list[dict]] = {}
+    epoch_tokens = {"sft": preset["examples"] * mean_length, "dpo": 2 * preset["examples"] * mean_length}
     for _ in range(args.repeats):
         for objective in args.objectives:
             for framework, setting in SETTINGS[objective]:
-                if (setting in GPU_ONLY and not gpu) or (args.settings and setting not in args.settings):
+                chosen = not args.settings or setting in args.settings or f"{framework}:{setting}" in args.settings
+                if (setting in GPU_ONLY and not gpu) or not chosen:
                     continue
                 job = {**base_job, "framework": framework, "setting": setting, "objective": objective}
                 if (
@@ -549,9 +568,13 @@ def compare(args, preset: dict, folder: Path) -> None:
                     job["profile"] = str(Path(args.profile).resolve())
                 result = run_job(job, folder)
                 if result is None:
+                    report["failed"].append(f"{objective} {framework} {setting}")
+                    save()
                     continue
                 results.setdefault((objective, framework, setting), []).append(result)
                 report["jobs"].append({"objective": objective, "framework": framework, "setting": setting, **result})
+                # The rows (ratios, MFU) after every run, so that a run stopped at a time limit keeps them too.
+                report["rows"] = summary_rows(results, epoch_tokens, flops_per_token, peak)
                 save()
                 print(f"  {objective} {framework} {setting}: {result['tokens_per_s']:.0f} tokens/s", flush=True)
     print(
@@ -563,42 +586,13 @@ def compare(args, preset: dict, folder: Path) -> None:
         "vs TRL's best amortised | MFU | peak GiB | one-off setup s (compiling steps) |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
-    epoch_tokens = {"sft": preset["examples"] * mean_length, "dpo": 2 * preset["examples"] * mean_length}
-    rows = report["rows"]
-    for objective in args.objectives:
-        runs_of = {k: v for k, v in results.items() if k[0] == objective}
-        speed = {k: statistics.median(r["tokens_per_s"] for r in v) for k, v in runs_of.items()}
-        setup = {k: statistics.median(r["setup_s"] for r in v) for k, v in runs_of.items()}
-        # One epoch's tokens over the time to train on them plus the one-off setup (model load, reference pass).
-        amortised = {k: epoch_tokens[objective] / (epoch_tokens[objective] / speed[k] + setup[k]) for k in runs_of}
-        trl_best = max((a for k, a in amortised.items() if k[1] == "trl"), default=float("nan"))
-        trl_fastest = max((v for k, v in speed.items() if k[1] == "trl"), default=float("nan"))
-        for key, runs in runs_of.items():
-            memory = statistics.median(r["peak_gib"] for r in runs)
-            mfu = speed[key] * flops_per_token / peak  # the policy's training FLOPs only (6 per parameter and token)
-            checkpointing = any(r["gradient_checkpointing"] for r in runs)
-            rows.append(
-                {
-                    "objective": objective,
-                    "framework": key[1],
-                    "setting": key[2],
-                    "tokens_per_s": speed[key],
-                    "tokens_per_s_amortised": amortised[key],
-                    "mfu": mfu,
-                    "peak_gib": memory,
-                    "setup_s": setup[key],
-                    "vs_trl_fastest": speed[key] / trl_fastest,
-                    "vs_trl_best_amortised": amortised[key] / trl_best,
-                    "gradient_checkpointing": checkpointing,
-                    "runs": [{k: r[k] for k in ("tokens_per_s", "peak_gib", "setup_s", "timed_steps", "compiling_steps")} for r in runs],
-                }
-            )
-            compiling = statistics.median(r["compiling_steps"] for r in runs)
-            print(
-                f"| {objective} | {key[1]} | {key[2]}{' (gradient checkpointing)' if checkpointing else ''} | {speed[key]:.0f} | "
-                f"{speed[key] / trl_fastest:.2f}x | {amortised[key]:.0f} | {amortised[key] / trl_best:.2f}x | {mfu:.1%} | {memory:.2f} | "
-                f"{setup[key]:.1f} ({compiling:g}) |"
-            )
+    for row in report["rows"]:
+        checkpointing = " (gradient checkpointing)" if row["gradient_checkpointing"] else ""
+        print(
+            f"| {row['objective']} | {row['framework']} | {row['setting']}{checkpointing} | {row['tokens_per_s']:.0f} | "
+            f"{row['vs_trl_fastest']:.2f}x | {row['tokens_per_s_amortised']:.0f} | {row['vs_trl_best_amortised']:.2f}x | "
+            f"{row['mfu']:.1%} | {row['peak_gib']:.2f} | {row['setup_s']:.1f} ({row['compiling_steps']:g}) |"
+        )
     save()
     if args.long_context:
         long_context(
@@ -611,6 +605,41 @@ def compare(args, preset: dict, folder: Path) -> None:
             save,
             lambda tokens: model_flops_per_token(preset["model"], tokens) / peak,
         )
+    long_failed = [f"sft {row['framework']} {row['setting']} at {row['tokens']} tokens" for row in report["long_context"] if row["failed"]]
+    return report["failed"] + long_failed
+
+
+def summary_rows(results: dict, epoch_tokens: dict[str, float], flops_per_token: float, peak: float) -> list[dict]:
+    """One row per (objective, framework, setting) run so far: medians over its repeats, and the ratios to TRL's
+    fastest setting and to its best with the one-off setup amortised over an epoch of the benchmark's data."""
+    rows = []
+    for objective in dict.fromkeys(key[0] for key in results):
+        runs_of = {k: v for k, v in results.items() if k[0] == objective}
+        speed = {k: statistics.median(r["tokens_per_s"] for r in v) for k, v in runs_of.items()}
+        setup = {k: statistics.median(r["setup_s"] for r in v) for k, v in runs_of.items()}
+        # One epoch's tokens over the time to train on them plus the one-off setup (model load, reference pass).
+        amortised = {k: epoch_tokens[objective] / (epoch_tokens[objective] / speed[k] + setup[k]) for k in runs_of}
+        trl_best = max((a for k, a in amortised.items() if k[1] == "trl"), default=float("nan"))
+        trl_fastest = max((v for k, v in speed.items() if k[1] == "trl"), default=float("nan"))
+        for key, runs in runs_of.items():
+            rows.append(
+                {
+                    "objective": objective,
+                    "framework": key[1],
+                    "setting": key[2],
+                    "tokens_per_s": speed[key],
+                    "tokens_per_s_amortised": amortised[key],
+                    "mfu": speed[key] * flops_per_token / peak,  # the policy's training FLOPs only (6 per parameter and token)
+                    "peak_gib": statistics.median(r["peak_gib"] for r in runs),
+                    "setup_s": setup[key],
+                    "compiling_steps": statistics.median(r["compiling_steps"] for r in runs),
+                    "vs_trl_fastest": speed[key] / trl_fastest,
+                    "vs_trl_best_amortised": amortised[key] / trl_best,
+                    "gradient_checkpointing": any(r["gradient_checkpointing"] for r in runs),
+                    "runs": [{k: r[k] for k in ("tokens_per_s", "peak_gib", "setup_s", "timed_steps", "compiling_steps")} for r in runs],
+                }
+            )
+    return rows
 
 
 def job_profiled(results: dict) -> bool:
