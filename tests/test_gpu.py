@@ -1,5 +1,7 @@
-"""What only a GPU can check: FlexAttention packing, chunked log-probs on CUDA, torch.compile, bf16, FSDP, and frozen
-log-probs cached from a GPU. Every test is marked ``gpu`` and skipped without CUDA (``pytest -m gpu`` runs them)."""
+"""What only a GPU can check: FlexAttention packing, chunked log-probs on CUDA, torch.compile, bf16 (the rotary
+inv_freq kept float32 at every step, float32 master weights at lr 5e-7), FSDP, and frozen log-probs cached from a GPU.
+Every test is marked ``gpu`` and skipped without CUDA (``pytest -m gpu`` runs them); tests/test_gpu_helpers.py runs
+their helpers on the CPU."""
 
 import csv
 import importlib
@@ -13,8 +15,10 @@ from lightning.pytorch.callbacks import Callback
 
 from sft_research.checkpoints.tiny import CORPUS, build_tiny_checkpoint
 from sft_research.cli import main
+from sft_research.csv_logger import RunCSVLogger
 from sft_research.data import FileDataset, SFTDataModule
 from sft_research.data.collate import micro_batches
+from sft_research.master_weights import MasterWeights
 from sft_research.model.execution import ExecutionConfig, batch_outputs, trimmed
 from sft_research.model.loading import ModelConfig
 from sft_research.model.logprobs import sequence_logprobs
@@ -23,6 +27,8 @@ from sft_research.module import FineTuningModule
 from sft_research.objectives import SFT
 from sft_research.optim import OptimizerConfig
 from tests.conftest import PAIR_ROWS, ROWS, SFT_ROWS, quiet_trainer, write_jsonl
+from tests.test_fp32_buffers import HEAD_DIM, POSITIONS, THETA, attention_output, copy_in_float32, exact_inv_freq
+from tests.test_master_weights import LR, STEPS, Record, adamw_replay
 
 pytestmark = [
     pytest.mark.gpu,
@@ -30,6 +36,7 @@ pytestmark = [
     pytest.mark.usefixtures("private_cache"),
 ]
 DEVICE, ACCELERATOR = "cuda", "gpu"
+DEVICES = {"gpu": "cuda", "cpu": "cpu"}  # the device of each accelerator the helpers below run on
 REPO = Path(__file__).parents[1]
 
 
@@ -185,6 +192,154 @@ def test_bf16_fits_are_finite_and_learn(model_dir, tmp_path, precision):
     first, last = sum(recorder.losses[:3]) / 3, sum(recorder.losses[-3:]) / 3
     assert last < first - 0.1, recorder.losses
     assert all(torch.isfinite(g).all() for g in recorder.gradients.values())
+
+
+def build_rope_model(path: Path, tokenizer_dir: Path) -> Path:
+    """tests/test_fp32_buffers.py's model: one Qwen2 layer with Qwen2.5's RoPE (head dim 128, theta 1e6) and sharp
+    attention, so that a bf16-rounded inv_freq shows in the attention past position 1,000; the tiny tokenizer."""
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=2 * HEAD_DIM,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        rope_theta=THETA,
+        max_position_embeddings=4096,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config)
+    with torch.no_grad():
+        for projection in (model.model.layers[0].self_attn.q_proj, model.model.layers[0].self_attn.k_proj):
+            projection.weight.normal_(0, 0.2)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def rope_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    return build_rope_model(tmp_path_factory.mktemp("rope") / "model", tiny_model_dir)
+
+
+class RotaryWatch(Callback):
+    """The rotary inv_freq as the next forward will see it (the restore hook leaves a float32 buffer alone), before
+    and after every training step, copied to the CPU; and the shapes of the batches trained on."""
+
+    def __init__(self):
+        self.seen, self.shapes = [], set()
+
+    def record(self, module, when: str) -> None:
+        inv_freq = module.model.model.rotary_emb.inv_freq
+        self.seen.append(
+            (
+                f"{when} step {module.global_step + (when == 'before')}",
+                inv_freq.dtype,
+                inv_freq.device.type,
+                inv_freq.detach().cpu().clone(),
+            )
+        )
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.shapes.add(tuple(batch["input_ids"].shape))
+        self.record(pl_module, "before")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.record(pl_module, "after")
+
+
+def check_inv_freq_every_step(model_dir: Path, root: Path, accelerator: str, compile_step: bool, steps: int = 4, callbacks=()) -> None:
+    """A bf16-true fit of the RoPE model on ``accelerator``: its inv_freq float32, with the exact float32 values, on the
+    device, before and after every step; compiled, one graph per batch shape at most (none compiled again for a
+    buffer's dtype); after training, attention past position 1,000 within bf16 tolerance of the float32 model, while a
+    bf16-rounded inv_freq is visibly off. ``callbacks`` join the fit (the CPU check of this check adds a defect)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    L.seed_everything(0)
+    module = FineTuningModule(
+        ModelConfig(str(model_dir), dtype="bfloat16"), SFT(), OptimizerConfig(lr=1e-5), execution=ExecutionConfig(compile=compile_step)
+    )
+    data = SFTDataModule(FileDataset(str(write_jsonl(root / "d.jsonl", ROWS))), tokenizer=str(model_dir), batch_size=4)
+    watch = RotaryWatch()
+    trainer = quiet_trainer(root, accelerator=accelerator, devices=1, precision="bf16-true", max_steps=steps, callbacks=[watch, *callbacks])
+    trainer.fit(module, data)
+    device = DEVICES[accelerator]
+    assert all(p.dtype == torch.bfloat16 and p.device.type == device for p in module.model.parameters()), "bf16 weights on the device"
+    assert len(watch.seen) == 2 * steps
+    for when, dtype, where, values in watch.seen:
+        assert dtype == torch.float32 and where == device, f"inv_freq {when}: {dtype} on {where}"
+        assert torch.equal(values, exact_inv_freq()), f"inv_freq {when} does not hold its float32 values"
+    if compile_step:
+        graphs = counters["stats"]["unique_graphs"]
+        assert 0 < graphs <= len(watch.shapes), f"{graphs} graphs compiled for {len(watch.shapes)} batch shapes"
+    causal_lm = module.model.eval()
+    ids = torch.randint(0, causal_lm.config.vocab_size, (1, POSITIONS), generator=torch.Generator().manual_seed(0))
+    wanted = attention_output(copy_in_float32(causal_lm), ids)[:, 1000:]
+    got = attention_output(causal_lm, ids.to(device))[:, 1000:].cpu()
+    error = float((got - wanted).abs().max() / wanted.abs().max())
+    assert error < 0.05, f"attention past position 1,000 within bf16 tolerance of the float32 model ({error:.3f})"
+    rotary = causal_lm.model.rotary_emb
+    exact = rotary.inv_freq
+    rotary.inv_freq = exact.to(torch.bfloat16).float()  # the defect, for contrast: float32 with bf16-rounded values
+    try:
+        rounded = float((attention_output(causal_lm, ids.to(device))[:, 1000:].cpu() - wanted).abs().max() / wanted.abs().max())
+    finally:
+        rotary.inv_freq = exact
+    assert rounded > 4 * error and rounded > 0.1, f"a rounded inv_freq is visible here ({rounded:.3f} vs {error:.3f})"
+
+
+@pytest.mark.parametrize("compile_step", [False, True], ids=["eager", "compiled"])
+def test_bf16_true_keeps_the_rotary_inv_freq_float32_at_every_step(rope_model_dir, tmp_path, compile_step):
+    check_inv_freq_every_step(rope_model_dir, tmp_path, ACCELERATOR, compile_step)
+
+
+def check_masters_move(model_dir: Path, root: Path, accelerator: str) -> None:
+    """tests/test_master_weights.py's bf16-true run at lr 5e-7 on ``accelerator``: bf16 weights on the device, float32
+    masters stepped by the optimizer; at least 99% of the masters with a gradient move, their change is float32
+    AdamW's on the same gradients within 1%, and the logged stale-update fraction stays under 5%."""
+    L.seed_everything(0)
+    module = FineTuningModule(ModelConfig(str(model_dir), dtype="bfloat16"), SFT(), OptimizerConfig(lr=LR, master_weights=True))
+    data = SFTDataModule(FileDataset(str(write_jsonl(root / "d.jsonl", ROWS))), tokenizer=str(model_dir), batch_size=4)
+    record, logger = Record(), RunCSVLogger(save_dir=str(root), name="masters")
+    trainer = quiet_trainer(
+        root,
+        accelerator=accelerator,
+        devices=1,
+        precision="bf16-true",
+        max_steps=STEPS,
+        logger=logger,
+        log_every_n_steps=1,
+        callbacks=[record],
+    )
+    trainer.fit(module, data)
+    with open(Path(logger.log_dir) / "metrics.csv", newline="") as file:
+        stale = [float(row["train/stale_update_fraction"]) for row in csv.DictReader(file) if row.get("train/stale_update_fraction")]
+    assert isinstance(module.trainer.optimizers[0], MasterWeights)
+    device = DEVICES[accelerator]
+    assert all(p.dtype == torch.bfloat16 and p.device.type == device for p in module.model.parameters()), "bf16 weights on the device"
+    assert all(start.device.type == device for start in record.start) and len(record.gradients) == STEPS
+    moving = [torch.stack([step[i] != 0 for step in record.gradients]).any(0) for i in range(len(record.start))]
+    moved = [end != start for start, end in zip(record.start, record.end)]
+    candidates = sum(int(m.sum()) for m in moving)
+    assert candidates > 1000
+    fraction = sum(int((mv & mg).sum()) for mv, mg in zip(moved, moving)) / candidates
+    assert fraction >= 0.99, f"only {fraction:.1%} of the master weights with a gradient moved"
+    expected = adamw_replay(record.start, record.gradients, record.lrs)
+    change = torch.cat([(end - start).flatten() for start, end in zip(record.start, record.end)])
+    wanted = torch.cat([(e - start).flatten() for start, e in zip(record.start, expected)])
+    assert (change - wanted).norm() <= 0.01 * wanted.norm(), "the accumulated change is float32 AdamW's"
+    assert len(stale) == STEPS and max(stale) < 0.05, f"logged stale-update fractions {stale}"
+
+
+def test_float32_masters_move_bf16_weights_at_lr_5e_7(tiny_model_dir, tmp_path):
+    check_masters_move(tiny_model_dir, tmp_path, ACCELERATOR)
 
 
 def test_frozen_logprobs_cached_on_gpu_equal_the_on_the_fly_ones(tiny_model_dir, tmp_path):
