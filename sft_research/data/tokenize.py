@@ -201,7 +201,9 @@ class Tokenizer:
             if self.scaffolding_in_completion:
                 spans.append((len(before), len(through)))
             else:
-                content = message.content.strip()  # templates may trim it
+                # The content as it is, whitespace included, as PoFT's official scorer encodes it; only a template that
+                # trims it (Llama 3's own) leaves the stripped content to score.
+                content = message.content if message.content in through[len(before) :] else message.content.strip()
                 start = through.find(content, len(before))
                 spans.append((start, start + len(content)) if content and start >= 0 else (len(before), len(through)))
             rendered = through
@@ -224,16 +226,19 @@ class Tokenizer:
         return tuple(messages)
 
     def kept_messages(self, messages, kept_characters: int) -> tuple:
-        """The conversation as far as ``kept_characters`` of its rendered text: later turns go, and the assistant turn
-        that was cut keeps the part of its text that was kept (to be rendered with ``finished=False``)."""
-        messages = self.conversation(messages)
-        text, spans = self.rendered_text(messages)
-        assistant_turns = [turn for turn, message in enumerate(messages) if message.role == "assistant" and message.trained]
+        """The record's turns as far as ``kept_characters`` of its rendered text: later turns go, and the assistant turn
+        that was cut keeps the part of its text that was kept (to be rendered with ``finished=False``). Without the
+        empty system turn that ``auto_insert_empty_system_msg`` renders: it is this renderer's, not the record's, and
+        another model's scorer (PoFT's baselines, ``generate_preference_scores.py``) never has it."""
+        rendered = self.conversation(messages)
+        inserted = len(rendered) - len(messages)
+        text, spans = self.rendered_text(rendered)
+        assistant_turns = [turn for turn, message in enumerate(rendered) if message.role == "assistant" and message.trained]
         for turn, (start, end) in zip(assistant_turns, spans):
             if kept_characters < end:
-                content = messages[turn].content
+                content = rendered[turn].content
                 offset = text.index(content, start) if self.prompt_format == "chat" else start
-                return (*messages[:turn], Message("assistant", content[: max(0, kept_characters - offset)]))
+                return (*rendered[inserted:turn], Message("assistant", content[: max(0, kept_characters - offset)]))
         return tuple(messages)
 
     def _tokenize(self, text: str, spans: list[tuple[int, int]], add_special_tokens: bool) -> Sequence:
