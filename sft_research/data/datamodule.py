@@ -43,7 +43,8 @@ class SFTDataModule(L.LightningDataModule):
         auto_insert_empty_system_msg: give conversations without a system turn an empty one first when the chat
             template knows a system role (the alignment-handbook's option of this name).
         decontaminate_humaneval: leave out the records whose rendered text contains a HumanEval docstring or
-            solution (the alignment-handbook's filter of this name), counted and reported.
+            solution (the alignment-handbook's filter of this name), counted and reported; of a preference pair, the
+            chosen answer's text, as the handbook's DPO filters it.
         val_fraction: hold out this fraction of the training records (at least one), drawn with ``split_seed``, as
             the validation data (scored with the objective's own loss); only without ``val`` and for file data.
         split_seed: the seed of that draw.
@@ -201,7 +202,7 @@ class SFTDataModule(L.LightningDataModule):
         """The records whose rendered text holds no HumanEval docstring or solution; the others are reported."""
         from sft_research.data.decontaminate import humaneval_contaminated
 
-        clean = [not humaneval_contaminated(self.renderer.full_text(record)) for record in parsed]
+        clean = [not humaneval_contaminated(self.renderer.humaneval_text(record)) for record in parsed]
         left_out = [f"row {raw.row}" for raw, ok in zip(records, clean) if not ok]
         if left_out:
             shown = ", ".join(left_out[:5]) + (f" and {len(left_out) - 5} more" if len(left_out) > 5 else "")

@@ -209,13 +209,27 @@ class Tokenizer:
             rendered = through
         return rendered, spans
 
-    def full_text(self, record: Record) -> str:
-        """A record as rendered for training, every sequence of it (both answers of a pair)."""
+    def humaneval_text(self, record: Record) -> str:
+        """The text the alignment-handbook's HumanEval filter reads: an SFT record's rendered conversation (run_sft.py's
+        ``text``); a pair's chosen answer as rendered after its prompt (run_dpo.py's ``text_chosen``, the chosen
+        conversation's last turn for UltraFeedback, whose ``prompt`` is a string), neither the prompt nor the
+        rejected answer."""
         if isinstance(record, Text):
             return record.text
         if isinstance(record, Preference):
-            return "\n".join(self.rendered_text((*record.prompt, Message("assistant", a)))[0] for a in (record.chosen, record.rejected))
+            messages = (*record.prompt, Message("assistant", record.chosen))
+            return self.rendered_text(messages)[0][self.answer_start(messages) :]
         return self.rendered_text(record.messages)[0]
+
+    def answer_start(self, messages) -> int:
+        """The character where the first trained assistant turn begins, its header included: the length of the turns
+        before it rendered without a generation prompt (TRL's DPO prompt, the handbook's ``text_prompt``)."""
+        messages = self.conversation(messages)
+        turn = next(i for i, m in enumerate(messages) if m.role == "assistant" and m.trained)
+        before = self._template(messages[:turn], add_generation_prompt=False) if turn else ""
+        if not self.rendered_text(messages)[0].startswith(before):
+            raise ValueError("the chat template does not render the prompt's turns as the start of the conversation")
+        return len(before)
 
     def conversation(self, messages) -> tuple:
         """``messages`` as rendered: with an empty system turn first where ``auto_insert_empty_system_msg`` asks."""
