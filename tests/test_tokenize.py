@@ -97,7 +97,7 @@ def test_over_long_prompt_under_each_policy(tiny_tokenizer):
 
 def test_over_long_completion_under_each_policy(tiny_tokenizer):
     """The framework's rules (truncate_prompt: only the overflow, so a prompt within its budget keeps all of it and
-    the completion keeps the rest of max_length); the official rule (trl_dpo) is in the next test."""
+    the completion keeps the rest of max_length); the DPO trainers' rule (spin, trl_0_9) is in the next test."""
     with pytest.raises(DataError, match=r"row 3, field 'completion': is \d+ tokens long"):
         tokenize(tiny_tokenizer, LONG_COMPLETION, max_length=32, truncation="error")
     renderer, example = tokenize(tiny_tokenizer, LONG_COMPLETION, max_length=32, truncation="truncate_completion")
@@ -114,14 +114,15 @@ def test_over_long_completion_under_each_policy(tiny_tokenizer):
 
 
 def test_the_official_rule_cuts_completions_to_what_the_prompt_budget_leaves(tiny_tokenizer):
-    """Where the two rules disagree. TRL 0.7-0.11's DPO and the SPIN collator (trl_dpo) cut a too-long example's
-    completions to max_length - max_prompt_length tokens even when its prompt is shorter than its budget, and its prompt
-    to max_prompt_length even when less would do; truncate_prompt cuts only the overflow."""
+    """Where the two rules disagree. The DPO trainers' rule (``spin`` here, the SPIN collator's; ``trl_0_9`` cuts
+    alike, tests/test_trainer_truncation.py) cuts a too-long example's completions to max_length - max_prompt_length
+    tokens even when its prompt is shorter than its budget, and its prompt to max_prompt_length even when less would
+    do; truncate_prompt cuts only the overflow. The trainer appends an EOS to each answer and counts it."""
     full = tokenize(tiny_tokenizer, LONG_COMPLETION, max_length=4096)[1].sequences[0]
     prompt_length = full.completion_mask.index(True)
     assert prompt_length < 24
     framework = tokenize(tiny_tokenizer, LONG_COMPLETION, max_length=32, truncation="truncate_prompt", max_prompt_length=24)[1].sequences[0]
-    official = tokenize(tiny_tokenizer, LONG_COMPLETION, max_length=32, truncation="trl_dpo", max_prompt_length=24)[1].sequences[0]
+    official = tokenize(tiny_tokenizer, LONG_COMPLETION, max_length=32, truncation="spin", max_prompt_length=24)[1].sequences[0]
     assert sum(framework.completion_mask) == 32 - prompt_length
     assert len(official.input_ids) == prompt_length + 8 and official.input_ids == full.input_ids[: prompt_length + 8]
     fields = {"prompt": "the quick brown fox " * 6, "completion": "jumps over the lazy dog"}
@@ -132,10 +133,11 @@ def test_the_official_rule_cuts_completions_to_what_the_prompt_budget_leaves(tin
     framework = tokenize(tiny_tokenizer, fields, max_length=max_length, truncation="truncate_prompt", max_prompt_length=budget)[
         1
     ].sequences[0]
-    official = tokenize(tiny_tokenizer, fields, max_length=max_length, truncation="trl_dpo", max_prompt_length=budget)[1].sequences[0]
+    official = tokenize(tiny_tokenizer, fields, max_length=max_length, truncation="spin", max_prompt_length=budget)[1].sequences[0]
     assert (framework.completion_mask.index(True), sum(framework.completion_mask)) == (prompt_length - 3, completion)
-    assert (official.completion_mask.index(True), sum(official.completion_mask)) == (budget, min(completion, max_length - budget))
-    assert official.input_ids[-completion:] == full.input_ids[-completion:], "the prompt's end is kept, the answer whole"
+    assert (official.completion_mask.index(True), sum(official.completion_mask)) == (budget, completion + 1)
+    assert official.input_ids[-completion - 1 :] == [*full.input_ids[-completion:], tiny_tokenizer.eos_token_id]
+    assert official.input_ids[:budget] == full.input_ids[prompt_length - budget : prompt_length], "the prompt's end, no BOS kept"
 
 
 def test_truncate_prompt_cuts_the_prompt_to_its_budget_then_the_completion(tiny_tokenizer):

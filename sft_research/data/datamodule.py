@@ -18,7 +18,7 @@ from sft_research.data.records import Preference, RecordKind, parse_record, reco
 from sft_research.data.sampler import ResumableShuffleSampler
 from sft_research.data.sources import DataSource
 from sft_research.data.task import VerifiableTask
-from sft_research.data.tokenize import PromptFormat, TokenizedExample, Tokenizer, Truncation, TruncationReport
+from sft_research.data.tokenize import RETIRED, PromptFormat, TokenizedExample, Tokenizer, Truncation, TruncationReport
 from sft_research.errors import ConfigError
 
 
@@ -34,8 +34,8 @@ class SFTDataModule(L.LightningDataModule):
         prompt_format: ``chat`` (the tokenizer's chat template) or ``plain`` (prompt + completion + EOS).
         max_length: longest training sequence, in tokens.
         truncation: what to do with longer examples (see :class:`~sft_research.data.tokenize.Tokenizer`).
-        max_prompt_length: under ``truncation: truncate_prompt`` or ``trl_dpo``, the prompt tokens kept at most when
-            an example is too long (None: half of ``max_length``).
+        max_prompt_length: under ``truncation`` ``truncate_prompt``, ``trl_0_9`` or ``spin``, the prompt tokens kept
+            at most when an example is too long (None: half of ``max_length``).
         completion_only_loss: the loss covers completions and assistant turns (TRL's ``completion_only_loss`` and
             ``assistant_only_loss``); false: every token of the rendered conversation (the alignment-handbook's SFT).
         add_special_tokens: tokenize rendered conversations with the tokenizer's special tokens: BOS first for Llama
@@ -89,6 +89,8 @@ class SFTDataModule(L.LightningDataModule):
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("max_length", max_length)):
             if value < 1:
                 raise ConfigError(f"data.{name} must be at least 1, got {value}")
+        if truncation in RETIRED:
+            raise ConfigError(f"data.{RETIRED[truncation]}")
         if record_kind == "preference" and not completion_only_loss:
             raise ConfigError(
                 "data.completion_only_loss=false is for SFT records: the objective trains on preference pairs, whose loss reads the answers"

@@ -16,7 +16,15 @@ from sft_research.data.records import Message, Preference, Record, Text
 from sft_research.data.sources import RawRecord
 
 PromptFormat = Literal["chat", "plain"]
-Truncation = Literal["error", "truncate_completion", "truncate_prompt", "trl_dpo", "drop"]
+Truncation = Literal["error", "truncate_completion", "truncate_prompt", "trl_0_9", "spin", "drop", "trl_dpo"]
+# The rules of two DPO trainers, each as that code tokenizes a pair (BOS, the assistant header, an appended EOS), both
+# then cutting it by the same two steps (Tokenizer._fit_as_trainer).
+TRAINER_RULES = ("trl_0_9", "spin")
+# An old name, refused with its replacements: it described both trainers as one rule, which neither quite is.
+RETIRED = {
+    "trl_dpo": "truncation 'trl_dpo' was no single trainer's rule: use 'trl_0_9' (TRL 0.9.6's DPOTrainer.tokenize_row, "
+    "the alignment-handbook's DPO) or 'spin' (the SPIN collator, IRFT's official code)"
+}
 
 
 @dataclass
@@ -78,13 +86,19 @@ class Tokenizer:
         truncation: what to do with longer examples. ``error`` stops with the row named; ``truncate_completion``
             cuts the end; ``truncate_prompt`` cuts only the overflow from the start of the prompt, down to
             ``max_prompt_length`` tokens at most, then the end of the completion if it still does not fit (TRL's
-            order, and the least cut); ``trl_dpo`` is the rule of TRL 0.7-0.11's DPO trainer (which the
-            alignment-handbook's DPO used) and of the SPIN/IRFT collator: the prompt is cut to its last
-            ``max_prompt_length`` tokens outright, then each completion to ``max_length - max_prompt_length``
-            tokens; ``drop`` leaves the example out. Truncation that would leave no completion token is an error under
-            every policy except ``drop``. For preference pairs the shared prompt is cut once, identically for both.
-        max_prompt_length: under ``truncate_prompt`` and ``trl_dpo``, the prompt tokens that may be kept when an
-            example is too long (None: half of ``max_length``).
+            order, and the least cut); ``drop`` leaves the example out. Two modes are the rules of named trainers,
+            the ids they keep matched exactly (``tests/test_trainer_truncation.py`` against the real code):
+            ``trl_0_9`` is TRL 0.9.6's ``DPOTrainer.tokenize_row`` (the alignment-handbook's DPO): BOS first where the
+            text has none, the assistant's header counted, and trained, as part of the answer, EOS appended to each
+            finished answer that does not end with it; ``spin`` is the SPIN collator (``tokenize_batch_element`` in
+            Reward_learning_SFT's ``src/alignment/utils.py``, IRFT's official code): no BOS, the header in the prompt,
+            EOS appended to every finished answer. Both then cut alike: when the prompt and the longer answer exceed
+            ``max_length``, the prompt to its last ``max_prompt_length`` tokens (a cut prompt loses its BOS), and if
+            still too long each answer to its first ``max_length - max_prompt_length``. Truncation that would leave
+            no completion token is an error under every policy except ``drop``. For preference pairs the shared prompt
+            is cut once, identically for both.
+        max_prompt_length: under ``truncate_prompt``, ``trl_0_9`` and ``spin``, the prompt tokens that may be kept
+            when an example is too long (None: half of ``max_length``).
         completion_only_loss: the loss covers the completions and assistant turns (TRL's ``completion_only_loss``
             and ``assistant_only_loss``); false: every token of the rendered conversation (TRL's default for
             conversational data, the alignment-handbook's SFT). Truncation still reads the completion.
@@ -118,6 +132,10 @@ class Tokenizer:
             raise ValueError("prompt_format='plain' needs a tokenizer with an EOS token")
         if max_prompt_length is not None and not 0 < max_prompt_length < max_length:
             raise ValueError(f"max_prompt_length must be between 1 and max_length - 1, got {max_prompt_length}")
+        if truncation in RETIRED:
+            raise ValueError(RETIRED[truncation])
+        if truncation in TRAINER_RULES and prompt_format != "chat":
+            raise ValueError(f"truncation={truncation!r} is a chat trainer's rule: it needs prompt_format='chat'")
         self.tokenizer = tokenizer
         self.prompt_format = prompt_format
         self.max_length = max_length
@@ -129,6 +147,8 @@ class Tokenizer:
 
     def __call__(self, raw: RawRecord, record: Record) -> TokenizedExample | None:
         if isinstance(record, Text):
+            if self.truncation in TRAINER_RULES:
+                raise DataError(raw.source, f"truncation={self.truncation!r} cuts a prompt and answers: a text record has none", raw.row)
             # Language modelling: every token after the first is a target, and the EOS that ends the text too.
             sequence = self._tokenize(record.text, [(0, len(record.text))], add_special_tokens=True)
             sequence.input_ids.append(self.tokenizer.eos_token_id)
@@ -149,7 +169,8 @@ class Tokenizer:
         sequences = []
         for messages, name, done in zip(pairs, fields, finished):
             try:
-                sequences.append(self.render(messages, finished=done))
+                sequence = self.render(messages, finished=done)
+                sequences.append(self._as_trainer(sequence, messages, done) if self.truncation in TRAINER_RULES else sequence)
             except ValueError as error:
                 raise DataError(raw.source, str(error), raw.row, name) from error
         sequences = self._fit(raw, sequences, fields)
@@ -292,8 +313,56 @@ class Tokenizer:
             add_generation_prompt=add_generation_prompt,
         )
 
+    def _as_trainer(self, sequence: Sequence, messages, finished: bool) -> Sequence:
+        """``sequence`` with the tokens the trainer named by ``truncation`` adds and the answer as it counts it:
+        ``trl_0_9`` prepends BOS where the text has none and counts the assistant's header as answer (completion),
+        both append EOS to a finished answer (``trl_0_9`` only where it does not end with one). An unfinished answer
+        (a cut sample) gets none: it is never trained as the place to stop."""
+        ids, mask, ends = list(sequence.input_ids), list(sequence.completion_mask), list(sequence.char_ends)
+        bos, eos = self.tokenizer.bos_token_id, self.tokenizer.eos_token_id
+        if self.truncation == "trl_0_9":
+            header, first = self.answer_start(messages), mask.index(True)
+            mask[:first] = [end > header for end in ends[:first]]
+            if bos is not None and ids[:1] != [bos]:
+                ids, mask, ends = [bos, *ids], [False, *mask], [0, *ends]
+        if finished and (self.truncation == "spin" or ids[-1] != eos):
+            ids, mask, ends = [*ids, eos], [*mask, True], [*ends, ends[-1]]
+        return Sequence(ids, mask, ends)
+
+    def _fit_as_trainer(self, raw: RawRecord, sequences: list[Sequence]) -> list[Sequence]:
+        """The cuts of TRL 0.9.6's ``tokenize_row`` and the SPIN collator, sequence by sequence as they run: where the
+        prompt and the longer answer exceed ``max_length``, the prompt keeps its last ``max_prompt_length`` tokens; if
+        that is still too long, the answer its first ``max_length - max_prompt_length``."""
+        prompts = [sequence.completion_mask.index(True) for sequence in sequences]
+        longer = max(len(sequence.input_ids) - prompt for sequence, prompt in zip(sequences, prompts))
+        fitted, prompt_cut, answer_cut = [], False, False
+        for sequence, prompt in zip(sequences, prompts):
+            kept_prompt = min(prompt, self.max_prompt_length) if prompt + longer > self.max_length else prompt
+            end = len(sequence.input_ids)
+            if kept_prompt + longer > self.max_length:
+                end = min(end, prompt + self.max_length - self.max_prompt_length)
+            cut = end < len(sequence.input_ids)
+            fitted.append(
+                Sequence(
+                    sequence.input_ids[prompt - kept_prompt : end],
+                    sequence.completion_mask[prompt - kept_prompt : end],
+                    kept_characters=sequence.char_ends[end - 1] if cut else None,
+                )
+            )
+            prompt_cut, answer_cut = prompt_cut or kept_prompt < prompt, answer_cut or cut
+        where = f"row {raw.row}"
+        if prompt_cut or answer_cut:
+            self.report.truncated.append(where)
+        if prompt_cut:
+            self.report.prompt_cut.append(where)
+        if answer_cut:
+            self.report.completion_cut.append(where)
+        return fitted
+
     def _fit(self, raw: RawRecord, sequences: list[Sequence], fields: tuple[str, ...]) -> list[Sequence] | None:
         """Applies the truncation policy to an example's sequences (one, or chosen and rejected)."""
+        if self.truncation in TRAINER_RULES:
+            return self._fit_as_trainer(raw, sequences)
         longest = max(len(sequence.input_ids) for sequence in sequences)
         if longest <= self.max_length:
             return [Sequence(s.input_ids, s.completion_mask) for s in sequences]
@@ -311,16 +380,11 @@ class Tokenizer:
         cut_prompt = 0
         if self.truncation == "truncate_prompt":
             cut_prompt = max(0, min(longest - self.max_length, prompt_length - self.max_prompt_length))
-        elif self.truncation == "trl_dpo":
-            cut_prompt = max(0, prompt_length - self.max_prompt_length)
         # The same leading tokens go from every sequence: they share the prompt.
         sequences = [self._cut_start(sequence, cut_prompt) for sequence in sequences]
         if prompt_length - cut_prompt >= self.max_length:
             raise DataError(raw.source, f"the prompt alone {message}: {self.truncation} would leave no completion", raw.row, prompt_field)
         keep = self.max_length
-        if self.truncation == "trl_dpo" and max(len(s.input_ids) for s in sequences) > self.max_length:
-            # Every completion gets what the prompt's budget leaves, whatever the prompt's own length.
-            keep = prompt_length - cut_prompt + self.max_length - self.max_prompt_length
         cut = [
             Sequence(s.input_ids[:keep], s.completion_mask[:keep], kept_characters=s.char_ends[keep - 1])
             if len(s.input_ids) > keep
