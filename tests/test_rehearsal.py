@@ -83,6 +83,7 @@ MAY_CHANGE = (
     "data.batch_size",
     "data.micro_batch_size",
     "data.max_eval_prompts",
+    "data.max_length",  # the block length of a config that packs blocks (plan.scale_blocks)
     "data.train.init_args.path",
     "data.val.init_args.path",
     "data.train.init_args.train_size",

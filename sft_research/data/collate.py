@@ -59,11 +59,11 @@ def collate_examples(
     }
     if pack:
         step = micro_batch_size or len(examples)
-        rows = [
-            [len(s.input_ids) for example in examples[first : first + step] for s in example.sequences]
+        micro = [
+            [s.documents or [len(s.input_ids)] for example in examples[first : first + step] for s in example.sequences]
             for first in range(0, len(examples), step)
         ]
-        batch["layouts"] = [packed_layout(lengths, length, bucket(sum(lengths))) for lengths in rows]
+        batch["layouts"] = [packed_layout(rows, length, bucket(sum(map(sum, rows)))) for rows in micro]
     for name in examples[0].frozen:
         collated = collate_frozen([example.frozen[name] for example in examples], length - 1)
         for key, value in collated.items() if isinstance(collated, dict) else [(None, collated)]:

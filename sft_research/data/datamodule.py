@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from sft_research.checkpoints.embedded import DEFAULT_MODEL
 from sft_research.data.collate import collate_examples, collate_prompts
 from sft_research.data.errors import DataError
-from sft_research.data.records import Preference, RecordKind, parse_record, record_kind
+from sft_research.data.records import Preference, RecordKind, Text, parse_record, record_kind
 from sft_research.data.sampler import ResumableShuffleSampler
 from sft_research.data.sources import DataSource
 from sft_research.data.task import VerifiableTask
@@ -45,6 +45,12 @@ class SFTDataModule(L.LightningDataModule):
         decontaminate_humaneval: leave out the records whose rendered text contains a HumanEval docstring or
             solution (the alignment-handbook's filter of this name), counted and reported; of a preference pair, the
             chosen answer's text, as the handbook's DPO filters it.
+        pack_into_blocks: join the tokenized conversations, each followed by an EOS, and cut them into blocks of
+            ``max_length`` tokens, which the batch then counts, as TRL 0.9.6's ``SFTTrainer(packing=True)`` (the
+            alignment-handbook's SFT; :mod:`sft_research.data.blocks`): a conversation may run on into the next block
+            and none is truncated. Attention stays inside each conversation (needs ``model.execution.packing``). The
+            last batch of an epoch is filled with the first blocks again, as accelerate fills the handbook's. For SFT
+            records and objectives that read no frozen model and no quality score.
         val_fraction: hold out this fraction of the training records (at least one), drawn with ``split_seed``, as
             the validation data (scored with the objective's own loss); only without ``val`` and for file data.
         split_seed: the seed of that draw.
@@ -75,6 +81,7 @@ class SFTDataModule(L.LightningDataModule):
         add_special_tokens: bool = False,
         auto_insert_empty_system_msg: bool = False,
         decontaminate_humaneval: bool = False,
+        pack_into_blocks: bool = False,
         val_fraction: float = 0.0,
         split_seed: int = 0,
         chat_template: str | None = None,
@@ -91,6 +98,8 @@ class SFTDataModule(L.LightningDataModule):
                 raise ConfigError(f"data.{name} must be at least 1, got {value}")
         if truncation in RETIRED:
             raise ConfigError(f"data.{RETIRED[truncation]}")
+        if pack_into_blocks and record_kind == "preference":
+            raise ConfigError("data.pack_into_blocks joins SFT records into blocks: the objective trains on preference pairs")
         if record_kind == "preference" and not completion_only_loss:
             raise ConfigError(
                 "data.completion_only_loss=false is for SFT records: the objective trains on preference pairs, whose loss reads the answers"
@@ -104,7 +113,7 @@ class SFTDataModule(L.LightningDataModule):
         self.max_prompt_length = max_prompt_length
         self.completion_only_loss, self.add_special_tokens = completion_only_loss, add_special_tokens
         self.auto_insert_empty_system_msg = auto_insert_empty_system_msg
-        self.decontaminate_humaneval = decontaminate_humaneval
+        self.decontaminate_humaneval, self.pack_into_blocks = decontaminate_humaneval, pack_into_blocks
         if not 0 <= val_fraction < 1:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
         if val_fraction and (val is not None or isinstance(train, VerifiableTask)):
@@ -131,6 +140,8 @@ class SFTDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         from sft_research.checkpoints.names import load_tokenizer
 
+        if self.pack_into_blocks and self.trainer is not None:
+            check_blocks(self.trainer.lightning_module)
         if self.tokenizer is None:
             self.tokenizer = load_tokenizer(self.tokenizer_name)
             if self.chat_template is not None:
@@ -138,7 +149,8 @@ class SFTDataModule(L.LightningDataModule):
             self.renderer = Tokenizer(
                 self.tokenizer,
                 self.prompt_format,
-                self.max_length,
+                # Blocks take conversations of any length, as TRL's: one longer than a block runs on into the next.
+                2**31 - 1 if self.pack_into_blocks else self.max_length,
                 self.truncation,
                 self.max_prompt_length,
                 self.completion_only_loss,
@@ -198,7 +210,23 @@ class SFTDataModule(L.LightningDataModule):
             rank_zero_warn(f"{name}: {truncated} examples truncated and {dropped} dropped (truncation={self.truncation!r})")
         if not kept:
             raise DataError(name, f"every example was dropped as longer than max_length={self.max_length}")
-        return kept
+        return self.blocks(name, kept) if self.pack_into_blocks else kept
+
+    def blocks(self, name: str, examples: list[TokenizedExample]) -> list[TokenizedExample]:
+        """``examples`` joined and cut into blocks of ``max_length`` tokens (:func:`~sft_research.data.blocks.pack_blocks`)."""
+        from sft_research.data.blocks import buffer_characters, pack_blocks
+
+        if len(examples[0].sequences) != 1:
+            raise DataError(name, "data.pack_into_blocks joins SFT or text records; this source holds preference pairs")
+        # TRL sizes its buffers by the characters of the rendered texts.
+        texts = [e.record.text if isinstance(e.record, Text) else self.renderer.rendered_text(e.record.messages)[0] for e in examples]
+        characters = [len(text) for text in texts]
+        blocks = pack_blocks(examples, characters, self.max_length, self.tokenizer.eos_token_id, buffer_characters(self.max_length))
+        if not blocks:
+            tokens = sum(len(example.sequences[0].input_ids) + 1 for example in examples)
+            raise DataError(name, f"its {tokens} tokens fill no block of max_length={self.max_length} (data.pack_into_blocks)")
+        rank_zero_info(f"{name}: {len(examples)} examples packed into {len(blocks)} blocks of {self.max_length} tokens")
+        return blocks
 
     def decontaminated(self, name: str, records: list, parsed: list) -> tuple[list, list]:
         """The records whose rendered text holds no HumanEval docstring or solution; the others are reported."""
@@ -217,9 +245,14 @@ class SFTDataModule(L.LightningDataModule):
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
         skip, self.resume_batches = self.resume_batches, 0
         # Seeded by seed_everything's seed and the epoch alone, so a resumed run sees the same order.
-        sampler = ResumableShuffleSampler(len(self.train_examples), self.batch_size, torch.initial_seed(), rank, world, skip)
+        examples = self.train_examples
+        if self.pack_into_blocks:
+            # accelerate (even_batches, the handbook's Trainer) fills the epoch's last batch with its first blocks:
+            # every step trains on a full batch of blocks.
+            examples = examples + [examples[i % len(examples)] for i in range(-len(examples) % self.batch_size)]
+        sampler = ResumableShuffleSampler(len(examples), self.batch_size, torch.initial_seed(), rank, world, skip)
         return DataLoader(
-            self.train_examples,
+            examples,
             batch_size=self.batch_size // world,
             sampler=sampler,
             collate_fn=self.collate(self.micro_batch_size),
@@ -260,6 +293,18 @@ class SFTDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader | list:
         return self.val_dataloader()
+
+
+def check_blocks(module) -> None:
+    """Before any model loads: blocks of several conversations need the packed forward pass, which keeps attention
+    inside each (a padded one would attend across them), and an objective that reads neither a frozen model (its
+    passes run on whole sequences) nor a quality score (a block has none of its own)."""
+    objective = getattr(module, "objective", None)
+    if not getattr(getattr(module, "execution", None), "packing", False):
+        raise ConfigError("data.pack_into_blocks needs model.execution.packing: true, which keeps attention inside each conversation")
+    if objective is not None and (objective.frozen_inputs or getattr(objective, "use_quality", False)):
+        name = type(objective).__name__
+        raise ConfigError(f"data.pack_into_blocks trains on blocks of several conversations: {name} reads a frozen model or quality scores")
 
 
 def read_chat_template(template: str) -> str:

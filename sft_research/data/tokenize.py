@@ -35,6 +35,9 @@ class Sequence:
     # the kept tokens cover when the completion was cut (None: kept whole), so other tokenizers can score that part.
     char_ends: list[int] | None = field(default=None, repr=False)
     kept_characters: int | None = None
+    # For a fixed-length block of several conversations (sft_research.data.blocks), the length of each piece in order;
+    # attention and positions stay inside each (None: the sequence is one document).
+    documents: list[int] | None = None
 
 
 @dataclass

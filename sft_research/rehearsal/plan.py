@@ -1,5 +1,6 @@
 """What a rehearsal changes in a config, and nothing else: the models, the hub data, the devices, the batch sizes and
-the length. Every change is recorded as one line of the rehearsal's report.
+the length (and the length of packed blocks, which a fixture's few rows could not fill). Every change is recorded as
+one line of the rehearsal's report.
 
 Objective, optimizer, schedule, truncation, template options, precision, strategy settings and LoRA stay as written,
 so the rehearsal takes the real run's code path and fails where it would fail.
@@ -21,6 +22,7 @@ STEPS = 2  # optimizer steps per fit, with validation (where the config has any)
 MAX_NEW_TOKENS = 8  # generated tokens at most, in evaluation and in IRFT's sampling
 EVAL_PROMPTS = 8  # held-out task prompts evaluated at most
 TASK_ITEMS = 16  # training items of a generated task (reasoning-gym) at most
+BLOCK_LENGTH = 256  # tokens per block where a config packs conversations into blocks (data.pack_into_blocks)
 
 
 @dataclass
@@ -62,6 +64,7 @@ def scale_fit(result: Plan, fit: dict[str, Any], where: str, starts_elsewhere: b
     processes = scale_devices(result, trainer, wanted, where)
     scale_batch(result, data, wanted, processes, where)
     scale_length(result, trainer, where)
+    scale_blocks(result, data, where)
     stand_in_models(result, model, where, starts_elsewhere)
     for key in ("train", "val"):
         stand_in_data(result, data.get(key), where)
@@ -136,6 +139,14 @@ def scale_length(result: Plan, trainer: dict[str, Any], where: str) -> None:
         trainer.update(val_check_interval=STEPS, check_val_every_n_epoch=None)
         after += f" (validation, if any, after step {STEPS})"
     result.note(where, "length", before, after)
+
+
+def scale_blocks(result: Plan, data: dict[str, Any], where: str) -> None:
+    """Blocks of a few hundred tokens: a schema fixture's rows hold too few tokens to fill one of a real run's length."""
+    before = data.get("max_length", 1024)
+    if data.get("pack_into_blocks") and before > BLOCK_LENGTH:
+        data["max_length"] = BLOCK_LENGTH
+        result.note(where, "block length (data.pack_into_blocks)", before, BLOCK_LENGTH)
 
 
 def stand_in_models(result: Plan, model: dict[str, Any], where: str, starts_elsewhere: bool) -> None:
