@@ -1,40 +1,54 @@
 #!/usr/bin/env bash
-# The GPU checks, as separate device calls on one H100/H200 (15 minutes of device time in all, starts included):
-#   check.sh OUTPUT_DIR sft    call 1, at most 7 minutes: benchmarks/perf/step_anatomy.py on the GPU preset (packed
-#                              SFT, compiled, with torch.cuda.set_sync_debug_mode("error") over the measured steps),
-#                              then compare_trl.py's SFT rows: ours packed and compiled, and packed eager, against TRL's
-#                              three strongest candidates (packed with FlexAttention, with Liger, compiled), with a
-#                              torch.profiler summary of our step;
-#   check.sh OUTPUT_DIR dpo    call 2, at once while the machine is warm, at most 5 minutes: DPO (ours compiled
-#                              against TRL's default, Liger and compiled), batch 1 at 1k, 4k and 16k tokens, and the
-#                              headline pair again (ours against TRL's fastest SFT setting of call 1);
-#   check.sh OUTPUT_DIR tests  pytest -m gpu (tests/test_gpu.py): FlexAttention packing, chunked log-probs, compile,
-#                              bf16, FSDP, frozen log-probs; junit XML in OUTPUT_DIR/pytest.xml.
-# Each installs what the air-gapped machine lacks first (benchmarks/gpu/setup.sh; nothing when the machine is warm)
-# and writes OUTPUT_DIR/check.log (everything printed), OUTPUT_DIR/check.json (each stage's exit status and seconds,
-# and the figures) and the stages' own files (compare_trl.json, step_anatomy.json, sft_step_profile.txt).
+# The GPU work in parts of at most 7 minutes of device time each, counted from a cold start: the machine's start (1 to
+# 2 minutes), the transfer, then this script, which stops itself within BUDGET_S (275 s; 250 s for part 3; 600 s in a
+# rehearsal), set-up included. One device call per part, in this order of priority (benchmarks/gpu/results/parts.md says which are done):
+#   check.sh OUTPUT_DIR part1   correctness: pytest -m gpu (tests/test_gpu.py; the FSDP export on one device, the
+#                               rotary inv_freq under bf16-true at every step eager and compiled, float32 masters at
+#                               lr 5e-7, FlexAttention packing, chunked log-probs, compile, bf16, frozen log-probs)
+#   check.sh OUTPUT_DIR part2a  headline SFT: ours packed and compiled against two TRL settings fixed in advance, padded
+#                               (the fastest of 2026-11-27) and packed + FlexAttention + Liger + compiled (the strongest
+#                               tuned one); tokens/s, MFU, peak memory; a profile of our step
+#   check.sh OUTPUT_DIR part2b  headline DPO: ours with the cached reference, compiled, against TRL's default and TRL
+#                               with precomputed reference log-probs + Liger + compiled
+#   check.sh OUTPUT_DIR part3   the 3-seed suite shrunk to fit (benchmarks/gpu/suite_part3.yaml) through suite.sh, right
+#                               after its staging call (bash benchmarks/gpu/suite.sh --stage) on the same warm machine
+#   check.sh OUTPUT_DIR part4a ... part4g   the remaining speed settings (4a-4d), the long-context rows at batch 1
+#                               (4e: 1k and 4k tokens; 4f: 16k) and the step anatomy with CUDA's sync debug mode (4g)
+# Extra arguments go to compare_trl.py after the part's own and override them (argparse keeps the last), e.g. to
+# finish a part that its limit cut short: check.sh OUTPUT_DIR part2a --settings trl:packed_flex_liger_compiled
+#
+# Each part installs what the air-gapped machine lacks first (benchmarks/gpu/setup.sh; nothing on a warm machine) and
+# writes OUTPUT_DIR/check.log (everything printed), OUTPUT_DIR/check.json (each stage's exit status and seconds, every
+# test's outcome, the figures) and its stages' own files (pytest.xml, compare_trl.json, sft_step_profile.txt,
+# step_anatomy.json). The exit status is 1 if any stage failed or ran out of its time limit.
 #
 # Before the GPU session, here (a machine with PyPI):  bash benchmarks/gpu/fetch_wheels.sh
-# Then (about 17 MiB of carried files each; the command must start in the repo root):
-#   run(command="bash benchmarks/gpu/check.sh $OUT sft", carry=[".gpu_wheels/pip", ".gpu_wheels/tokenizer"], timeout_s=420)
-#   run(command="bash benchmarks/gpu/check.sh $OUT dpo", carry=[".gpu_wheels/pip", ".gpu_wheels/tokenizer"], timeout_s=300)
-# On a machine without CUDA (or with DRY_RUN=1) each call rehearses its stages at toy sizes on the CPU:
-#   DRY_RUN=1 bash benchmarks/gpu/check.sh /tmp/check_dry sft
-# The per-setting budgets come from the 2026-11-27 H100 run (about 60 s a setting: process start, model, steps)
-# plus compilation; call 1 keeps what TRL's fastest setting was in /tmp/check_trl_fastest for call 2.
+# Then (benchmarks/gpu/README.md has every call):
+#   run(command="bash benchmarks/gpu/check.sh $OUT part1", carry=[".gpu_wheels/pip", ".gpu_wheels/tokenizer"], timeout_s=300)
+# On a machine without CUDA (or with DRY_RUN=1) each part rehearses its stages at toy sizes on the CPU, with CPU
+# stand-ins for the GPU-only settings (FlexAttention as SDPA, no Liger):
+#   DRY_RUN=1 bash benchmarks/gpu/check.sh /tmp/check_dry part2a
 set -uo pipefail
-OUTPUT_DIR=${1:?usage: check.sh OUTPUT_DIR sft|dpo|tests}
-CALL=${2:?usage: check.sh OUTPUT_DIR sft|dpo|tests}
+START=$(date +%s)  # the budget counts from here: setup.sh's first question to torch takes seconds on a cold machine
+OUTPUT_DIR=${1:?usage: check.sh OUTPUT_DIR PART [compare_trl.py arguments]}
+PART=${2:?usage: check.sh OUTPUT_DIR PART [compare_trl.py arguments]}
+shift 2
 cd "$(dirname "$0")/../.."
-case $CALL in sft) BUDGET_S=${BUDGET_S:-400} ;; dpo) BUDGET_S=${BUDGET_S:-280} ;; tests) BUDGET_S=${BUDGET_S:-300} ;;
-  *) echo "check.sh: the call is sft, dpo or tests, not $CALL" >&2; exit 2 ;; esac
+if [[ "$PART" == part3 ]]; then
+  START=$START exec bash benchmarks/gpu/suite.sh "$OUTPUT_DIR" part3
+fi
+case $PART in part1 | part2a | part2b | part4[a-g]) ;;
+  *) echo "check.sh: the part is part1, part2a, part2b, part3 or part4a to part4g, not $PART" >&2; exit 2 ;; esac
 source benchmarks/gpu/setup.sh
+# A rehearsal on a shared 2-core CPU gets more time: its toy sizes say whether the part runs end to end, not how long
+# it takes on the GPU.
+[[ "$DRY_RUN" == 1 ]] && BUDGET_S=${BUDGET_S:-600} || BUDGET_S=${BUDGET_S:-275}
 start_run check.log
-echo "check.sh $CALL: DRY_RUN=$DRY_RUN, python $PY, output $OUTPUT_DIR, $(date -u +%FT%TZ)"
+echo "check.sh $PART: DRY_RUN=$DRY_RUN, python $PY, output $OUTPUT_DIR, budget ${BUDGET_S}s, commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(date -u +%FT%TZ)"
 STAGES=$OUTPUT_DIR/.stages
 : > "$STAGES"
 
-stage() {  # stage NAME LIMIT_S COMMAND...: runs COMMAND under a time limit, records its exit status and seconds
+stage() {  # stage NAME LIMIT_S COMMAND...: runs COMMAND under a time limit, records (and returns) its exit status
   local name=$1 limit=$2 begin status
   shift 2
   (( limit > $(left) )) && limit=$(left)
@@ -44,70 +58,74 @@ stage() {  # stage NAME LIMIT_S COMMAND...: runs COMMAND under a time limit, rec
   status=$?
   echo "=== $name: exit $status after $(( $(date +%s) - begin ))s"
   echo "$name $status $(( $(date +%s) - begin ))" >> "$STAGES"
+  return "$status"
 }
 
-stage setup 120 bash -c "source benchmarks/gpu/setup.sh && install_missing"
+# Set-up gets at most 60 s (34 s on the cold H100 of 2026-11-27); every later stage ends by the deadline, whose last
+# 20 s are kept for the report below and the kill of a stage that overruns its limit (15 s after the interrupt).
+stage setup 60 bash -c "source benchmarks/gpu/setup.sh && install_missing" && PART_STAGES=$PART || PART_STAGES=none
+DEADLINE=$(( DEADLINE - 20 ))
 "$PY" - <<'PYTHON'
 import torch
 print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, device: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}")
 PYTHON
 
 if [[ "$DRY_RUN" == 1 ]]; then
-  PRESET=(--preset tiny --steps 6) LONG=(--long_context 64 128 --long_steps 2) ANATOMY=(--device cpu)
+  PRESET=(--preset tiny --steps 6) LONG_STEPS=(--long_steps 2) ANATOMY=(--device cpu) COMPILE=()
+  lengths() { echo 64 128; }
 else
-  PRESET=(--preset gpu --steps 20) LONG=(--long_context 1024 4096 16384 --long_steps 4) ANATOMY=(--device cuda --sync_debug)
+  PRESET=(--preset gpu --steps 20) LONG_STEPS=(--long_steps 4) ANATOMY=(--device cuda --sync_debug) COMPILE=(--compile)
+  lengths() { echo "$@"; }
 fi
-COMPARE=("$PY" benchmarks/perf/compare_trl.py "${PRESET[@]}" --tokenizer .gpu_wheels/tokenizer --json "$OUTPUT_DIR/compare_trl.json")
-FASTEST=/tmp/check_trl_fastest
-case $CALL in
-  sft)
-    stage step_anatomy 100 "$PY" benchmarks/perf/step_anatomy.py "${ANATOMY[@]}" --compile --objectives sft --json "$OUTPUT_DIR/step_anatomy.json"
-    stage compare_trl $(left) "${COMPARE[@]}" --objectives sft --profile "$OUTPUT_DIR/sft_step_profile.txt" \
-      --settings packed_compiled packed packed_flex packed_flex_liger packed_flex_compiled packed_sdpa packed_sdpa_compiled
-    "$PY" - "$OUTPUT_DIR/compare_trl.json" "$FASTEST" <<'PYTHON'
-import json, sys
-from pathlib import Path
-report = Path(sys.argv[1])
-rows = [r for r in json.loads(report.read_text())["rows"] if r["framework"] == "trl"] if report.is_file() else []
-if rows:
-    Path(sys.argv[2]).write_text(max(rows, key=lambda r: r["tokens_per_s"])["setting"])
-PYTHON
-    ;;
-  dpo)
-    trl=$(cat "$FASTEST" 2>/dev/null || echo packed_flex_liger)
-    [[ "$DRY_RUN" == 1 && ! -s "$FASTEST" ]] && trl=packed_sdpa
-    stage compare_trl $(( $(left) - 60 )) "${COMPARE[@]}" --objectives dpo --settings cached_reference_compiled default liger compiled \
-      "${LONG[@]}" --trl_long_setting "$trl"
-    mv "$OUTPUT_DIR/compare_trl.json" "$OUTPUT_DIR/compare_trl_dpo.json" 2>/dev/null
-    stage headline_repeat $(left) "${COMPARE[@]}" --objectives sft --settings packed_compiled "$trl"
-    ;;
-  tests)
-    stage pytest $(left) "$PY" -m pytest -m gpu -q -p no:cacheprovider -rA --junitxml="$OUTPUT_DIR/pytest.xml"
-    ;;
+# Settings as the part names them, or in a rehearsal the stand-ins that run on a CPU in seconds: FlexAttention as SDPA
+# and Liger left out (FlexAttention's backward and Liger's kernels need a GPU), and not compiled (compiling takes
+# minutes on 2 cores; tests/test_step_syncs.py compiles our step on the CPU).
+settings() {
+  if [[ "$DRY_RUN" == 1 ]]; then
+    printf '%s\n' "$@" | sed -E 's/_flex/_sdpa/; s/_liger//; s/_compiled$//; s/^(trl:)?(liger|compiled)$/\1default/; s/^(trl:)?precomputed$/\1precomputed_reference/'
+  else
+    printf '%s\n' "$@"
+  fi
+}
+compare() {  # compare COMPARE_TRL_ARGUMENTS...: compare_trl.py on this part's preset, then the caller's extra arguments
+  local tokenizer
+  if ! tokenizer=$(tokenizer_dir); then
+    echo "tokenizer 1 0" >> "$STAGES"
+    return
+  fi
+  stage compare_trl "$(left)" "$PY" benchmarks/perf/compare_trl.py "${PRESET[@]}" --tokenizer "$tokenizer" \
+    --json "$OUTPUT_DIR/compare_trl.json" "$@" "${EXTRA[@]}"
+}
+EXTRA=("$@")
+TUNED_SFT=$(settings packed_flex_liger_compiled)
+case $PART_STAGES in  # none after a failed set-up: the report says so
+  part1)
+    stage pytest "$(left)" "$PY" -m pytest -m gpu -q -p no:cacheprovider -rA --junitxml="$OUTPUT_DIR/pytest.xml" tests/test_gpu.py ;;
+  part2a)
+    compare --objectives sft --profile "$OUTPUT_DIR/sft_step_profile.txt" \
+      --settings $(settings ours:packed_compiled trl:padded trl:packed_flex_liger_compiled) ;;
+  part2b)
+    compare --objectives dpo --settings $(settings ours:cached_reference_compiled trl:default trl:precomputed_liger_compiled) ;;
+  part4a)
+    compare --objectives sft --settings $(settings ours:packed ours:padded trl:packed_sdpa) ;;
+  part4b)
+    compare --objectives sft dpo --settings $(settings trl:packed_flex trl:packed_flex_liger ours:cached_reference) ;;
+  part4c)
+    compare --objectives sft --settings $(settings trl:packed_sdpa_compiled trl:packed_flex_compiled) ;;
+  part4d)
+    compare --objectives dpo --settings $(settings trl:precomputed_reference trl:liger trl:compiled) ;;
+  part4e)
+    compare --objectives --long_context $(lengths 1024 4096) "${LONG_STEPS[@]}" --trl_long_setting "$TUNED_SFT" ;;
+  part4f)
+    compare --objectives --long_context $(lengths 16384) "${LONG_STEPS[@]}" --trl_long_setting "$TUNED_SFT" ;;
+  part4g)  # eager first (the dispatch mode names each sync's source), then compiled (the steps that run)
+    stage step_anatomy_eager 90 "$PY" benchmarks/perf/step_anatomy.py "${ANATOMY[@]}" --objectives sft dpo \
+      --json "$OUTPUT_DIR/step_anatomy_eager.json"
+    stage step_anatomy_compiled "$(left)" "$PY" benchmarks/perf/step_anatomy.py "${ANATOMY[@]}" "${COMPILE[@]}" --objectives sft dpo \
+      --json "$OUTPUT_DIR/step_anatomy_compiled.json" ;;
 esac
 
-"$PY" - "$OUTPUT_DIR" "$DRY_RUN" "$START" <<'PYTHON'
-import json, sys, time, xml.etree.ElementTree as ET
-from pathlib import Path
-
-out, dry_run, start = Path(sys.argv[1]), sys.argv[2] == "1", int(sys.argv[3])
-stages = {name: {"exit": int(status), "seconds": int(seconds)} for name, status, seconds in
-          (line.split() for line in (out / ".stages").read_text().splitlines())}
-tests = {}
-if (out / "pytest.xml").is_file():
-    for case in ET.parse(out / "pytest.xml").iter("testcase"):
-        outcome = next((child.tag for child in case if child.tag in ("failure", "error", "skipped")), "passed")
-        detail = next((child.get("message", "")[:500] for child in case if child.tag in ("failure", "error", "skipped")), "")
-        tests[f"{case.get('classname')}::{case.get('name')}"] = {"outcome": outcome, "seconds": float(case.get("time", 0)), "detail": detail}
-figures = {path.stem: json.loads(path.read_text()) for path in sorted(out.glob("*.json")) if path.name != "check.json"}
-compare = figures.get("compare_trl") or figures.get("compare_trl_dpo")
-report = {"dry_run": dry_run, "wall_s": int(time.time()) - start, "stages": stages, "tests": tests, **figures}
-(out / "check.json").write_text(json.dumps(report, indent=1) + "\n")
-counts = {}
-for test in tests.values():
-    counts[test["outcome"]] = counts.get(test["outcome"], 0) + 1
-print(f"\ncheck.sh done in {report['wall_s']}s: stages {stages}; tests {counts}; "
-      f"compare_trl {'written' if compare else 'missing'} ({len(compare['jobs']) if compare else 0} jobs, {len(compare['rows']) if compare else 0} rows, "
-      f"{len(compare['long_context']) if compare else 0} long-context rows)")
-PYTHON
+"$PY" benchmarks/gpu/report.py "$OUTPUT_DIR" "$PART" "$DRY_RUN" "$START"
+status=$?
 rm -f "$STAGES"
+exit $status

