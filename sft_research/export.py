@@ -15,7 +15,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from sft_research.checkpoints.names import ADAPTER_CONFIG, PORTABLE_BASE, portable_name
 from sft_research.files import atomic_dir
-from sft_research.model.fsdp import savable
+from sft_research.model.fsdp import full_state_dict, savable
 from sft_research.timings import timed
 
 
@@ -34,7 +34,7 @@ def export_model(module, target: Path) -> None:
     """Writes the policy as it is now to ``target``: the full weights, in bf16 after bf16 training, or, while LoRA
     adapters train, the adapters, which load wherever a model path goes."""
     trainer = module.trainer
-    state = trainer.strategy.lightning_module_state_dict()  # gathered from every process under FSDP
+    state = full_state_dict(trainer.strategy)  # gathered from every process under FSDP
     if trainer.is_global_zero:
         state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
         if module.pretrained.lora is not None:

@@ -131,3 +131,17 @@ def test_one_process_ddp_and_fsdp_clip_by_the_same_global_norm_and_update_alike(
         assert weights.keys() == one_weights.keys()
         for name, value in one_weights.items():
             torch.testing.assert_close(weights[name], value, rtol=1e-5, atol=1e-5 * value.abs().max().item(), msg=f"{strategy}: {name}")
+
+
+@pytest.mark.parametrize("state_dict_type", ["full", "sharded"])
+def test_fsdp_resumes_bitwise_from_a_state_saved_after_the_first_step(tiny_model_dir, data, tmp_path, state_dict_type):
+    """bf16-true with float32 master weights under FSDP on 2 processes: a run resumed from the state saved after
+    step 1 makes step 2 exactly as an unbroken run does. A full state once held Adam's moments and the masters as
+    one reused buffer on CPU processes, and the resumed run's weights went NaN."""
+    options = ("--precision", "bf16-true", "--steps", "2", "--lr", "1e-3", "--state_dict_type", state_dict_type)
+    unbroken = fit(tiny_model_dir, data, tmp_path / "unbroken", "fsdp", 2, *options, "--save_states", str(tmp_path / "states"))
+    resumed = fit(tiny_model_dir, data, tmp_path / "resumed", "fsdp", 2, *options, "--ckpt_path", str(tmp_path / "states" / "step=1.ckpt"))
+    assert [step["loss"] for step in resumed[0]["steps"]] == [unbroken[0]["steps"][1]["loss"]]
+    weights, wanted = (torch.load(tmp_path / run / "weights.pt") for run in ("resumed", "unbroken"))
+    for name, value in wanted.items():
+        assert torch.equal(weights[name], value), name

@@ -16,6 +16,7 @@ import torch
 
 from sft_research.data import FileDataset, SFTDataModule
 from sft_research.model.execution import ExecutionConfig
+from sft_research.model.fsdp import full_state_dict
 from sft_research.model.loading import ModelConfig
 from sft_research.module import FineTuningModule
 from sft_research.objectives import SFT
@@ -56,6 +57,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--wrap", nargs="*", default=[])
+    parser.add_argument("--state_dict_type", default="full", choices=["full", "sharded"])
+    parser.add_argument("--save_states", default=None, help="keep a training state after every step in this folder")
+    parser.add_argument("--ckpt_path", default=None, help="resume from this training state")
     args = parser.parse_args()
     torch.set_num_threads(1)
     strategy = args.strategy
@@ -65,7 +69,7 @@ def main() -> None:
         from sft_research.rehearsal.strategy import CPUFSDPStrategy
 
         classes = {getattr(importlib.import_module(path.rpartition(".")[0]), path.rpartition(".")[2]) for path in args.wrap}
-        strategy = CPUFSDPStrategy(auto_wrap_policy=classes, state_dict_type="full")
+        strategy = CPUFSDPStrategy(auto_wrap_policy=classes, state_dict_type=args.state_dict_type)
     L.seed_everything(0)
     dtype = "bfloat16" if args.precision == "bf16-true" else "float32"
     module = FineTuningModule(
@@ -76,6 +80,11 @@ def main() -> None:
     )
     data = SFTDataModule(FileDataset(args.data), tokenizer=args.model, batch_size=4)
     record = Record()
+    callbacks: list[L.Callback] = [record]
+    if args.save_states:
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        callbacks.append(ModelCheckpoint(dirpath=args.save_states, filename="{step}", every_n_train_steps=1, save_top_k=-1))
     trainer = L.Trainer(
         accelerator="cpu",
         devices=args.devices,
@@ -83,15 +92,15 @@ def main() -> None:
         precision=args.precision,
         max_steps=args.steps,
         logger=False,
-        enable_checkpointing=False,
+        enable_checkpointing=bool(args.save_states),
         enable_progress_bar=False,
         enable_model_summary=False,
         log_every_n_steps=1,
-        callbacks=[record],
+        callbacks=callbacks,
         default_root_dir=args.out,
     )
-    trainer.fit(module, data)
-    state = trainer.strategy.lightning_module_state_dict()
+    trainer.fit(module, data, ckpt_path=args.ckpt_path)
+    state = full_state_dict(trainer.strategy)
     rank = trainer.global_rank
     result = {
         "inv_freq": [t.tolist() for t in record.inv_freqs],

@@ -7,7 +7,7 @@ import contextlib
 
 import torch
 from lightning.pytorch.strategies import FSDPStrategy
-from torch.distributed.fsdp import FullyShardedDataParallel
+from torch.distributed.fsdp import FullStateDictConfig, FullyShardedDataParallel, StateDictType
 
 from sft_research.errors import ConfigError
 
@@ -89,6 +89,19 @@ def generation_ready(model) -> contextlib.AbstractContextManager:
     if not isinstance(model, FullyShardedDataParallel):
         return contextlib.nullcontext()
     return FullyShardedDataParallel.summon_full_params(model, recurse=False, writeback=False)
+
+
+def full_state_dict(strategy) -> dict[str, torch.Tensor]:
+    """The LightningModule's whole state dict, for an exported model: under FSDP gathered on the first process
+    (the others get an empty dict) whatever the strategy's ``state_dict_type``, which sets how training states are
+    saved (sharded at scale, so that no process gathers optimizer states); elsewhere the strategy's own."""
+    if not isinstance(strategy, FSDPStrategy):
+        return strategy.lightning_module_state_dict()
+    # Offloaded to CPU memory on GPUs; on CPU processes the "offloaded" copy is a view of the gathered weights that
+    # FSDP frees right after, so none is made.
+    config = FullStateDictConfig(offload_to_cpu=strategy.root_device.type != "cpu", rank0_only=True)
+    with FullyShardedDataParallel.state_dict_type(strategy.model, StateDictType.FULL_STATE_DICT, config):
+        return strategy.model.state_dict()
 
 
 def savable(model, state_dict: dict[str, torch.Tensor] | None):

@@ -1,13 +1,17 @@
 """Lightning's FSDP strategy on CPU processes, for rehearsals: the same wrapping, sharding, mixed precision and
 export as on GPUs, over gloo.
 
-Three things differ from :class:`~lightning.pytorch.strategies.FSDPStrategy`, and only these:
+Four things differ from :class:`~lightning.pytorch.strategies.FSDPStrategy`, and only these:
 
 * Lightning refuses ``FSDPStrategy`` without a CUDA accelerator (a check on the exact class, which a subclass passes)
   and hands FSDP the device's index as ``device_id``, which a CPU device lacks; torch's FSDP runs on CPU processes
   when ``device_id`` is the CPU device.
 * A full state dict is gathered without FSDP's ``offload_to_cpu``: on a CPU process the "offloaded" copy is a view of
   the gathered weights that FSDP frees right after, and cloning it crashed (a segmentation fault, torch 2.13).
+* A full optimizer state is gathered without offload too: FSDP gathers each state tensor into a buffer it reuses
+  and "offloads" it with ``.cpu()``, which on a CPU process returns that buffer, so that every state (Adam's two
+  moments, the float32 masters) would hold the last one gathered and a resumed run would stop at a non-finite loss.
+  Without offload FSDP clones each one.
 * Lightning's FSDP mixed precision autocasts on CUDA only (``torch.autocast("cuda")``), which does nothing on CPUs;
   the CPU autocast stands in for it, so that layers FSDP keeps in bf16 meet bf16 inputs as on GPUs.
 """
@@ -21,7 +25,16 @@ import torch
 from lightning.fabric.strategies.fsdp import _move_torchmetrics_to_device, _setup_activation_checkpointing
 from lightning.pytorch.plugins.precision import FSDPPrecision
 from lightning.pytorch.strategies import FSDPStrategy
-from torch.distributed.fsdp import FullStateDictConfig, FullyShardedDataParallel, StateDictType
+from torch.distributed.fsdp import (
+    FullOptimStateDictConfig,
+    FullStateDictConfig,
+    FullyShardedDataParallel,
+    OptimStateKeyType,
+    StateDictType,
+)
+from torch.optim import Optimizer
+
+from sft_research.model.fsdp import full_state_dict
 
 
 class CPUFSDPPrecision(FSDPPrecision):
@@ -60,8 +73,16 @@ class CPUFSDPStrategy(FSDPStrategy):
         return model
 
     def lightning_module_state_dict(self) -> dict[str, Any]:
+        return full_state_dict(self) if self._state_dict_type == "full" else super().lightning_module_state_dict()
+
+    def optimizer_state(self, optimizer: Optimizer) -> dict[str, Any]:
         if self._state_dict_type != "full":
-            return super().lightning_module_state_dict()
-        config = FullStateDictConfig(offload_to_cpu=False, rank0_only=True)
-        with FullyShardedDataParallel.state_dict_type(self.model, StateDictType.FULL_STATE_DICT, config):
-            return self.model.state_dict()
+            return super().optimizer_state(optimizer)
+        optimizer = getattr(optimizer, "_optimizer", optimizer)  # a LightningOptimizer's own
+        model_config = FullStateDictConfig(offload_to_cpu=False, rank0_only=True)
+        optimizer_config = FullOptimStateDictConfig(offload_to_cpu=False, rank0_only=True)
+        with FullyShardedDataParallel.state_dict_type(self.model, StateDictType.FULL_STATE_DICT, model_config, optimizer_config):
+            state = FullyShardedDataParallel.optim_state_dict(self.model, optimizer)
+        if self.global_rank == 0:  # keyed by parameter index, as Lightning saves and loads a full optimizer state
+            state = FullyShardedDataParallel.rekey_optim_state_dict(state, OptimStateKeyType.PARAM_ID, self.model)
+        return state
