@@ -22,6 +22,7 @@ from sft_research.data.collate import collate_examples
 from sft_research.data.tokenize import TokenizedExample
 from sft_research.files import atomic_write
 from sft_research.frozen.quantities import FrozenQuantity, LabelLogprobsQuantity
+from sft_research.frozen.shares import ALONE, Shares
 from sft_research.model.loading import ModelConfig, load_model
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,13 @@ def frozen_quantity(
     device: torch.device | str = "cpu",
     use_cache: bool = True,
     chunk_size: int | None = 1024,
-) -> list[Value]:
-    """A quantity of ``examples`` under the frozen ``model``, from the on-disk cache when it has it."""
+    shares: Shares = ALONE,
+) -> tuple[list[Value], int]:
+    """A quantity of ``examples`` under the frozen ``model``, and the sequences this process ran through it.
+
+    It comes from the on-disk cache when every process finds it there. Otherwise each process of ``shares`` loads the
+    model and computes its share of the batches (:mod:`~sft_research.frozen.shares`), every process gathers the
+    others', and the first writes the cache: the same file, in the same order, as one process would write."""
     key = hashlib.blake2b(
         f"{checkpoint_fingerprint(model.name_or_path)}:{model.dtype}:{sequences_fingerprint(examples)}:{quantity.key}".encode(),
         digest_size=16,
@@ -104,18 +110,23 @@ def frozen_quantity(
     path = cache_dir() / "frozen" / f"{key}.safetensors"
     if use_cache:
         cached = _read(path, key, len(examples))
-        if cached is not None:
+        if all(shares.gather(cached is not None)):  # a process that misses it computes its share with the others
             log.info("%s of %s: read from %s", quantity.key, model.name_or_path, path)
-            return cached
-    frozen = load_model(ModelConfig(model.name_or_path, dtype=model.dtype, attn_implementation=model.attn_implementation))
-    frozen.to(device).eval().requires_grad_(False)
-    values = compute_quantity(frozen, examples, quantity, batch_size, pad_token_id, chunk_size)
-    del frozen
-    gc.collect()
-    if use_cache:
-        _write(path, key, values)
+            return cached, 0
+    mine = [examples[i] for i in shares.part(len(examples), batch_size)]
+    values = []
+    if mine:
+        frozen = load_model(ModelConfig(model.name_or_path, dtype=model.dtype, attn_implementation=model.attn_implementation))
+        frozen.to(device).eval().requires_grad_(False)
+        values = compute_quantity(frozen, mine, quantity, batch_size, pad_token_id, chunk_size)
+        del frozen
+        gc.collect()
+    parts = [part for part in shares.gather(packed(values)) if part]
+    merged = {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
+    if use_cache and shares.rank == 0:
+        _write(path, key, merged)
         log.info("%s of %s: computed and cached in %s", quantity.key, model.name_or_path, path)
-    return values
+    return unpacked(merged, len(examples)), sum(len(example.sequences) for example in mine)
 
 
 def frozen_label_logprobs(
@@ -128,17 +139,36 @@ def frozen_label_logprobs(
     chunk_size: int | None = 1024,
 ) -> list[torch.Tensor]:
     """Label log-probs of ``examples`` under the frozen ``model`` (``[S, L - 1]`` per example), cached."""
-    values = frozen_quantity(model, examples, LabelLogprobsQuantity(), pad_token_id, batch_size, device, use_cache, chunk_size)
+    values, _ = frozen_quantity(model, examples, LabelLogprobsQuantity(), pad_token_id, batch_size, device, use_cache, chunk_size)
     return [value["logps"] for value in values]
 
 
-def _write(path: Path, key: str, values: list[Value]) -> None:
-    from safetensors.torch import save_file
-
+def packed(values: list[Value]) -> dict[str, torch.Tensor]:
+    """Examples' values as the cache file holds them: per tensor name, every example's shape (``<name>/shapes``) and
+    their elements one after another (``<name>/values``); examples' values packed in turn concatenate name by name."""
     tensors = {}
-    for name in values[0]:
+    for name in values[0] if values else ():
         tensors[f"{name}/shapes"] = torch.tensor([list(value[name].shape) for value in values], dtype=torch.int64)
         tensors[f"{name}/values"] = torch.cat([value[name].reshape(-1) for value in values])
+    return tensors
+
+
+def unpacked(tensors: dict[str, torch.Tensor], count: int) -> list[Value]:
+    """The ``count`` examples' values of :func:`packed` tensors; a ValueError if they do not hold ``count``."""
+    names = sorted({key.rsplit("/", 1)[0] for key in tensors})
+    split = {}
+    for name in names:
+        values, shapes = tensors[f"{name}/values"], tensors[f"{name}/shapes"]
+        sizes = shapes.prod(-1)
+        if len(shapes) != count or int(sizes.sum()) != values.numel():
+            raise ValueError(f"size mismatch in {name}")
+        split[name] = [chunk.view(*shape) for chunk, shape in zip(values.split(sizes.tolist()), shapes.tolist())]
+    return [{name: split[name][i] for name in names} for i in range(count)]
+
+
+def _write(path: Path, key: str, tensors: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
     atomic_write(path, lambda temporary: save_file(tensors, str(temporary), metadata={"fingerprint": key}))
 
 
@@ -151,18 +181,10 @@ def _read(path: Path, key: str, count: int) -> list[Value] | None:
         with safe_open(str(path), framework="pt") as file:
             if file.metadata().get("fingerprint") != key:
                 raise ValueError("fingerprint mismatch")
-            names = sorted({k.rsplit("/", 1)[0] for k in file.keys()})
-            stored = {name: (file.get_tensor(f"{name}/values"), file.get_tensor(f"{name}/shapes")) for name in names}
-        split = {}
-        for name, (values, shapes) in stored.items():
-            sizes = shapes.prod(-1)
-            if len(shapes) != count or int(sizes.sum()) != values.numel():
-                raise ValueError(f"size mismatch in {name}")
-            split[name] = [chunk.view(*shape) for chunk, shape in zip(values.split(sizes.tolist()), shapes.tolist())]
+            return unpacked({name: file.get_tensor(name) for name in file.keys()}, count)
     except Exception as error:  # a damaged or foreign file is recomputed, never trusted
         log.warning("ignoring the cached values in %s (%s); recomputing", path, error)
         return None
-    return [{name: split[name][i] for name in names} for i in range(count)]
 
 
 def mean_completion_logprob(logps: torch.Tensor, example: TokenizedExample) -> float:

@@ -1,21 +1,16 @@
-"""How frozen models run for a fit: their quantities cached on disk and computed once by the first process, or
-computed on every batch with the models kept in memory (``on_the_fly``), and counted either way."""
+"""How frozen models run for a fit: their quantities cached on disk, computed once with each process taking its
+share of the batches, or computed on every batch with the models kept in memory (``on_the_fly``), and counted either
+way."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from functools import partial
 
 import torch
 
 from sft_research.data.tokenize import TokenizedExample, Tokenizer
 from sft_research.frozen.cache import Value, compute_quantity, frozen_quantity
 from sft_research.frozen.quantities import FrozenQuantity, LabelLogprobsQuantity
+from sft_research.frozen.shares import ALONE, Shares
 from sft_research.model.loading import ModelConfig, load_model
-
-
-def on_this_process(compute: Callable[[], list[Value]]) -> list[Value]:
-    return compute()
 
 
 class FrozenContext:
@@ -30,10 +25,13 @@ class FrozenContext:
             the on-disk cache (a quantity too large to cache, such as hidden states, always runs on the fly).
         batch_size: sequences per frozen forward pass.
         chunk_size: positions per chunk of a frozen model's output layer.
-        once: runs a cached computation so that the first process computes and the others read its cache.
+        shares: the processes that share a cached quantity's computation, each taking its share of the batches
+            and gathering the others' (:mod:`~sft_research.frozen.shares`).
 
     ``sequences`` counts the sequences frozen models scored (computed, or read from the cache, which a run on other
-    data would have had to compute); ``on_the_fly_sequences`` those of them scored on this process's batches.
+    data would have had to compute); ``on_the_fly_sequences`` those of them scored on this process's batches;
+    ``computed_sequences`` those this process ran through a frozen model itself (its share of the cached quantities
+    not read from the cache, and its batches' on the fly).
     """
 
     def __init__(
@@ -45,11 +43,11 @@ class FrozenContext:
         on_the_fly: bool = False,
         batch_size: int = 16,
         chunk_size: int | None = 1024,
-        once: Callable[[Callable[[], list[Value]]], list[Value]] = on_this_process,
+        shares: Shares = ALONE,
     ):
         self.policy, self.reference, self.renderer, self.device = policy, reference, renderer, torch.device(device)
-        self.on_the_fly, self.batch_size, self.chunk_size, self.once = on_the_fly, batch_size, chunk_size, once
-        self.sequences = self.on_the_fly_sequences = 0
+        self.on_the_fly, self.batch_size, self.chunk_size, self.shares = on_the_fly, batch_size, chunk_size, shares
+        self.sequences = self.on_the_fly_sequences = self.computed_sequences = 0
         self.models: dict[tuple[str, str], torch.nn.Module] = {}
 
     def quantity(self, model: ModelConfig, examples: list[TokenizedExample], quantity: FrozenQuantity, pad_token_id: int) -> list[Value]:
@@ -57,13 +55,15 @@ class FrozenContext:
         count = sum(len(example.sequences) for example in examples)
         if self.on_the_fly or not quantity.cacheable:
             self.on_the_fly_sequences += count
+            self.computed_sequences += count
             with torch.no_grad():
                 return compute_quantity(self.model(model), examples, quantity, self.batch_size, pad_token_id, self.chunk_size)
         self.sequences += count
-        compute = partial(
-            frozen_quantity, model, examples, quantity, pad_token_id, self.batch_size, self.device, chunk_size=self.chunk_size
+        values, computed = frozen_quantity(
+            model, examples, quantity, pad_token_id, self.batch_size, self.device, chunk_size=self.chunk_size, shares=self.shares
         )
-        return self.once(compute)
+        self.computed_sequences += computed
+        return values
 
     def label_logprobs(self, model: ModelConfig, examples: list[TokenizedExample], pad_token_id: int) -> list[torch.Tensor]:
         """Per example, ``[S, L - 1]`` label log-probs under the frozen ``model``."""

@@ -32,9 +32,9 @@ class FrozenInput(ABC):
     positions, or several such tensors by name. ``name`` is its key in ``ObjectiveInputs.frozen``.
 
     ``compute`` runs its frozen models through the context (:class:`~sft_research.frozen.context.FrozenContext`),
-    which caches on disk and computes once on the first process, or runs them on every batch (``on_the_fly``, set
-    for the run by ``model.frozen.mode``, or by ``on_the_fly_only`` for a quantity too large to cache), and counts
-    what they score.
+    which caches on disk and computes once, each process taking its share of the batches, or runs them on every batch
+    (``on_the_fly``, set for the run by ``model.frozen.mode``, or by ``on_the_fly_only`` for a quantity too large to
+    cache), and counts what they score.
     """
 
     name: str

@@ -1,5 +1,6 @@
 """The frozen inputs of a fit, as the training module runs them: attached to every example before training
-(cached), or computed for each batch (on the fly), through one :class:`FrozenContext`."""
+(cached, each process computing its share), or computed for each batch (on the fly), through one
+:class:`FrozenContext`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sft_research.data.collate import collate_frozen
 from sft_research.data.tokenize import TokenizedExample
 from sft_research.frozen.context import FrozenContext
 from sft_research.frozen.inputs import FrozenInput
+from sft_research.frozen.shares import Shares
 from sft_research.timings import timed
 
 
@@ -22,9 +24,11 @@ class FrozenConfig:
     Args:
         reference: the frozen reference model (a hub id or folder); None: the model at the start of this run.
         mode: ``cached`` computes frozen models' quantities once before training and keeps them on disk for later
-            runs, the first process computing and the others reading; ``on_the_fly`` keeps the frozen models in
-            memory and runs them on every batch (the same loss, for checking and for data too large to cache).
-        batch_size: sequences per frozen forward pass.
+            runs, each process computing its share of the batches and gathering the others'; ``on_the_fly`` keeps the
+            frozen models in memory and runs them on every batch (the same loss, for checking and for data too large
+            to cache).
+        batch_size: examples per frozen forward pass (with their sequences: a pair's two); the processes share
+            whole batches.
     """
 
     reference: str | None = None
@@ -40,17 +44,10 @@ class FrozenInputs:
 
     @classmethod
     def for_fit(cls, module, renderer) -> FrozenInputs:
-        """The frozen inputs of ``module``'s objective, run as its ``frozen`` config says, on its devices: a cached
-        quantity is computed by the first process, the others reading its cache."""
+        """The frozen inputs of ``module``'s objective, run as its ``frozen`` config says, on its devices: each process
+        computes its share of a cached quantity's batches and gathers the others', every process loading the whole
+        frozen model (:mod:`~sft_research.frozen.shares`)."""
         trainer = module.trainer
-
-        def once(compute):
-            if trainer.world_size > 1:
-                if trainer.is_global_zero:
-                    compute()
-                trainer.strategy.barrier("frozen inputs cached")
-            return compute()
-
         config = module.frozen_config
         context = FrozenContext(
             module.pretrained,
@@ -60,7 +57,7 @@ class FrozenInputs:
             config.mode == "on_the_fly",
             config.batch_size,
             module.execution.logprob_chunk_size,
-            once,
+            Shares(trainer.global_rank, trainer.world_size),
         )
         return cls(module.objective.frozen_inputs, context)
 
