@@ -12,6 +12,8 @@ import torch
 
 from sft_research.files import atomic_write_text
 from sft_research.frozen.cache import sequences_fingerprint
+from sft_research.frozen.shares import Shares
+from sft_research.model.generation import GenerationCount
 
 RECORD = "compute.json"
 
@@ -27,7 +29,8 @@ class Compute:
         policy_sequences: sequences through a forward and a backward pass of the model being trained.
         frozen_sequences: sequences scored by frozen models (references, baselines, teachers), computed in this fit or
             read from the on-disk cache (a fit on other data would have had to compute them).
-        generated_tokens: tokens sampled from the model (IRFT's rounds, counted by the pipeline).
+        generated_tokens: tokens sampled from the model (an IRFT round's, counted by the source that generates the
+            round's pairs as the fit reads them).
     """
 
     # Each with its label in the benchmark report's table.
@@ -47,7 +50,12 @@ class ComputeRecord(L.Callback):
     """Counts every batch trained on (a batch skipped for a non-finite loss was computed too, but made no step) on
     each process, sums the processes at the end, and writes the fit's :class:`Compute` to its log folder, with the
     fingerprint of its training data as rendered (token ids, completion masks, quality). The counts are tensors on
-    the device, read once at the end, and saved in training states so that a resumed fit goes on."""
+    the device, read once at the end, and saved in training states so that a resumed fit goes on.
+
+    ``computed_per_process`` lists, by rank, what each process computed of the work the processes share
+    (:mod:`~sft_research.frozen.shares`): ``frozen_sequences``, the sequences it ran through frozen models (none for
+    a quantity read from the cache), and ``generated_prompts`` and ``generated_tokens``, what it generated for a
+    training data source that generates (an IRFT round's pairs)."""
 
     def __init__(self):
         self.counts = torch.zeros(3, dtype=torch.int64)  # tokens, completion tokens, sequences
@@ -72,11 +80,20 @@ class ComputeRecord(L.Callback):
         # Collectives first, on every process: the sums, and the log folder.
         counts = trainer.strategy.reduce(self.counts.to(module.device), reduce_op="sum") if trainer.world_size > 1 else self.counts
         frozen = module.frozen.sequences(trainer) if module.frozen is not None else 0
+        generated = getattr(getattr(trainer.datamodule, "train_source", None), "generated", GenerationCount())
+        here = {
+            "frozen_sequences": module.frozen.context.computed_sequences if module.frozen is not None else 0,
+            "generated_prompts": generated.prompts,
+            "generated_tokens": generated.tokens,
+        }
+        processes = Shares(trainer.global_rank, trainer.world_size).gather(here)
+        computed = {name: [process[name] for process in processes] for name in here}
         log_dir = trainer.log_dir if trainer.logger is not None else None
         tokens, completion, sequences = (int(c) for c in counts.tolist())
-        record = Compute(trainer.global_step, tokens, completion, sequences, frozen)
+        record = Compute(trainer.global_step, tokens, completion, sequences, frozen, sum(computed["generated_tokens"]))
         if trainer.is_global_zero and log_dir is not None:
-            atomic_write_text(Path(log_dir) / RECORD, json.dumps({**asdict(record), "training_data": self.training_data}, indent=1))
+            recorded = {**asdict(record), "computed_per_process": computed, "training_data": self.training_data}
+            atomic_write_text(Path(log_dir) / RECORD, json.dumps(recorded, indent=1))
 
 
 def read_compute(log_dir: Path) -> tuple[Compute, str]:

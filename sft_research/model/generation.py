@@ -58,6 +58,14 @@ class Generations:
     lengths: list[int]
 
 
+@dataclass
+class GenerationCount:
+    """What one process generated: the prompts it answered and the tokens it sampled."""
+
+    prompts: int = 0
+    tokens: int = 0
+
+
 def generate_with_status(model, tokenizer, prompt_ids: torch.Tensor, attention_mask: torch.Tensor, config: GenerationConfig) -> Generations:
     """The continuations of left-padded prompts, on the model's device, with their status (:class:`Generations`)."""
     new_tokens = generate_tokens(model, tokenizer, prompt_ids, attention_mask, config)
