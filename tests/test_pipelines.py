@@ -115,8 +115,7 @@ def scripted_generations(monkeypatch):
     "lora,unfinished", [(None, "drop"), ({"r": 4, "alpha": 8, "target_modules": "all-linear"}, "keep")], ids=["full-drop", "lora-keep"]
 )
 def test_irft_rounds(tiny_model_dir, tmp_path, monkeypatch, lora, unfinished):
-    import random
-
+    from datasets import Dataset
     from transformers import AutoModelForCausalLM
 
     scripted_generations(monkeypatch)
@@ -139,8 +138,8 @@ def test_irft_rounds(tiny_model_dir, tmp_path, monkeypatch, lora, unfinished):
     )
     finals = main(["pipeline", f"--config={config}"])
     assert finals == {"irft": out / "irft" / "round_1" / "hf_model"}
-    order = list(range(8))
-    random.Random(0).shuffle(order)  # the prompts are shuffled with the run's seed before the split into rounds
+    # The prompts in the official run's order, datasets' shuffle with the run's seed, before the split into rounds.
+    shuffled = list(Dataset.from_list(SFT_ROWS[:8]).shuffle(seed=0))
     for t in range(2):
         report = json.loads((out / "irft" / f"round_{t}" / "generation.json").read_text())
         pairs = [json.loads(line) for line in (out / "irft" / f"round_{t}" / "pairs.jsonl").read_text().splitlines()]
@@ -148,7 +147,10 @@ def test_irft_rounds(tiny_model_dir, tmp_path, monkeypatch, lora, unfinished):
         assert report["prompts"] == 4 and report["pairs"] == len(pairs) == (3 if unfinished == "drop" else 4)
         assert report["generated_tokens"] == 3 * 3 + 6, "every generation counted, kept or not"
         assert report["device"] == "cpu" and report["generation"]["max_new_tokens"] == 6
-        expected = [SFT_ROWS[i] for i in order[4 * t : 4 * t + len(pairs)]]
+        (record,) = (out / "irft" / f"round_{t}" / "logs").glob("version_*/compute.json")
+        compute = json.loads(record.read_text())
+        assert compute["generated_tokens"] == 3 * 3 + 6 and compute["computed_per_process"]["generated_prompts"] == [4]
+        expected = shuffled[4 * t : 4 * t + len(pairs)]
         assert [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs] == [
             (r["prompt"], r["completion"], f"{n}0") for n, r in enumerate(expected)
         ]
@@ -160,6 +162,21 @@ def test_irft_rounds(tiny_model_dir, tmp_path, monkeypatch, lora, unfinished):
         assert not any("lora" in name for name, _ in model.named_parameters())
     round1 = yaml.safe_load((out / "irft" / "round_1" / "logs" / "version_0" / "config.yaml").read_text())
     assert round1["model"]["pretrained"]["name_or_path"] == str(out / "irft" / "round_0" / "hf_model")
+
+
+def test_irft_prompts_are_in_the_order_of_datasets_shuffle(tmp_path):
+    """The official run shuffles its demonstrations with ``Dataset.shuffle(seed=42)`` before cutting them into rounds."""
+    from datasets import Dataset
+
+    from sft_research.pipelines.irft import round_rows
+
+    rows = [{"prompt": f"{a} + {a} =", "completion": str(2 * a)} for a in range(50)]
+    demos = Dataset.from_json(str(write_jsonl(tmp_path / "demos.jsonl", rows)))
+    for seed in (42, 0):
+        shuffled = [rows.index(row) for row in demos.shuffle(seed=seed)]
+        assert round_rows(len(rows), seed, 1, 0) == shuffled
+        assert [round_rows(len(rows), seed, 5, t) for t in range(5)] == [shuffled[10 * t : 10 * (t + 1)] for t in range(5)]
+    assert round_rows(len(rows), 42, 1, 0) != sorted(round_rows(len(rows), 42, 1, 0))
 
 
 def test_an_unfinished_rejected_answer_has_no_end_of_turn(tiny_tokenizer):
