@@ -18,25 +18,29 @@ LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 class MasterWeights(torch.optim.Optimizer):
     """Runs ``make_optimizer`` on float32 master copies of the low-precision parameters among ``params`` (float32
-    ones are stepped as they are).
+    ones are stepped as they are). ``params`` is a list of tensors or of parameter groups (dicts with ``params`` and
+    their own hyperparameters, such as weight decay exemptions); ``make_optimizer`` gets the same groups over the
+    masters.
 
     Its ``param_groups`` hold the model's parameters, so that learning-rate schedulers, ``zero_grad`` and FSDP's
     optimizer state dicts see the model's parameters; the hyperparameters of each group are handed to the inner
-    optimizer at every step. The masters are part of the state dict (``master`` beside the inner optimizer's state of
-    each parameter), so a resumed run continues from them, not from the rounded weights.
+    optimizer's same group at every step. The masters are part of the state dict (``master`` beside the inner
+    optimizer's state of each parameter), so a resumed run continues from them, not from the rounded weights.
     """
 
-    def __init__(self, params, make_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer]):
-        params = [p for p in params]
-        self.masters = [p.detach().float().clone() if p.dtype in LOW_PRECISION else p for p in params]
-        self.inner = make_optimizer(self.masters)
-        if len(self.inner.param_groups) != 1:
-            raise ValueError("MasterWeights takes one group of parameters")
-        super().__init__(params, {k: v for k, v in self.inner.param_groups[0].items() if k != "params"})
+    def __init__(self, params, make_optimizer: Callable[[list[dict]], torch.optim.Optimizer]):
+        groups = list(params)
+        groups = [{**group, "params": list(group["params"])} for group in groups] if isinstance(groups[0], dict) else [{"params": groups}]
+        masters = [[p.detach().float().clone() if p.dtype in LOW_PRECISION else p for p in group["params"]] for group in groups]
+        self.masters = [master for group in masters for master in group]
+        self.inner = make_optimizer([{**group, "params": tensors} for group, tensors in zip(groups, masters)])
+        super().__init__(groups, self.inner.defaults)
+        for outer, inner in zip(self.param_groups, self.inner.param_groups):
+            outer.update({k: v for k, v in inner.items() if k != "params"})
 
     def updated_tensors(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(parameter, the tensor the optimizer updates for it): its float32 master, or the parameter itself."""
-        return list(zip(self.param_groups[0]["params"], self.masters))
+        return list(zip([p for group in self.param_groups for p in group["params"]], self.masters))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -44,8 +48,8 @@ class MasterWeights(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        outer, inner = self.param_groups[0], self.inner.param_groups[0]
-        inner.update({k: v for k, v in outer.items() if k != "params"})
+        for outer, inner in zip(self.param_groups, self.inner.param_groups):
+            inner.update({k: v for k, v in outer.items() if k != "params"})
         lowered = []
         for param, master in self.updated_tensors():
             if master is not param:
@@ -62,15 +66,18 @@ class MasterWeights(torch.optim.Optimizer):
         for index, (param, master) in enumerate(self.updated_tensors()):
             if master is not param:
                 state["state"].setdefault(index, {})["master"] = master
-        (group,) = state["param_groups"]
-        state["param_groups"] = [{**{k: v for k, v in self.param_groups[0].items() if k != "params"}, "params": group["params"]}]
+        state["param_groups"] = [
+            {**{k: v for k, v in outer.items() if k != "params"}, "params": inner["params"]}
+            for outer, inner in zip(self.param_groups, state["param_groups"])
+        ]
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
         inner_state = {index: dict(values) for index, values in state_dict["state"].items()}
         masters = {index: values.pop("master") for index, values in inner_state.items() if "master" in values}
         self.inner.load_state_dict({"state": inner_state, "param_groups": state_dict["param_groups"]})
-        self.param_groups[0].update({k: v for k, v in state_dict["param_groups"][0].items() if k != "params"})
+        for outer, saved in zip(self.param_groups, state_dict["param_groups"]):
+            outer.update({k: v for k, v in saved.items() if k != "params"})
         for index, value in masters.items():
             self.masters[int(index)].copy_(value)
 

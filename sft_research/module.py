@@ -126,8 +126,7 @@ class FineTuningModule(L.LightningModule):
         return [Preflight(), RNGState(), Throughput(), ComputeRecord(), StaleUpdates(), ResumeHint()]
 
     def configure_optimizers(self):
-        parameters = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer, scheduler = build_optimizer(parameters, self.optimizer_config, self.trainer.estimated_stepping_batches)
+        optimizer, scheduler = build_optimizer(self.model, self.optimizer_config, self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def micro_loss(self, micro: dict, num_tokens: torch.Tensor, num_examples: torch.Tensor, stage: str) -> ObjectiveOutput:
