@@ -17,7 +17,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from jsonargparse import lazy_instance
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
@@ -25,6 +24,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from sft_research.callbacks.progress_bar import StepProgressBar
 from sft_research.checkpoints.names import ADAPTER_CONFIG
+from sft_research.checkpoints.training_state import saved_step
 from sft_research.csv_logger import RunCSVLogger
 from sft_research.data.datamodule import SFTDataModule
 from sft_research.errors import ConfigError
@@ -268,6 +268,9 @@ def in_run_dir(config: dict[str, Any], run_dir: Path, start_model: str | None = 
         trainer["logger"] = {"class_path": CSV_LOGGER, "init_args": {"save_dir": str(run_dir), "name": "logs"}}
     elif isinstance(logger, dict):
         logger.setdefault("init_args", {}).update(save_dir=str(run_dir), name="logs")
+    for callback in trainer.get("callbacks") or []:
+        if isinstance(callback, dict) and str(callback.get("class_path", "")).endswith("ModelCheckpoint"):
+            callback.setdefault("init_args", {})["dirpath"] = str(run_dir / "checkpoints")  # each stage and round its own
     model = config.setdefault("model", {})
     model["save_dir"] = str(run_dir / "hf_model")
     if start_model is not None:
@@ -277,8 +280,13 @@ def in_run_dir(config: dict[str, Any], run_dir: Path, start_model: str | None = 
 
 def run_fit(config: dict[str, Any], run_dir: Path, start_model: str | None = None) -> FitCLI:
     """Runs ``sft-research fit`` on ``config`` in ``run_dir`` (see :func:`in_run_dir`); the config as run is written
-    to ``run_dir/fit.yaml``."""
+    to ``run_dir/fit.yaml``. A fit that an earlier attempt left with a training state (its checkpoint callback's
+    ``last.ckpt``) continues from it, so that a pipeline run again after a lost node picks up inside its stage."""
     config = in_run_dir(config, run_dir, start_model)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.exists() and not is_done(run_dir):
+        print(f"{run_dir}: continuing from its training state at step {saved_step(last)} ({last})")
+        config["ckpt_path"] = str(last)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "fit.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return FitOnlyCLI(**cli_arguments({"fit": config}, run=True))
@@ -294,8 +302,7 @@ class Resume:
 
     def __init__(self, checkpoint: Path):
         self.checkpoint = checkpoint
-        # mmap: the step is read without loading the weights and optimizer state into memory.
-        self.step = int(torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+        self.step = saved_step(checkpoint)
 
 
 def find_last_checkpoint(config) -> Resume:
@@ -315,11 +322,11 @@ def find_last_checkpoint(config) -> Resume:
         versions = sorted((p for p in root.glob("version_*") if p.name[8:].isdigit()), key=lambda p: int(p.name[8:]), reverse=True)
         for version in versions:
             looked.append(version / "checkpoints" / "last.ckpt")
-            if looked[-1].is_file():
+            if looked[-1].exists():  # a file, or a folder of FSDP's shards
                 init.version = int(version.name[8:])  # the resumed run logs into the same folder
                 break
     for path in looked:
-        if path.is_file():
+        if path.exists():
             return Resume(path)
     where = ", ".join(str(p) for p in looked) or "nowhere: no checkpoint callback with a dirpath and no CSV logger folder"
     raise ConfigError(

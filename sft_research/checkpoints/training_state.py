@@ -4,6 +4,8 @@ takes megabytes instead of the base model's hundreds."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 
@@ -25,3 +27,10 @@ def restore_frozen_weights(module, checkpoint: dict) -> None:
         return
     own: dict[str, torch.Tensor] = module.state_dict()
     checkpoint["state_dict"] = {**{k: v for k, v in own.items() if k not in checkpoint["state_dict"]}, **checkpoint["state_dict"]}
+
+
+def saved_step(path: Path) -> int:
+    """The optimizer step a training state was saved at, read without loading its tensors: a file, or a folder of
+    shards (FSDP's sharded states), whose step sits in its ``meta.pt``."""
+    metadata = path / "meta.pt" if path.is_dir() else path
+    return int(torch.load(metadata, map_location="cpu", weights_only=True, mmap=True)["global_step"])

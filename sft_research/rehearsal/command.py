@@ -18,6 +18,7 @@ from sft_research.files import atomic_write_text
 from sft_research.fit import FitCLI, cli_arguments, in_run_dir, is_done
 from sft_research.pipelines.stages import build_pipeline
 from sft_research.rehearsal.plan import plan
+from sft_research.rehearsal.resume_check import check_resume
 
 
 def rehearse_main(args: list[str]) -> Path:
@@ -51,6 +52,9 @@ def rehearse_main(args: list[str]) -> Path:
         final = output / "hf_model"
     if not is_done(Path(final).parent):
         raise RuntimeError(f"rehearsal of {source}: the run ended without its final model in {final}")
+    resumed = check_resume(output, None if "stages" in rehearsal.config else rehearsal.config, report=not launched)
+    if resumed is not None:
+        print(resumed)
     if not launched:
         reloads = ", and each later stage or round started from the model before it" if "stages" in config else ""
         print(

@@ -14,6 +14,7 @@ from typing import Any
 
 from sft_research.checkpoints.embedded import DEFAULT_MODEL
 from sft_research.rehearsal.fixtures import fixture
+from sft_research.rehearsal.resume_check import keep_every_state
 from sft_research.rehearsal.standins import stand_in
 
 CPU_FSDP = "sft_research.rehearsal.strategy.CPUFSDPStrategy"
@@ -65,6 +66,9 @@ def scale_fit(result: Plan, fit: dict[str, Any], where: str, starts_elsewhere: b
     scale_batch(result, data, wanted, processes, where)
     scale_length(result, trainer, where)
     scale_blocks(result, data, where)
+    kept = keep_every_state(trainer)
+    if kept is not None:
+        result.note(where, "training states (every_n_train_steps, save_top_k)", kept, "(1, all): the resume check restarts after step 1")
     stand_in_models(result, model, where, starts_elsewhere)
     for key in ("train", "val"):
         stand_in_data(result, data.get(key), where)
