@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
 
 from sft_research.callbacks.progress_bar import StepProgressBar
-from sft_research.checkpoints.names import ADAPTER_CONFIG
+from sft_research.checkpoints.names import ADAPTER_CONFIG, model_config
 from sft_research.checkpoints.training_state import saved_step
 from sft_research.csv_logger import RunCSVLogger
 from sft_research.data.datamodule import SFTDataModule
@@ -75,6 +75,9 @@ for message in UNACTIONABLE_WARNINGS:
 
 
 class FitCLI(LightningCLI):
+    # Where the checks before anything loads read the model's architecture (its config.json); None: settings only.
+    model_config = staticmethod(model_config)
+
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         # predict would run the module's forward, which this module does not define for inference.
@@ -87,10 +90,16 @@ class FitCLI(LightningCLI):
         parser.link_arguments("data.micro_batch_size", "model.micro_batch_size")
         # Rows that hold both an SFT record and a preference pair are read as what the objective trains on.
         parser.link_arguments("model.objective", "data.record_kind", compute_fn=record_kind_of)
+        parser.add_argument(
+            "--gpu_memory_gb",
+            type=float,
+            default=80.0,
+            help="the memory of each GPU this config is meant for, in GB: `sft-research rehearse` plans the run's memory against it",
+        )
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        check_fit_config(self.subcommand or "fit", config)
+        check_fit_config(self.subcommand or "fit", config, self.model_config)
         with_absolute_paths(config)
         logger = config.trainer.get("logger")
         class_path = getattr(logger, "class_path", None)
@@ -242,9 +251,12 @@ def cli_arguments(args: list[str] | dict | None, run: bool) -> dict:
 
 
 def parse_fit(config: dict[str, Any]):
-    """Checks a fit config with the ``sft-research fit`` parser, without building anything (no model, no devices)."""
+    """Checks a fit config's settings with the ``sft-research fit`` parser, without building anything (no model, no
+    devices) or reading the model's files (:mod:`sft_research.run_checks` checks those)."""
 
-    class ParseOnly(FitCLI):
+    class ParseOnly(FitOnlyCLI):
+        model_config = None
+
         def instantiate_classes(self) -> None:
             pass
 

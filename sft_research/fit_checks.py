@@ -1,11 +1,16 @@
 """Settings of a fit config checked before anything loads: Trainer options that this module does in its own way,
-runs that would train nothing, lengths the model cannot take, LoRA settings peft would refuse after loading the
-model. Each stops the command with one line that names the setting and what to use instead."""
+runs that would train nothing, a micro-batch larger than a process's share, and everything that needs the model's
+architecture (read from its config.json, never its weights): lengths the model cannot take, LoRA settings peft would
+refuse after loading the model, an FSDP wrap policy that misses the model's class. Each stops the command with one
+line that names the setting and what to use instead.
+
+The real run reads the architecture of the model it names (:func:`~sft_research.checkpoints.names.model_config`); a
+rehearsal calls the same functions with the architecture its stand-in stands for."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import importlib
+from collections.abc import Callable
 
 from sft_research.errors import ConfigError
 
@@ -21,9 +26,19 @@ REPLACED_TRAINER_OPTIONS = {
 }
 
 
-def check_fit_config(subcommand: str, config) -> None:
-    """Every check of this file, on the parsed (not yet built) config of ``sft-research SUBCOMMAND``."""
-    trainer, model, data = config.trainer, config.model, config.data
+def check_fit_config(subcommand: str, config, model_config: Callable[[str], dict] | None) -> None:
+    """Every check of this file, on the parsed (not yet built) config of ``sft-research SUBCOMMAND``; those that need
+    the architecture read it with ``model_config`` (None: settings only)."""
+    check_settings(subcommand, config)
+    pretrained = config.model.get("pretrained")
+    name = pretrained.get("name_or_path") if pretrained is not None else None
+    if model_config is not None and name is not None:
+        check_architecture(config, name, model_config(name))
+
+
+def check_settings(subcommand: str, config) -> None:
+    """The checks that need nothing but the config."""
+    trainer, data = config.trainer, config.data
     for option, (default, instead) in REPLACED_TRAINER_OPTIONS.items():
         value = trainer.get(option)
         if value is not None and value != default:
@@ -33,43 +48,67 @@ def check_fit_config(subcommand: str, config) -> None:
             raise ConfigError("--trainer.max_steps 0: nothing would be trained; `sft-research validate` evaluates a model without training")
         if data.get("train") is None:
             raise ConfigError("fit needs training data: --data.train (e.g. sft_research.data.FileDataset with --data.train.path FILE)")
+        world = configured_processes(trainer)
+        if world is not None:
+            check_micro_batch(data.get("batch_size"), data.get("micro_batch_size"), world)
     elif data.get("val") is None and not is_task(data.get("train")) and not data.get("val_fraction"):
         raise ConfigError(
             f"{subcommand} needs held-out data: --data.val (e.g. sft_research.data.FileDataset with --data.val.path FILE), "
             "--data.val_fraction with training records, or a task with held-out prompts as --data.train (ReasoningGymTask)"
         )
-    pretrained = model.get("pretrained")
-    name = pretrained.get("name_or_path") if pretrained is not None else None
-    if name is not None:
-        check_max_length(name, data.get("max_length"))
-        check_lora(name, pretrained.get("lora"))
+
+
+def check_micro_batch(batch_size: int, micro_batch_size: int | None, processes: int) -> None:
+    """The micro-batch must fit in each process's share of the global batch."""
+    share = batch_size // processes
+    if micro_batch_size is not None and micro_batch_size > share:
+        raise ConfigError(
+            f"data.micro_batch_size={micro_batch_size} is larger than each process's share of the batch "
+            f"(data.batch_size={batch_size} over {processes} processes: {share})"
+        )
+
+
+def configured_processes(trainer) -> int | None:
+    """The processes a trainer config asks for (devices x nodes), where the config alone says it: None for devices
+    that Lightning counts on the machine (``auto`` or -1 on an accelerator)."""
+    devices, nodes = trainer.get("devices", "auto"), trainer.get("num_nodes", 1)
+    if isinstance(devices, str) and devices.isdigit():
+        devices = int(devices)
+    if isinstance(devices, (list, tuple)):
+        count = len(devices)
+    elif isinstance(devices, int) and devices > 0:
+        count = devices
+    elif trainer.get("accelerator", "auto") == "cpu":
+        count = 1  # Lightning's "auto" on CPUs: one process
+    else:
+        return None
+    return count * (nodes if isinstance(nodes, int) else 1)
 
 
 def is_task(source) -> bool:
     return source is not None and str(getattr(source, "class_path", "")).endswith("ReasoningGymTask")
 
 
-def local_config(name_or_path: str) -> dict | None:
-    """The model's config.json where it is on this disk (a local folder, an adapter's base, the embedded model),
-    read without loading the model; None otherwise (a hub id not downloaded)."""
-    from sft_research.checkpoints.names import ModelLoadError, adapter_base, resolve
+def check_architecture(config, name: str, architecture: dict) -> None:
+    """The checks that need the model's architecture, from its config.json (``architecture``): ``data.max_length``
+    against its positions, LoRA against its modules, and the FSDP wrap policy against its class."""
+    pretrained = config.model.pretrained
+    check_max_length(name, architecture, config.data.get("max_length"))
+    check_lora(name, architecture, pretrained.get("lora"))
+    strategy = fsdp_strategy(config.trainer.get("strategy"))
+    if strategy is not None:
+        from sft_research.model.fsdp import check_fsdp_policy
 
-    try:
-        base = adapter_base(name_or_path)
-        path = Path(resolve(base if base is not None else name_or_path)) / "config.json"
-    except ModelLoadError:
-        return None  # not there yet (an earlier pipeline stage's model): the load itself will say what is wrong
-    return json.loads(path.read_text()) if path.is_file() else None
+        check_fsdp_policy(strategy, (architecture.get("architectures") or [None])[0], pretrained.get("lora") is not None)
 
 
-def check_max_length(name_or_path: str, max_length: int | None) -> None:
-    config = local_config(name_or_path)
-    positions = (config or {}).get("max_position_embeddings")
+def check_max_length(name: str, architecture: dict, max_length: int | None, setting: str = "--data.max_length") -> None:
+    positions = architecture.get("max_position_embeddings")
     if max_length is not None and positions is not None and max_length > positions:
-        raise ConfigError(f"--data.max_length {max_length}: {name_or_path} takes at most {positions} positions (max_position_embeddings)")
+        raise ConfigError(f"{setting} {max_length}: {name} takes at most {positions} positions (max_position_embeddings)")
 
 
-def check_lora(name_or_path: str, lora) -> None:
+def check_lora(name: str, architecture: dict, lora) -> None:
     """peft's own checks, made before the model loads: rank, scale and dropout, and target modules that match a
     module of the model (built on the meta device from its config.json, which allocates nothing)."""
     if lora is None:
@@ -82,29 +121,45 @@ def check_lora(name_or_path: str, lora) -> None:
         raise ConfigError(f"--model.pretrained.lora.dropout {lora.dropout}: must be in [0, 1)")
     if lora.target_modules == "all-linear":
         return
-    names = module_names(name_or_path)
-    if names is None:
-        return
+    names = module_names(architecture)
     missing = [t for t in lora.target_modules if not any(n == t or n.endswith(f".{t}") for n in names)]
     if missing:
         linear = sorted({n.rsplit(".", 1)[-1] for n, kind in names.items() if kind == "Linear"})
         raise ConfigError(
-            f"--model.pretrained.lora.target_modules: {missing} match no module of {name_or_path}; "
+            f"--model.pretrained.lora.target_modules: {missing} match no module of {name}; "
             f"its linear layers are {linear} (or use all-linear)"
         )
 
 
-def module_names(name_or_path: str) -> dict[str, str] | None:
-    """Each module's dotted name and class name, from the model built on the meta device; None off this disk."""
-    config = local_config(name_or_path)
-    if config is None:
-        return None
+def meta_model(architecture: dict):
+    """The causal LM of a config.json, built on the meta device: every module and parameter shape, no memory."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from sft_research.checkpoints.names import adapter_base, resolve
-
-    base = adapter_base(name_or_path)
+    settings = {key: value for key, value in architecture.items() if key != "model_type"}
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolve(base if base is not None else name_or_path)))
-    return {name: type(module).__name__ for name, module in model.named_modules()}
+        return AutoModelForCausalLM.from_config(AutoConfig.for_model(architecture["model_type"], **settings))
+
+
+def module_names(architecture: dict) -> dict[str, str]:
+    """Each module's dotted name and class name."""
+    return {name: type(module).__name__ for name, module in meta_model(architecture).named_modules()}
+
+
+def fsdp_strategy(strategy):
+    """The FSDP strategy a parsed ``trainer.strategy`` builds (a registered name such as ``fsdp``, or a class path
+    with its arguments), made without any process group or device; None for any other strategy."""
+    from lightning.pytorch.strategies import FSDPStrategy, StrategyRegistry
+
+    if isinstance(strategy, str):
+        built = StrategyRegistry.get(strategy) if strategy in StrategyRegistry else None
+        return built if isinstance(built, FSDPStrategy) else None
+    class_path = getattr(strategy, "class_path", None)
+    if class_path is None:
+        return strategy if isinstance(strategy, FSDPStrategy) else None
+    module, _, name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    if not issubclass(cls, FSDPStrategy):
+        return None
+    init = strategy.get("init_args") or {}
+    return cls(**{key: value for key, value in dict(init).items() if value is not None})

@@ -90,3 +90,89 @@ def test_a_lora_fit_with_activation_checkpointing_prints_no_warning(tiny_model_d
     printed = done.stderr.splitlines()
     assert not [line for line in printed if "Warning" in line or "available:" in line], printed
     assert any(line.startswith("outputs: ") for line in printed)
+
+
+def hub_cache_with_config(root, repo_id: str, config: dict, monkeypatch):
+    """A local Hugging Face hub cache (``HF_HUB_CACHE``) that holds one model's config.json and nothing else, laid out
+    as huggingface_hub lays it out: ``models--org--name/refs/main`` naming a snapshot that holds the file. The hub
+    itself is out of reach."""
+    import json
+
+    import huggingface_hub.constants
+
+    from sft_research.checkpoints import hub
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    folder = root / f"models--{repo_id.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(revision)
+    (folder / "snapshots" / revision).mkdir(parents=True)
+    (folder / "snapshots" / revision / "config.json").write_text(json.dumps(config))
+    monkeypatch.setenv("HF_HUB_CACHE", str(root))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(root))
+    monkeypatch.setattr(hub, "hub_reachable", lambda: False)
+    monkeypatch.setattr("sft_research.checkpoints.names.hub_reachable", lambda: False)
+
+
+@pytest.mark.parametrize(
+    "settings,message",
+    [
+        (
+            # An FSDP config whose wrap policy lacks the causal LM's class: caught before 8 ranks load and wrap 32B.
+            ["--trainer.strategy=fsdp", "--trainer.devices=8"],
+            r"under FSDP the model must be wrapped as a unit of its own: add its class LlamaForCausalLM .* auto_wrap_policy",
+        ),
+        (
+            ["--model.pretrained.lora.r=4", "--model.pretrained.lora.target_modules=[q_proj,query_key_value]"],
+            r"--model.pretrained.lora.target_modules: \['query_key_value'\] match no module of some-org/tiny-llama; "
+            r"its linear layers are \['down_proj', 'gate_proj', 'k_proj', 'lm_head', 'o_proj', 'q_proj', 'up_proj', 'v_proj'\]",
+        ),
+        (["--data.max_length=4096"], r"--data.max_length 4096: some-org/tiny-llama takes at most 2048 positions"),
+    ],
+)
+def test_a_hub_model_is_checked_from_its_config_in_the_hub_cache_before_any_weights_load(
+    tiny_model_dir, tmp_path, monkeypatch, capsys, settings, message
+):
+    """The real run checks a hub id as it checks a local folder: its config.json (here in a local hub cache made
+    for the test, the hub out of reach) gives the architecture, and each defect stops the command in one line before
+    any weights or tokenizer load."""
+    import json
+    import re
+    import sys
+
+    from sft_research import module
+    from sft_research.checkpoints import names
+    from sft_research.cli import console
+
+    hub_cache_with_config(tmp_path / "hub", "some-org/tiny-llama", json.loads((tiny_model_dir / "config.json").read_text()), monkeypatch)
+    monkeypatch.setattr(module, "load_model", lambda *a, **k: pytest.fail("weights were loaded before the check"))
+    monkeypatch.setattr(names, "load_tokenizer", lambda *a, **k: pytest.fail("a tokenizer was loaded before the check"))
+    path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
+    args = file_fit_args("some-org/tiny-llama", path, tmp_path, 1)
+    monkeypatch.setattr(sys, "argv", ["sft-research", "fit", *[a for a in args if "accelerator" not in a], *settings])
+    with pytest.raises(SystemExit) as stopped:
+        console()
+    assert stopped.value.code == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("sft-research: error: "), errors
+    assert re.search(message, errors[0]), errors[0]
+
+
+def test_the_same_hub_model_passes_the_checks_when_its_settings_fit(tiny_model_dir, tmp_path, monkeypatch):
+    """The control: with settings the architecture allows, the checks pass and the fit goes on to load the model
+    (which the cache, holding no weights, then cannot give)."""
+    import json
+
+    from sft_research.fit import parse_fit
+    from sft_research.fit_checks import check_fit_config
+
+    hub_cache_with_config(tmp_path / "hub", "some-org/tiny-llama", json.loads((tiny_model_dir / "config.json").read_text()), monkeypatch)
+    path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
+    config = {
+        "model": {"pretrained": {"name_or_path": "some-org/tiny-llama", "lora": {"r": 4, "target_modules": ["q_proj", "v_proj"]}}},
+        "data": {"train": {"class_path": "sft_research.data.FileDataset", "init_args": {"path": str(path)}}, "max_length": 2048},
+    }
+    from sft_research.checkpoints.names import model_config
+
+    check_fit_config("fit", parse_fit(config), model_config)
+    assert model_config("some-org/tiny-llama")["architectures"] == ["LlamaForCausalLM"]

@@ -42,3 +42,19 @@ def cache_only_unless_reachable() -> Iterator[bool]:
         yield False
     finally:
         huggingface_hub.constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = saved
+
+
+def hub_file(repo_id: str, filename: str) -> str | None:
+    """One small file of a hub model (its ``config.json``, say), without its weights: from the local Hugging Face
+    cache (``HF_HUB_CACHE``), else downloaded alone when the hub can be reached; None when neither has it."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo_id, filename)
+    if isinstance(cached, str):
+        return cached
+    if not hub_reachable():
+        return None
+    try:
+        return hf_hub_download(repo_id, filename)
+    except (OSError, ValueError):  # no such repository or file, a gated one, an invalid id, a failed download
+        return None

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from sft_research.checkpoints.embedded import DEFAULT_MODEL, EMBEDDED_PREFIX, resolve_embedded
-from sft_research.checkpoints.hub import hub_reachable
+from sft_research.checkpoints.hub import hub_file, hub_reachable
 
 ADAPTER_CONFIG = "adapter_config.json"
 # Beside an adapter: its base model's portable name (an embedded name, a hub id, an absolute folder), which this
@@ -67,6 +67,28 @@ def local_architecture(name_or_path: str) -> str | None:
         return None
     architectures = json.loads(config.read_text()).get("architectures") or [None]
     return architectures[0]
+
+
+def model_config(name_or_path: str) -> dict:
+    """The model's ``config.json`` (an adapter's: its base model's), read before any weights load: from its folder,
+    or for a hub id from the local Hugging Face cache, else downloaded alone (one small file). A hub id that neither
+    has stops at once, as its load would (:mod:`~sft_research.checkpoints.hub`)."""
+    base = adapter_base(name_or_path)
+    if base is not None:
+        return model_config(base)
+    resolved = resolve(name_or_path)
+    path = str(Path(resolved) / "config.json") if Path(resolved).is_dir() else hub_file(resolved, "config.json")
+    if path is None:
+        hub = "has no such file" if hub_reachable() else "cannot be reached from here"
+        where = f"not in the local Hugging Face cache, and the hub {hub}"
+        raise ModelLoadError(
+            f"{name_or_path}: its config.json could not be read ({where}). Without network access to the hub, download the "
+            f"model elsewhere and pass its local folder, or use {DEFAULT_MODEL}."
+        )
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{name_or_path}: unreadable config.json ({error})") from error
 
 
 def portable_name(name_or_path: str) -> str:
