@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from sft_research.data.errors import DataError
-from sft_research.errors import ConfigError
 from sft_research.export import model_dir
+from sft_research.fit_checks import check_micro_batch
 from sft_research.master_weights import LOW_PRECISION
+from sft_research.memory import FitShape, checkpoint_bytes, fsdp_shards
 from sft_research.model.fsdp import check_fsdp_wrapping
 from sft_research.preflight import check_output_dir, parameter_bytes
 
@@ -38,23 +40,38 @@ class Preflight(L.Callback):
                 f"false: updates smaller than half a unit in a weight's last place are lost (in bf16 at lr "
                 f"{optimizer.lr:g}, most of them); keep float32 master weights (master_weights: true)"
             )
-        size = parameter_bytes(model)
-        check_output_dir(target.parent, size, "model output")
+        check_output_dir(target.parent, parameter_bytes(model), "model output")
         callback = trainer.checkpoint_callback
         if callback is not None and callback.dirpath is not None:
-            check_output_dir(Path(callback.dirpath), 3 * size, "checkpoint")  # weights and two Adam moments
+            check_output_dir(Path(callback.dirpath), training_state_bytes(trainer, module), "checkpoint")
+
+
+def training_state_bytes(trainer, module) -> int:
+    """What one checkpoint holds over every process (:func:`~sft_research.memory.checkpoint_bytes`): under FSDP a
+    process holds its shard of every weight, so the whole model is its count times the processes that split it."""
+    parameters = list(module.model.parameters())
+    trained = [p for p in parameters if p.requires_grad]
+    strategy = trainer.strategy
+    shards = (
+        fsdp_shards(str(strategy.sharding_strategy), trainer.world_size, trainer.num_devices)[0]
+        if isinstance(strategy, FSDPStrategy)
+        else 1
+    )
+    settings = module.optimizer_config
+    fit = FitShape(
+        weight_bytes=parameters[0].element_size(),
+        master_weights=settings.master_weights,
+        optimizer=settings.name,
+        lora=module.pretrained.lora is not None,
+    )
+    return checkpoint_bytes(shards * sum(p.numel() for p in parameters), shards * sum(p.numel() for p in trained), fit)
 
 
 def check_batch_and_records(module, data) -> None:
     """Before any model loads: the micro-batch fits each process's share of the batch, and the training records are
     of the kind the objective trains on."""
-    world, micro, objective = module.trainer.world_size, module.micro_batch_size, module.objective
-    share = data.batch_size // world
-    if micro is not None and micro > share:
-        raise ConfigError(
-            f"data.micro_batch_size={micro} is larger than each process's share of the batch "
-            f"(data.batch_size={data.batch_size} over {world} processes: {share})"
-        )
+    objective = module.objective
+    check_micro_batch(data.batch_size, module.micro_batch_size, module.trainer.world_size)
     if len(data.train_examples[0].sequences) != objective.sequences_per_example:
         wanted = "preference records (prompt/chosen/rejected)" if objective.sequences_per_example == 2 else "SFT or text records"
         raise DataError(
