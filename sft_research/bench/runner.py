@@ -26,6 +26,7 @@ import torch
 
 import sft_research
 from sft_research import timings
+from sft_research.bench.arms import Arm
 from sft_research.bench.compute import run_compute
 from sft_research.bench.curves import along_curves, mean_curves
 from sft_research.bench.evaluate import Evaluator, Measurements
@@ -43,11 +44,13 @@ from sft_research.bench.report import (
     summarize,
     summary_csv,
     summary_markdown,
+    with_values,
 )
 from sft_research.bench.suite import Suite
 from sft_research.files import atomic_write_text
 from sft_research.frozen.cache import checkpoint_fingerprint
 from sft_research.pipelines import Pipeline
+from sft_research.pipelines.stages import named
 
 
 def versions() -> dict[str, str]:
@@ -92,12 +95,13 @@ def run_suite(suite: Suite, output_dir: str | Path, suite_config: dict) -> Suite
     out.mkdir(parents=True, exist_ok=True)
     suite_started, before_suite = time.perf_counter(), dict(timings.SECONDS)
     atomic_write_text(out / "suite.json", json.dumps(suite_config, indent=1, default=str))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    evaluator = Evaluator(suite, device)
-    base = base_evaluation(evaluator, out / "base.json")
     results = out / "results.jsonl"
     done = {(row["arm"], row["seed"]) for row in read_results(results)}
     todo = [(arm, seed) for seed in suite.seeds for arm in suite.arms if (arm.name, seed) not in done]
+    check_arms(suite, todo, out)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    evaluator = Evaluator(suite, device)
+    base = base_evaluation(evaluator, out / "base.json")
     commit = git_commit(Path(sft_research.__file__).parent)
     base_fingerprint = checkpoint_fingerprint(suite.base_model) if todo else None
     started = time.perf_counter()
@@ -110,7 +114,7 @@ def run_suite(suite: Suite, output_dir: str | Path, suite_config: dict) -> Suite
         stages = arm.stages(suite, seed)
         pipeline = Pipeline(str(run_dir), stages)
         targets = plan_curve(pipeline, suite.eval_at)
-        pipeline.run()
+        pipeline.run(checked=True)  # by check_arms
         points = curve(pipeline, targets)
         *before, (end_fit, _, end) = [(fit, fraction, evaluator.evaluate(str(model))) for fit, fraction, model in points]
         compute, data_fingerprints = run_compute(run_dir)
@@ -143,6 +147,18 @@ def run_suite(suite: Suite, output_dir: str | Path, suite_config: dict) -> Suite
     suite_report = report(suite, out, base)
     write_timings(out / "timings.md", time.perf_counter() - suite_started, timings.since(before_suite))
     return suite_report
+
+
+def check_arms(suite: Suite, todo: list[tuple[Arm, int]], out: Path) -> None:
+    """Every arm still to run, checked whole (each stage's settings, model, data and frozen models:
+    :meth:`~sft_research.pipelines.Pipeline.check`) before the base model is evaluated or any arm trains, at its
+    first seed to run: the seed changes nothing that is checked."""
+    first: dict[str, tuple[Arm, int]] = {}
+    for arm, seed in todo:
+        first.setdefault(arm.name, (arm, seed))
+    for arm, seed in first.values():
+        with named(f"arm {arm.name!r}"):
+            Pipeline(str(out / "runs" / arm.name / f"seed_{seed}"), arm.stages(suite, seed)).check()
 
 
 def write_timings(path: Path, wall_s: float, phases: dict[str, float]) -> None:
@@ -212,18 +228,19 @@ def report(suite: Suite, out: Path, base: Measurements) -> SuiteReport:
     metrics = measures.metrics
     base_metrics = measures.estimates(base, base)
     arms = [arm.name for arm in suite.arms]
-    table = summarize(rows, base_metrics, arms, metrics)
+    # The summary shows each probe's own value (an accuracy, a log-likelihood) beside the changes.
+    table = summarize(with_values(rows, measures), base_metrics | measures.value_estimates(base), arms, measures.columns)
     comparisons = compare_to_reference(rows, base, arms, measures, reference_arm)
     curves = mean_curves(rows, {name: e.mean for name, e in base_metrics.items()}, arms)
     _, forgetting = task_and_forgetting(metrics)
     readings = along_curves(curves, reference_arm, forgetting)
     markdown = (
-        summary_markdown(table, metrics)
-        + paired_markdown(comparisons, metrics, reference_arm)
+        summary_markdown(table, metrics, measures.columns)
+        + paired_markdown(comparisons, metrics, reference_arm, len(arms))
         + curves_markdown(curves, readings, metrics, reference_arm)
     )
     atomic_write_text(out / "summary.md", markdown)
-    atomic_write_text(out / "summary.csv", summary_csv(table, metrics))
+    atomic_write_text(out / "summary.csv", summary_csv(table, metrics, measures.columns))
     atomic_write_text(out / "paired.csv", paired_csv(comparisons, metrics, reference_arm))
     atomic_write_text(out / "curves.csv", curves_csv(curves, metrics))
     tradeoff_plot(table, curves, metrics, out / "tradeoff.png")

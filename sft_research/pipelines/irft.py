@@ -34,7 +34,7 @@ from sft_research.frozen.shares import Shares
 from sft_research.model.generation import GenerationConfig, GenerationCount, Generations, generate_with_status
 from sft_research.model.loading import ModelConfig, load_model
 from sft_research.objectives.irft import IRFT
-from sft_research.pipelines.stages import FitConfig, Stage, fit_steps
+from sft_research.pipelines.stages import FitConfig, Stage, StageFit, fit_steps, placeholder
 from sft_research.timings import timed
 
 
@@ -81,6 +81,14 @@ class IRFTStage(Stage):
         module, _, name = objective.rpartition(".")
         if not issubclass(getattr(importlib.import_module(module), name), IRFT):
             raise ValueError(f"stage {self.name!r}: the IRFT stage's objective must be IRFT, got {objective}")
+
+    def fits(self) -> list[StageFit]:
+        # Every round's fit: the stage's config, from the stage's start model, on pairs generated from its data's
+        # demonstrations (SFT records).
+        config = copy.deepcopy(self.fit)
+        if self.start_from is not None:
+            config.setdefault("model", {}).setdefault("pretrained", {})["name_or_path"] = placeholder(self.start_from)
+        return [StageFit(config, records="sft")]
 
     def final_model(self, stage_dir: Path) -> Path:
         return stage_dir / f"round_{self.rounds - 1}" / "hf_model"

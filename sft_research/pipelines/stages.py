@@ -7,18 +7,56 @@ stage whose checkpoint is there is done and is skipped when the pipeline runs ag
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sft_research.checkpoints.embedded import DEFAULT_MODEL
+from sft_research.checkpoints.names import ModelLoadError
 from sft_research.curve_points import add_curve_points, curve_points
+from sft_research.data.errors import DataError
+from sft_research.data.records import RecordKind
 from sft_research.errors import ConfigError
 from sft_research.fit import is_done, parse_fit, run_fit
+from sft_research.run_checks import ModelFiles, check_fit
 
 # A nested ``sft-research fit`` config, kept as plain data (its own parser checks it): an ``Any`` value type would
 # let the pipeline's parser instantiate the classes inside it.
 FitConfig = dict[str, str | int | float | bool | None | list | dict]
+
+
+def placeholder(stage: str) -> str:
+    """How an earlier stage's final model is named before it exists."""
+    return f"<stage {stage}>"
+
+
+@dataclass
+class StageFit:
+    """A fit that a stage will run, as it is checked before any stage trains.
+
+    Args:
+        config: its config, earlier stages' models named by :func:`placeholder`.
+        records: the kind of records its training data holds (None: the kind its objective trains on).
+    """
+
+    config: FitConfig
+    records: RecordKind | None = None
+
+
+@contextlib.contextmanager
+def named(where: str) -> Iterator[None]:
+    """A user error raised within says where it was found first (``stage 'dpo': ...``)."""
+    try:
+        yield
+    except DataError as error:
+        raise DataError(f"{where}: {error.source}", error.reason, error.row, error.field, line=error.line) from None
+    except (ConfigError, ModelLoadError) as error:
+        raise type(error)(f"{where}: {error}") from None
 
 
 class Stage(ABC):
@@ -36,6 +74,11 @@ class Stage(ABC):
     @abstractmethod
     def check(self) -> None:
         """Parses the stage's config, so that a mistake in a late stage fails before the first one runs."""
+
+    def fits(self) -> list[StageFit]:
+        """The fits the stage will run, which the pipeline checks whole before any stage trains
+        (:mod:`sft_research.run_checks`); a stage that runs none lists none."""
+        return []
 
     def frozen_from(self) -> list[str]:
         """Earlier stages whose final models this stage reads as frozen models (besides ``start_from``)."""
@@ -90,16 +133,19 @@ class FitStage(Stage):
             if isinstance(objective, str):
                 objective = config["model"]["objective"] = {"class_path": objective}
             init = objective.setdefault("init_args", {})
-            init["baselines"] = list(init.get("baselines") or []) + [
-                str(earlier.get(name, f"<stage {name}>")) for name in self.baselines_from
-            ]
+            earlier_models = [str(earlier.get(name, placeholder(name))) for name in self.baselines_from]
+            init["baselines"] = list(init.get("baselines") or []) + earlier_models
         return config
 
     def check(self) -> None:
-        try:
+        with named(f"stage {self.name!r}"):
             parse_fit(self.config({}))
-        except ConfigError as error:
-            raise ConfigError(f"stage {self.name!r}: {error}") from None
+
+    def fits(self) -> list[StageFit]:
+        config = self.config({})
+        if self.start_from is not None:
+            config.setdefault("model", {}).setdefault("pretrained", {})["name_or_path"] = placeholder(self.start_from)
+        return [StageFit(config)]
 
     def steps(self) -> int:
         return fit_steps(self.name, self.fit)
@@ -142,6 +188,31 @@ class Pipeline:
                     raise ValueError(f"stage {stage.name!r} reads the model of {earlier!r}, which is not an earlier stage")
         self.output_dir, self.stages = Path(output_dir), stages
 
+    def check(self, files: ModelFiles | None = None) -> None:
+        """Every stage's every fit, checked before the first stage trains: settings, model architecture, data, frozen
+        models (:func:`~sft_research.run_checks.check_fit`). ``files`` says where models' files are read (the real
+        ones by default)."""
+        for stage in self.stages:
+            stage.check()
+        fits, files = self.stage_fits(files)
+        for stage, fit in fits:
+            with named(f"stage {stage.name!r}"):
+                check_fit(fit.config, files, fit.records)
+
+    def stage_fits(self, files: ModelFiles | None = None) -> tuple[list[tuple[Stage, StageFit]], ModelFiles]:
+        """Every stage's fits, in order, and ``files`` (the real models' by default) made to read each stage's final
+        model, which does not exist yet, as the model that stage starts from."""
+        files = files or ModelFiles()
+        files = dataclasses.replace(files, aliases=dict(files.aliases))
+        fits = []
+        for stage in self.stages:
+            own = stage.fits()
+            fits += [(stage, fit) for fit in own]
+            if own:
+                pretrained = (own[0].config.get("model") or {}).get("pretrained") or {}
+                files.aliases[placeholder(stage.name)] = pretrained.get("name_or_path", DEFAULT_MODEL)
+        return fits, files
+
     def policy_stages(self) -> list[Stage]:
         """The stages the last stage's model trained through: the last, the one it started from, and so on, in
         order (a PoFT baseline stage, say, is not among them)."""
@@ -151,9 +222,11 @@ class Pipeline:
             path.append(by_name[path[-1].start_from])
         return path[::-1]
 
-    def run(self) -> dict[str, Path]:
-        for stage in self.stages:
-            stage.check()
+    def run(self, checked: bool = False) -> dict[str, Path]:
+        """Runs the stages not done yet, after checking them all (unless ``checked`` already); returns every stage's
+        final model."""
+        if not checked:
+            self.check()
         finals: dict[str, Path] = {}
         for stage in self.stages:
             stage_dir = self.output_dir / stage.name
@@ -167,13 +240,15 @@ class Pipeline:
         return finals
 
 
-def build_pipeline(args: list[str]) -> Pipeline:
-    """The :class:`Pipeline` that ``sft-research pipeline ARGS`` describes (``--config FILE`` and overrides)."""
+def build_pipeline(args: list[str] | dict) -> Pipeline:
+    """The :class:`Pipeline` that ``sft-research pipeline ARGS`` describes (``--config FILE`` and overrides), or a
+    pipeline config given as a dict."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     parser = ArgumentParser(prog="sft-research pipeline", description=Pipeline.__doc__)
     parser.add_argument("--config", action=ActionConfigFile, help="a pipeline YAML")
     parser.add_class_arguments(Pipeline)
-    init = parser.instantiate(parser.parse_args(args)).as_dict()
+    parsed = parser.parse_object(args) if isinstance(args, dict) else parser.parse_args(args)
+    init = parser.instantiate(parsed).as_dict()
     init.pop("config", None)
     return Pipeline(**init)
