@@ -127,7 +127,7 @@ def test_report_compares_every_arm_with_the_reference_and_minds_forgetting_direc
     assert next(r for r in table if r["metric"] == "flip_rate")["verdict"] == "better"
 
     assert (
-        "higher is better: task score, Δ general-text log-lik/token, Δ held-out-skill accuracy; "
+        "higher is better: task score (chain_sum, verifier), Δ general-text log-lik/token, Δ held-out-skill accuracy; "
         "lower is better: skill flip rate (1→0), KL(π_θ‖π_0) on task" in markdown
     )
     assert compare_to_reference(rows, base, ["sft", "gentle"], MEASURES, reference_arm="dpo") == []

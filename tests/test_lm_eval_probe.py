@@ -13,8 +13,11 @@ import pytest
 import torch
 from jsonargparse import ArgumentParser
 
-from sft_research.bench.probes import Probe, ProbeContext
+from sft_research.bench.arms import ObjectiveArm
+from sft_research.bench.heldout import HeldOutSet
+from sft_research.bench.probes import Probe, ProbeContext, TaskScore
 from sft_research.bench.probes.lm_eval import LmEvalProbe, _task_order
+from sft_research.bench.scorers import LmEvalTask
 from sft_research.checkpoints.names import load_tokenizer
 from sft_research.errors import ConfigError
 
@@ -182,3 +185,97 @@ def test_importing_the_harness_or_building_the_probe_leaves_lm_eval_unimported()
         "assert 'lm_eval' not in sys.modules, sorted(m for m in sys.modules if m.startswith('lm_eval'))\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+def test_an_lm_eval_task_is_a_task_score_of_the_metric_named(task_folder, measured, model, context):
+    """Its items are the lm-eval task's own: the multiple-choice task's accuracies, the rigged ones known."""
+    scorer = LmEvalTask(tasks=["toy_choice"], metric="acc", include_path=str(task_folder), include_defaults=False, limit=LIMIT)
+    task_score = TaskScore(scorer=scorer, task="toy")
+    task_score.check(HeldOutSet("task.heldout", []))
+    values = task_score.measure(model, context)
+    assert values == measured[:LIMIT] and values[: len(RIGGED)] == [1.0, 0.0, 1.0, 0.0]
+    assert [metric.label for metric in task_score.metrics] == ["task score (toy, lm-eval acc)"]
+    with pytest.raises(ConfigError, match=r"^LmEvalProbe 'task.scorer': metric 'exact_match' is not one of task 'toy_choice'"):
+        replace(task_score, scorer=replace(scorer, metric="exact_match", limit=1)).measure(model, context)
+
+
+def test_two_lm_eval_probes_sit_in_one_suite_under_their_names(task_folder):
+    """A standard benchmark and a task of yours: the default name keeps its keys, the other has its own."""
+    from sft_research.bench.suite import Suite
+
+    local = {"include_path": str(task_folder), "include_defaults": False, "limit": 3}
+    parser = ArgumentParser()
+    parser.add_class_arguments(Suite, "suite", sub_configs=True)
+    arm = {
+        "class_path": "sft_research.bench.ObjectiveArm",
+        "init_args": {"name": "sft", "objective": {"class_path": "sft_research.objectives.SFT"}},
+    }
+    probes = [
+        {"class_path": "sft_research.bench.LmEvalProbe", "init_args": {"tasks": ["toy_choice"], **local}},
+        {"class_path": "sft_research.bench.LmEvalProbe", "init_args": {"name": "mine", "tasks": ["toy_answer"], **local}},
+    ]
+    suite = parser.instantiate(parser.parse_object({"suite": {"arms": [arm], "probes": probes}})).suite
+    measures = suite.measures()
+    assert [p.name for p in suite.probes] == ["lm_eval", "mine"]
+    assert measures.names == ["task_score", "lm_eval_accuracy_change", "lm_eval_flip_rate", "mine_accuracy_change", "mine_flip_rate"]
+    assert [m.label for m in measures.columns][1:] == [
+        "lm-eval accuracy",
+        "Δ lm-eval accuracy",
+        "lm-eval flip rate (1→0)",
+        "mine accuracy",
+        "Δ mine accuracy",
+        "mine flip rate (1→0)",
+    ]
+    assert measures.item_values(
+        {"task": [1.0], "lm_eval": [1.0, 0.0], "mine": [0.0, 0.0]}, {"task": [0.0], "lm_eval": [1.0, 1.0], "mine": [1.0, 0.0]}
+    ) == {
+        "task_score": [1.0],
+        "lm_eval_accuracy_change": [0.0, -1.0],
+        "lm_eval_flip_rate": [0.0, 1.0],
+        "mine_accuracy_change": [-1.0, 0.0],
+        "mine_flip_rate": [1.0, 0.0],
+    }
+    with pytest.raises(ValueError, match="unique probe names"):
+        Suite(
+            [ObjectiveArm("sft", {"class_path": "sft_research.objectives.SFT"})],
+            probes=[LmEvalProbe(tasks=["a"]), LmEvalProbe(tasks=["b"])],
+        )
+
+
+HUB_TASK = """task: toy_hub
+dataset_path: nobody/no_such_dataset
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{question}}"
+doc_to_choice: "{{choices}}"
+doc_to_target: "{{label}}"
+metric_list:
+  - {metric: acc, aggregation: mean, higher_is_better: true}
+"""
+
+
+def test_a_hub_task_out_of_reach_stops_in_one_line_before_the_base_model_loads(tmp_path, monkeypatch):
+    """Offline (this module's fixture), a task whose data set is on the hub and not in the cache."""
+    import sft_research.bench.evaluate as evaluate
+    from sft_research.bench import Suite, TaskSpec
+
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    (folder / "toy_hub.yaml").write_text(HUB_TASK)
+    probe = LmEvalProbe(tasks=["toy_hub"], include_path=str(folder), include_defaults=False, name="hub")
+    expected = (
+        r"^LmEvalProbe 'hub': the data of tasks \['toy_hub'\] could not be read \(the hub cannot be reached from here and it is "
+        r"not in the local cache; "
+    )
+    with pytest.raises(ConfigError, match=expected) as caught:
+        probe.check(None)
+    assert "\n" not in str(caught.value)
+    monkeypatch.setattr(evaluate, "load_model", lambda *args: pytest.fail("the base model was loaded"))
+    suite = Suite(
+        [ObjectiveArm("sft", {"class_path": "sft_research.objectives.SFT"})],
+        base_model="embedded:tiny-random",
+        task=TaskSpec(train_size=4, eval_size=2),
+        probes=[probe],
+    )
+    with pytest.raises(ConfigError, match=expected):
+        evaluate.Evaluator(suite, torch.device("cpu"))

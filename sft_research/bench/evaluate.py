@@ -6,7 +6,6 @@ from __future__ import annotations
 from sft_research.bench.probes import Metric, Probe, ProbeContext
 from sft_research.bench.stats import Estimate, mean_se
 from sft_research.checkpoints.names import load_tokenizer
-from sft_research.data.reasoning_gym_task import ReasoningGymTask
 from sft_research.data.tokenize import Tokenizer
 from sft_research.model.loading import ModelConfig, load_model
 from sft_research.timings import timed
@@ -21,7 +20,9 @@ class Measures:
     def __init__(self, probes: list[Probe]):
         self.probes = probes
         self.metrics: list[Metric] = [metric for probe in probes for metric in probe.metrics]
-        for kind, names in (("probe", [p.name for p in probes]), ("metric", [m.name for m in self.metrics])):
+        # The summary's columns: per probe, the mean of its own measurement where it labels one, then its metrics.
+        self.columns: list[Metric] = [column for probe in probes for column in (*value_column(probe), *probe.metrics)]
+        for kind, names in (("probe", [p.name for p in probes]), ("metric", [m.name for m in self.columns])):
             if len(set(names)) != len(names):
                 raise ValueError(f"a suite's probes need unique {kind} names, got {names}")
 
@@ -48,15 +49,28 @@ class Measures:
         """The mean of each metric's item values, with its item-level standard error."""
         return {name: mean_se(values) for name, values in self.item_values(finetuned, base).items()}
 
+    def value_estimates(self, measured: Measurements) -> dict[str, Estimate]:
+        """Per probe with a value column, the mean of its own measurement on one model, with its standard error."""
+        return {column.name: mean_se(measured[probe.name]) for probe in self.probes for column in value_column(probe)}
+
+
+def value_column(probe: Probe) -> list[Metric]:
+    """The column of a probe's own measurement (``<name>_value``), if it labels one."""
+    label = probe.value_label
+    return [] if label is None else [Metric(f"{probe.name}_value", label, probe.metrics[0].higher_is_better)]
+
 
 class Evaluator:
-    """Holds the base model (the KL probe's π_0) and the evaluation data of a suite."""
+    """Holds the base model (the KL probe's π_0) and the evaluation data of a suite. The task's held-out rows, its
+    scorer and every probe are checked before the base model loads (:meth:`Probe.check`): a bad row, a scorer that
+    cannot score this task or a benchmark whose data cannot be reached stops in one line."""
 
     def __init__(self, suite, device):
         self.suite, self.device = suite, device
-        spec = suite.task
-        self.task = ReasoningGymTask(spec.task, spec.options, spec.train_size, spec.eval_size, spec.seed, spec.noise_fraction)
+        self.task = suite.task.evaluation_set()
         self.measures = suite.measures()
+        for probe in self.measures.probes:
+            probe.check(self.task)
         self.base = load_model(ModelConfig(suite.base_model)).to(device).eval()
 
     def evaluate(self, name_or_path: str, is_base: bool = False) -> Measurements:

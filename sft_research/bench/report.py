@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from sft_research.bench.curves import Point, Reading
@@ -106,6 +106,15 @@ def summarize(rows: list[dict], base: dict[str, Estimate], arms: list[str], metr
     return table
 
 
+def with_values(rows: list[dict], measures: Measures) -> list[dict]:
+    """Results rows whose metrics include each probe's own value on the run's model (:meth:`Measures.value_estimates`,
+    from the row's items), for the summary's value columns."""
+    return [
+        {**row, "metrics": {**row["metrics"], **{name: asdict(e) for name, e in measures.value_estimates(row["items"]).items()}}}
+        for row in rows
+    ]
+
+
 def task_verdict(task: tuple[float, float, str], base_score: float) -> str:
     """Whether an arm's task score is above or below the base model's, its interval clear of it."""
     mean, half, _ = task
@@ -144,13 +153,14 @@ def directions(metrics: list[Metric]) -> str:
     return f"higher is better: {higher}" + (f"; lower is better: {lower}" if lower else "")
 
 
-def summary_csv(table: list[SummaryRow], metrics: list[Metric]) -> str:
-    names = [m.name for m in metrics]
+def summary_csv(table: list[SummaryRow], metrics: list[Metric], columns: list[Metric] | None = None) -> str:
+    """``columns``: the metrics with the probes' own values among them (:meth:`Measures.columns`); None: the metrics."""
+    names = [m.name for m in columns or metrics]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["arm", "runs"] + [f"{m}{suffix}" for m in names for suffix in ("", "_ci95")] + ["ci_method", "verdict", *SPENT])
     for row in table:
-        methods = sorted({row.estimates[m][2] for m in names if row.estimates[m][2]})
+        methods = sorted({row.estimates[m.name][2] for m in metrics if row.estimates[m.name][2]})
         writer.writerow(
             [row.arm, row.runs]
             + [cell for m in names for cell in CSV.interval_cells(row, m)]
@@ -160,18 +170,23 @@ def summary_csv(table: list[SummaryRow], metrics: list[Metric]) -> str:
     return out.getvalue()
 
 
-def summary_markdown(table: list[SummaryRow], metrics: list[Metric]) -> str:
-    names = [m.name for m in metrics]
-    header = "| arm | runs | " + " | ".join(m.label for m in metrics) + " | verdict |"
+def summary_markdown(table: list[SummaryRow], metrics: list[Metric], columns: list[Metric] | None = None) -> str:
+    """The summary table; ``columns``: the metrics with the probes' own values among them (the base model's and each
+    arm's accuracy or log-likelihood beside the changes; :meth:`Measures.columns`), None: the metrics alone."""
+    shown = columns or metrics
+    names = [m.name for m in shown]
+    header = "| arm | runs | " + " | ".join(m.label for m in shown) + " | verdict |"
     lines = [header, "|" + "---|" * (len(names) + 3)]
     for row in table:
         lines.append(f"| {row.arm} | {row.runs} | " + " | ".join(estimate_markdown(row, m) for m in names) + f" | {row.verdict} |")
-    methods = sorted({row.estimates[m][2] for row in table for m in names if row.estimates[m][2]})
+    methods = sorted({row.estimates[m.name][2] for row in table for m in metrics if row.estimates[m.name][2]})
     notes = [
         "",
         "Mean ± 95% confidence interval (" + "; ".join(methods) + "). Changes are fine-tuned minus base on the same items",
         f"({directions(metrics)}).",
     ]
+    if len(shown) > len(metrics):
+        notes.append("Beside the changes: each probe's own measurement, the base model's and each arm's (the mean over its items).")
     return "\n".join(lines + notes) + "\n" + spent_markdown(table)
 
 
@@ -194,8 +209,14 @@ def spent_markdown(table: list[SummaryRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def paired_markdown(comparisons: list[dict], metrics: list[Metric], reference_arm: str = "sft") -> str:
+def paired_markdown(comparisons: list[dict], metrics: list[Metric], reference_arm: str = "sft", arms: int = 2) -> str:
+    """The paired differences to the reference arm; ``arms``: how many the suite has (one has nothing to pair with)."""
     names = [m.name for m in metrics]
+    if arms == 1:
+        return (
+            f"\nOne arm, `{reference_arm}`: there is nothing to pair it with. The paired differences and the readings along the "
+            "curves compare arms with each other; add a second arm (another objective) to have them.\n"
+        )
     if not comparisons:
         return f"\nNo paired comparison: no arm shares a seed with the reference arm `{reference_arm}`.\n"
     lines = [
@@ -236,24 +257,34 @@ def curves_markdown(
     if not readings:
         return ""
     task, forgetting = task_and_forgetting(metrics)
-    header = [f"{task.label} at `{reference_arm}`'s {m.label} | {m.label} at `{reference_arm}`'s {task.label}" for m in forgetting]
+    # Per forgetting metric, its two readings (header, metric, Reading field); a column no arm's curve reaches is left out.
+    columns = [
+        column
+        for m in forgetting
+        for column in (
+            (f"{task.label} at `{reference_arm}`'s {m.label}", m.name, "task_at_reference_forgetting"),
+            (f"{m.label} at `{reference_arm}`'s {task.label}", m.name, "forgetting_at_reference_task"),
+        )
+    ]
+    kept = [c for c in columns if any(getattr(by_metric[c[1]], c[2]) is not None for by_metric in readings.values())]
+    left_out = len(columns) - len(kept)
     lines = [
         "",
         f"Along the curves (base model, {max(len(c) for c in curves.values()) - 1} points at most; mean over seeds): "
-        f"each arm's {task.label} where its",
-        f"forgetting first reaches `{reference_arm}`'s final forgetting, and its forgetting where its {task.label} first reaches",
-        f"`{reference_arm}`'s final {task.label}, linear between points; —: its curve never gets there. "
-        "Point estimates (`bench/curves.py`).",
+        "each arm's task score where its",
+        f"forgetting first reaches `{reference_arm}`'s final forgetting, and its forgetting where its task score first reaches",
+        f"`{reference_arm}`'s final task score, linear between points; —: its curve never gets there. "
+        "Point estimates (`bench/curves.py`)." + (f" Left out: {left_out} column(s) that no arm's curve reaches." if left_out else ""),
         "",
-        "| arm | points | " + " | ".join(header) + " |",
-        "|" + "---|" * (2 * len(forgetting) + 2),
+        "| arm | points | " + " | ".join(header for header, _, _ in kept) + " |",
+        "|" + "---|" * (len(kept) + 2),
     ]
 
     def show(value: float | None) -> str:
         return "—" if value is None else f"{value:.3f}"
 
     for arm, by_metric in readings.items():
-        cells = [f"{show(r.task_at_reference_forgetting)} | {show(r.forgetting_at_reference_task)}" for r in by_metric.values()]
+        cells = [show(getattr(by_metric[metric], field)) for _, metric, field in kept]
         lines.append(f"| {arm} | {len(curves[arm]) - 1} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

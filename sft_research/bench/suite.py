@@ -1,48 +1,16 @@
-"""A benchmark suite: one base model, one task (noisy training data, held-out prompts), forgetting probes, and
+"""A benchmark suite: one base model, one task (training data, held-out items, a scorer), forgetting probes, and
 the arms (objectives or pipelines) trained on the same data under the same budget, over several seeds."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from sft_research.bench.arms import Arm, ObjectiveConfig
 from sft_research.bench.evaluate import Measures
 from sft_research.bench.overrides import deep_merge
-from sft_research.bench.probes import GeneralTextProbe, KLProbe, Probe, TaskScore
+from sft_research.bench.probes import GeneralTextProbe, KLProbe, Probe
+from sft_research.bench.task import TaskSpec
 from sft_research.pipelines.stages import FitConfig
-
-# A training source as in a fit config's data.train: {"class_path": ..., "init_args": {...}}, sources nested in it.
-SourceConfig = dict[str, str | dict]
-
-
-@dataclass
-class TaskSpec:
-    """The reasoning-gym task every arm trains on, and its held-out evaluation.
-
-    Args:
-        task: the reasoning-gym task.
-        options: its generator options.
-        train_size: training records.
-        eval_size: held-out prompts for the task score.
-        seed: the data seed (the same data for every arm and seed).
-        noise_fraction: fraction of training answers corrupted; each record's verifier score is its ``quality``.
-        max_new_tokens: longest generated answer.
-    """
-
-    task: str = "chain_sum"
-    options: dict[str, int | float | str | bool] | None = None
-    train_size: int = 240
-    eval_size: int = 100
-    seed: int = 0
-    noise_fraction: float = 0.25
-    max_new_tokens: int = 8
-
-    def source(self, preference_pairs: bool = False, drop_corrupted: bool = False) -> SourceConfig:
-        init = {k: v for k, v in asdict(self).items() if k != "max_new_tokens"}
-        return {
-            "class_path": "sft_research.data.ReasoningGymTask",
-            "init_args": {**init, "preference_pairs": preference_pairs, "drop_corrupted": drop_corrupted},
-        }
 
 
 @dataclass
@@ -128,7 +96,7 @@ class Suite:
 
     def measures(self) -> Measures:
         """The task score, then the probes."""
-        return Measures([TaskScore(self.task.max_new_tokens), *self.probes])
+        return Measures([self.task.task_score(), *self.probes])
 
     def probe(self, kind: type[Probe]) -> Probe | None:
         """The suite's first probe of a kind, if any."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING
 
 from sft_research.bench.arms.base import SFT_OBJECTIVE, Arm
@@ -27,8 +26,7 @@ class PoFTArm(Arm):
         self.beta, self.gamma, self.baseline_steps = beta, gamma, baseline_steps
 
     def stages(self, suite: Suite, seed: int) -> list[Stage]:
-        clean = dataclasses.replace(suite.task, noise_fraction=0.0, seed=suite.task.seed + 1)
-        baseline_overrides = {"data": {"train": clean.source()}}
+        baseline_overrides = {"data": {"train": suite.task.clean_demonstrations()}}
         if self.baseline_steps is not None:
             baseline_overrides["trainer"] = {"max_steps": self.baseline_steps}
         poft = {"class_path": "sft_research.objectives.PoFT", "init_args": {"beta": self.beta, "gamma": self.gamma}}

@@ -10,7 +10,8 @@ from sft_research.bench.probes import GeneralTextProbe
 from sft_research.pipelines.stages import FitConfig
 
 if TYPE_CHECKING:
-    from sft_research.bench.suite import SourceConfig, Suite
+    from sft_research.bench.suite import Suite
+    from sft_research.bench.task import SourceConfig
 
 
 class ReplayArm(ObjectiveArm):

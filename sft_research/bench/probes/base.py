@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from sft_research.data.task import VerifiableTask
+
+if TYPE_CHECKING:
+    from sft_research.bench.heldout import HeldOutSet
 from sft_research.data.tokenize import Tokenizer
 
 
@@ -34,14 +37,15 @@ class ProbeContext:
         base: the suite's base model (the model every arm starts from), already on the device.
         tokenizer: the measured model's tokenizer.
         renderer: its chat rendering (prompts as the model was trained to see them).
-        task: the suite's task (its held-out prompts).
+        task: the suite's task: its held-out prompts (``eval_prompts()``), a reasoning-gym task or a
+            :class:`~sft_research.bench.heldout.HeldOutSet`.
         batch_size: prompts per generation batch.
     """
 
     base: object
     tokenizer: object
     renderer: Tokenizer
-    task: VerifiableTask
+    task: VerifiableTask | HeldOutSet
     batch_size: int
 
 
@@ -49,11 +53,18 @@ class Probe(ABC):
     """A measurement of what a model knows, taken on the base model once and on every fine-tuned model.
 
     ``name`` keys the probe's per-item values in ``results.jsonl`` and ``base.json``; ``metrics`` are what
-    :meth:`compare` returns, one value per item each, whose means the report shows.
+    :meth:`compare` returns, one value per item each, whose means the report shows. ``value_label``, where set, labels
+    the mean of the measurement itself (an accuracy, a log-likelihood), which the summary shows for the base model and
+    every arm beside the metrics that compare them.
     """
 
     name: ClassVar[str]
     metrics: ClassVar[tuple[Metric, ...]]
+    value_label: ClassVar[str | None] = None
+
+    def check(self, task) -> None:  # noqa: B027 (a hook: most probes have nothing to check)
+        """Before any model loads: the probe's settings, and what it reads (``task``: the suite's held-out task, as
+        :class:`ProbeContext`'s ``task``), each problem one line (a :class:`~sft_research.errors.ConfigError`)."""
 
     @abstractmethod
     def measure(self, model, context: ProbeContext) -> list[float]:

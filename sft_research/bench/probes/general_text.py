@@ -32,6 +32,7 @@ class GeneralTextProbe(Probe):
 
     name = "general_text"
     metrics = (Metric("general_text_loglik_change", "Δ general-text log-lik/token", higher_is_better=True),)
+    value_label = "general-text log-lik/token"
 
     def text(self) -> str:
         """The whole text the chunks are cut from."""

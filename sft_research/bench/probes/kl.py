@@ -8,6 +8,7 @@ import torch
 
 from sft_research.bench.probes.base import Metric, Probe, ProbeContext
 from sft_research.data.collate import prompt_batches
+from sft_research.errors import ConfigError
 from sft_research.model.generation import GenerationConfig, generate_tokens
 from sft_research.model.shared_prefix import continuation_logits
 
@@ -27,6 +28,12 @@ class KLProbe(Probe):
 
     name = "kl"
     metrics = (Metric("kl_from_base", "KL(π_θ‖π_0) on task", higher_is_better=False),)
+
+    def check(self, task) -> None:
+        if not task.eval_prompts():
+            raise ConfigError(
+                "KLProbe: the task has no held-out prompts to answer (an lm-eval scorer brings its own items): give task.heldout"
+            )
 
     @torch.no_grad()
     def measure(self, model, context: ProbeContext) -> list[float]:

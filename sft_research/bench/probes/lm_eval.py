@@ -44,6 +44,9 @@ class LmEvalProbe(Probe):
         num_fewshot: few-shot examples per prompt; None: each task's own setting (0 where it has none).
         metric: the per-item metric to read instead of each task's first one (e.g. ``acc_norm`` for HellaSwag).
         apply_chat_template: render prompts with the tokenizer's chat template (lm-eval's option), for a chat model.
+        name: the probe's name, the key of its items in ``results.jsonl`` and the prefix of its metrics
+            (``<name>_accuracy_change``, ``<name>_flip_rate``): two lm-eval probes in one suite (a standard benchmark
+            and a task of yours) need two names.
     """
 
     tasks: list[str] = field(default_factory=list)
@@ -53,31 +56,43 @@ class LmEvalProbe(Probe):
     num_fewshot: int | None = None
     metric: str | None = None
     apply_chat_template: bool = False
+    name: str = "lm_eval"
 
-    name = "lm_eval"
-    metrics = (
-        Metric("lm_eval_accuracy_change", "Δ lm-eval accuracy", higher_is_better=True),
-        Metric("lm_eval_flip_rate", "lm-eval flip rate (1→0)", higher_is_better=False),
-    )
+    @property
+    def metrics(self) -> tuple[Metric, ...]:
+        shown = "lm-eval" if self.name == "lm_eval" else self.name
+        return (
+            Metric(f"{self.name}_accuracy_change", f"Δ {shown} accuracy", higher_is_better=True),
+            Metric(f"{self.name}_flip_rate", f"{shown} flip rate (1→0)", higher_is_better=False),
+        )
+
+    @property
+    def value_label(self) -> str:
+        return f"{'lm-eval' if self.name == 'lm_eval' else self.name} accuracy"
+
+    @property
+    def who(self) -> str:
+        """How messages name this probe."""
+        return "LmEvalProbe" if self.name == "lm_eval" else f"LmEvalProbe {self.name!r}"
 
     def task_manager(self):
         """lm-eval's index of its tasks and ``include_path``'s, after checking this probe's settings (task names against it).
 
-        Checked here, at the first measurement (the base model's, which the harness takes before any training), rather
-        than when the suite is read: the command line shows a ConfigError from here as one line, but one raised while
-        jsonargparse builds the suite inside its own error and traceback.
+        Checked by :meth:`check`, before the base model loads, rather than when the suite is read: the command line
+        shows a ConfigError from there as one line, but one raised while jsonargparse builds the suite inside its own
+        error and traceback.
         """
         if importlib.util.find_spec("lm_eval") is None:
-            raise ConfigError("LmEvalProbe: lm-eval is not installed; pip install 'lm-eval>=0.4,<0.5'")
+            raise ConfigError(f"{self.who}: lm-eval is not installed; pip install 'lm-eval>=0.4,<0.5'")
         if not self.tasks:
-            raise ConfigError("LmEvalProbe: tasks is empty; name at least one lm-eval task, e.g. [arc_easy]")
+            raise ConfigError(f"{self.who}: tasks is empty; name at least one lm-eval task, e.g. [arc_easy]")
         include = None if self.include_path is None else str(Path(self.include_path).expanduser())
         if include is not None and not Path(include).is_dir():
-            raise ConfigError(f"LmEvalProbe: include_path {self.include_path!r} is not a folder (of lm-eval task YAMLs)")
+            raise ConfigError(f"{self.who}: include_path {self.include_path!r} is not a folder (of lm-eval task YAMLs)")
         if not self.include_defaults and include is None:
-            raise ConfigError("LmEvalProbe: include_defaults is false but there is no include_path: no task to run")
+            raise ConfigError(f"{self.who}: include_defaults is false but there is no include_path: no task to run")
         if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"LmEvalProbe: limit {self.limit} must be at least 1 (items per task), or None for all")
+            raise ConfigError(f"{self.who}: limit {self.limit} must be at least 1 (items per task), or None for all")
         manager = _task_manager(include, self.include_defaults)
         known = set(manager.all_tasks)
         for task in self.tasks:
@@ -88,8 +103,29 @@ class LmEvalProbe(Probe):
                     if not self.include_defaults
                     else "an lm-eval task" + ("" if include is None else f" nor in include_path {include!r}")
                 )
-                raise ConfigError(f"LmEvalProbe: tasks: {task!r} is not {where}" + (f"; did you mean {hint}?" if hint else ""))
+                raise ConfigError(f"{self.who}: tasks: {task!r} is not {where}" + (f"; did you mean {hint}?" if hint else ""))
         return manager
+
+    def check(self, task) -> None:
+        """The settings, and every task's data read once (from the hub, its local cache or local files): a hub data set
+        that cannot be reached stops here, in one line, before the base model is evaluated, rather than in
+        lm-eval's traceback after it."""
+        manager = self.task_manager()
+        from lm_eval.tasks import get_task_dict
+
+        from sft_research.checkpoints.hub import cache_only_unless_reachable
+
+        with cache_only_unless_reachable() as reachable:
+            try:
+                get_task_dict(list(self.tasks), manager)
+            except Exception as error:  # datasets' and lm-eval's errors have no common base; each is said in one line
+                where = "" if reachable else "the hub cannot be reached from here and it is not in the local cache; "
+                first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                raise ConfigError(
+                    f"{self.who}: the data of tasks {list(self.tasks)} could not be read ({where}{type(error).__name__}: {first}). "
+                    "Without network access to the hub, read them where it can be reached once (they stay in the local cache), "
+                    "or write a local task YAML over a local file (include_path)"
+                ) from error
 
     def measure(self, model, context: ProbeContext) -> list[float]:
         manager = self.task_manager()  # first: it says so in one line if lm-eval is missing
@@ -123,15 +159,16 @@ class LmEvalProbe(Probe):
         metric = self.metric or (config.get("metric_list") or [{"metric": samples[0]["metrics"][0]}])[0]["metric"]
         rows = sorted((s for s in samples if s["filter"] == filters[0]["name"]), key=lambda s: s["doc_id"])
         if metric not in rows[0]:
-            raise ConfigError(f"LmEvalProbe: metric {metric!r} is not one of task {task!r}'s per-item metrics {rows[0]['metrics']}")
+            raise ConfigError(f"{self.who}: metric {metric!r} is not one of task {task!r}'s per-item metrics {rows[0]['metrics']}")
         if not isinstance(rows[0][metric], Real):
             raise ConfigError(
-                f"LmEvalProbe: task {task!r}'s metric {metric!r} has no per-item number (a corpus-level metric); choose another with metric"
+                f"{self.who}: task {task!r}'s metric {metric!r} has no per-item number (a corpus-level metric); choose another with metric"
             )
         return [float(row[metric]) for row in rows]
 
     def compare(self, finetuned: list[float], base: list[float]) -> dict[str, list[float]]:
-        return {"lm_eval_accuracy_change": differences(finetuned, base), "lm_eval_flip_rate": flips(finetuned, base)}
+        change, flip_rate = (metric.name for metric in self.metrics)
+        return {change: differences(finetuned, base), flip_rate: flips(finetuned, base)}
 
 
 @functools.lru_cache(maxsize=4)

@@ -49,6 +49,7 @@ class HeldOutSkillsProbe(Probe):
         Metric("skill_accuracy_change", "Δ held-out-skill accuracy", higher_is_better=True),
         Metric("flip_rate", "skill flip rate (1→0)", higher_is_better=False),
     )
+    value_label = "held-out-skill accuracy"
 
     def __post_init__(self):
         self._sources: list[VerifiableTask] | None = None

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sft_research.bench.probes.base import Metric, Probe, ProbeContext
-from sft_research.bench.probes.verifier import verifier_scores
+from sft_research.bench.scorers import Scorer, Verifier
 
 # The task score's metric: the reports find it by this name, whatever order the metrics come in.
 TASK_SCORE = "task_score"
@@ -13,19 +13,30 @@ TASK_SCORE = "task_score"
 
 @dataclass
 class TaskScore(Probe):
-    """Accuracy (greedy) on the suite task's held-out prompts, by its verifier; the suite adds it before its probes.
+    """The mean value of the suite task's held-out items under its scorer (greedy answers scored by the verifier of a
+    reasoning-gym task, by default); the suite adds it before its probes.
 
     Args:
         max_new_tokens: longest answer.
+        scorer: how an answer is scored.
+        task: the task's name, which the label shows with the scorer's.
     """
 
     max_new_tokens: int = 8
+    scorer: Scorer = field(default_factory=Verifier)
+    task: str = "chain_sum"
 
     name = "task"
-    metrics = (Metric(TASK_SCORE, "task score", higher_is_better=True),)
+
+    @property
+    def metrics(self) -> tuple[Metric, ...]:
+        return (Metric(TASK_SCORE, f"task score ({self.task}, {self.scorer.label})", higher_is_better=True),)
+
+    def check(self, task) -> None:
+        self.scorer.check(task)
 
     def measure(self, model, context: ProbeContext) -> list[float]:
-        return verifier_scores(model, context, context.task, self.max_new_tokens)
+        return self.scorer.measure(model, context, self.max_new_tokens)
 
     def compare(self, finetuned: list[float], base: list[float]) -> dict[str, list[float]]:
         return {TASK_SCORE: list(finetuned)}

@@ -1,4 +1,5 @@
-"""Greedy answers to a task's held-out prompts, scored by the task's verifier: the task score and the skill probe."""
+"""Greedy answers to held-out prompts, and those of a task scored by the task's verifier: the task score and the skill
+probe."""
 
 from __future__ import annotations
 
@@ -11,10 +12,15 @@ from sft_research.model.generation import GenerationConfig, generate
 
 
 @torch.no_grad()
+def greedy_answers(model, context: ProbeContext, prompts: list[str], max_new_tokens: int) -> list[str]:
+    """The model's greedy answer to each prompt, rendered as in training, ``context.batch_size`` prompts at a time."""
+    tokenizer, answers = context.tokenizer, []
+    for batch in prompt_batches(context.renderer, prompts, tokenizer.pad_token_id, context.batch_size):
+        answers += generate(model, tokenizer, batch["prompt_ids"], batch["prompt_attention_mask"], GenerationConfig(max_new_tokens))
+    return answers
+
+
 def verifier_scores(model, context: ProbeContext, task: VerifiableTask, max_new_tokens: int) -> list[float]:
     """1.0 for each held-out prompt of ``task`` the model answers right (greedy), else 0.0."""
-    tokenizer, scores = context.tokenizer, []
-    for batch in prompt_batches(context.renderer, task.eval_prompts(), tokenizer.pad_token_id, context.batch_size):
-        texts = generate(model, tokenizer, batch["prompt_ids"], batch["prompt_attention_mask"], GenerationConfig(max_new_tokens))
-        scores += [float(task.score(int(i), text) >= 1.0) for i, text in zip(batch["index"], texts)]
-    return scores
+    answers = greedy_answers(model, context, task.eval_prompts(), max_new_tokens)
+    return [float(task.score(index, answer) >= 1.0) for index, answer in enumerate(answers)]
