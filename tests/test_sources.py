@@ -1,6 +1,7 @@
 """Where records come from: JSON-lines errors name the line, wrong paths and unreachable hub ids say what is
 accepted, dataset folders written by save_to_disk load, and the command line reports bad input in one line."""
 
+import json
 import sys
 
 import pytest
@@ -178,3 +179,24 @@ def test_templates_build_fields_from_columns_as_a_formatting_func_would(tmp_path
         FileDataset(str(path), templates={"completion": "{thinking} {attempt}"}).records()
     with pytest.raises(DataError, match=r"the template of 'completion' names column\(s\) \['answer'\]; its columns are"):
         FileDataset(str(path), templates={"completion": "{answer}"}).records()
+
+
+def test_json_text_that_looks_like_a_date_stays_text(tmp_path, no_hub):
+    """The datasets JSON reader would read "2003-07-25" as a timestamp (then refused as 'must be a string, got
+    datetime'); a file's rows keep their JSON types, fields missing from a row read as None."""
+    rows = [{"prompt": "When?", "completion": "2003-07-25"}, {"prompt": "And then?", "completion": "2004-07-25T10:00:00", "quality": 0.5}]
+    for path in (write_jsonl(tmp_path / "dates.jsonl", rows), tmp_path / "dates.json"):
+        if path.suffix == ".json":
+            path.write_text(json.dumps(rows))
+        assert [record.fields for record in FileDataset(str(path)).records()] == [
+            {"prompt": "When?", "completion": "2003-07-25", "quality": None},
+            {"prompt": "And then?", "completion": "2004-07-25T10:00:00", "quality": 0.5},
+        ]
+
+
+def test_a_folder_whose_dates_the_json_reader_changed_names_the_column(tmp_path):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    write_jsonl(folder / "train.jsonl", [{"prompt": "When?", "answer": "2003-07-25"}])
+    with pytest.raises(DataError, match=r"folder, field 'answer': was read as timestamp\[s\] by the datasets JSON reader"):
+        FileDataset(str(folder), columns={"answer": "completion"}).records()

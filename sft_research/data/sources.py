@@ -78,6 +78,16 @@ class FileDataset(DataSource):
         if missing:
             raise DataError(self.path, f"has no column(s) {sorted(missing)} to rename; its columns are {dataset.column_names}")
         renamed = [self.columns.get(name, name) for name in dataset.column_names]
+        for column, field in zip(dataset.column_names, renamed):
+            kind = str(getattr(dataset.features[column], "dtype", ""))
+            if field in TEXT_COLUMNS and kind.startswith(("timestamp", "date")):
+                # A folder's or the hub's JSON files, read by the datasets JSON reader (a file is read as text).
+                raise DataError(
+                    self.path,
+                    f"was read as {kind} by the datasets JSON reader, its text looking like dates; give its JSON file itself "
+                    "(FileDataset reads a file's text as text)",
+                    field=column,
+                )
         for field, template in self.templates.items():
             named = {name for _, name, _, _ in string.Formatter().parse(template) if name}
             if named - set(renamed):
@@ -117,8 +127,14 @@ class FileDataset(DataSource):
             raise DataError(self.path, "the file is empty")
         kwargs: dict[str, Any] = {}
         if builder == "json":
-            # The JSON reader coerces mixed-type columns and reports errors without the row: check first.
-            _check_json_rows(path)
+            # Read here, not by the datasets JSON reader: it coerces mixed-type columns, reports errors without the row,
+            # and reads text that looks like a date ("2003-07-25") as a timestamp. Parsed, the rows keep their JSON types.
+            rows = _check_json_rows(path)
+            columns = list(dict.fromkeys(name for row in rows for name in row))  # in the order they first appear
+            try:
+                return datasets.Dataset.from_dict({name: [row.get(name) for row in rows] for name in columns})
+            except Exception as error:  # pyarrow's errors on nested values of several types have no common base
+                raise DataError(self.path, f"could not be read as json: {error}") from error
         if builder == "csv":
             # pandas would otherwise turn a completion such as "42" into an integer.
             kwargs["converters"] = {column: str for column in _csv_columns(path) if column in TEXT_COLUMNS}
@@ -175,9 +191,9 @@ def _csv_columns(path: Path) -> list[str]:
         return next(csv.reader(file), [])
 
 
-def _check_json_rows(path: Path) -> None:
-    """Raises a DataError naming where the file is first not valid UTF-8, not JSON, or not one object per record,
-    or where a field first has another type than the same field in an earlier row."""
+def _check_json_rows(path: Path) -> list[dict]:
+    """The file's rows; a DataError naming where the file is first not valid UTF-8, not JSON, or not one object per
+    record, or where a field first has another type than the same field in an earlier row."""
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")
@@ -218,3 +234,4 @@ def _check_json_rows(path: Path) -> None:
             first_kind, first_row = seen.setdefault(field, (kind, number))
             if first_kind != kind:
                 raise DataError(str(path), f"is a {kind} here but a {first_kind} in row {first_row}", row=number, field=field)
+    return rows
