@@ -181,3 +181,33 @@ def test_a_fit_stopped_by_bad_data_leaves_no_run_folder(tiny_model_dir, tmp_path
     with pytest.raises(DataError, match=r"row 2, field 'completion': is empty"):
         main(["fit", *file_fit_args(tiny_model_dir, data, runs, steps=1)])
     assert not (runs / "sft-d.jsonl").exists(), "its version folder (config only) is removed, and the name folder made for it"
+
+
+def test_a_conversation_that_goes_on_after_its_answer_is_counted(tiny_model_dir, tmp_path):
+    """Its turns after the last assistant turn are not trained on: the report says so, with the count and the rows."""
+    answered = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    rows = [{"messages": answered}, {"messages": [*answered, {"role": "user", "content": "thanks"}]}] * 2
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    message = rf"^{path}, rows 2, 4, field 'messages': 2 of 4 conversations go on after their last assistant turn"
+    with pytest.warns(UserWarning, match=message):
+        data = load(tiny_model_dir, path)
+    assert len(data.train_examples) == 4
+
+
+def test_preference_pairs_with_one_answer_twice_are_counted_and_all_of_them_stop(tiny_model_dir, tmp_path):
+    same = {"prompt": "1 + 1 =", "chosen": "2", "rejected": "2"}
+    path = write_jsonl(tmp_path / "d.jsonl", [same, {"prompt": "2 + 2 =", "chosen": "4", "rejected": "5"}, same])
+    with pytest.warns(
+        UserWarning, match=rf"^{path}, rows 1, 3, field 'rejected': 2 of 3 preference pairs have the same chosen and rejected"
+    ):
+        data = load(tiny_model_dir, path)
+    assert len(data.train_examples) == 3
+    unfinished = {**same, "rejected_finished": False}  # a cut answer renders without its end of turn: another sequence
+    path = write_jsonl(tmp_path / "all.jsonl", [{**same, "rejected_finished": True}] * 2 + [unfinished])
+    with pytest.warns(UserWarning, match="rows 1, 2, field 'rejected'"):
+        load(tiny_model_dir, path)
+    path = write_jsonl(tmp_path / "all.jsonl", [same, same])
+    error = expect_error(
+        tiny_model_dir, path, r"field 'rejected': every preference pair has the same chosen and rejected answer \(rows 1, 2\)"
+    )
+    assert error.field == "rejected"

@@ -19,6 +19,7 @@ from sft_research.data.sampler import ResumableShuffleSampler
 from sft_research.data.sources import DataSource
 from sft_research.data.task import VerifiableTask
 from sft_research.data.tokenize import RETIRED, PromptFormat, TokenizedExample, Tokenizer, Truncation, TruncationReport
+from sft_research.data.untrained import report_untrained
 from sft_research.errors import ConfigError
 
 
@@ -200,6 +201,7 @@ class SFTDataModule(L.LightningDataModule):
                     name, f"mixes record kinds: the first row holds {kinds[0]}, this one {kind}; use one kind per dataset", raw.row
                 )
         self.kinds[name] = " and ".join(sorted(set(kinds)))
+        report_untrained(name, records, parsed)
         if self.decontaminate_humaneval:
             records, parsed = self.decontaminated(name, records, parsed)
         examples = [self.renderer(raw, record) for raw, record in zip(records, parsed)]
