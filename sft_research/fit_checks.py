@@ -43,6 +43,10 @@ def check_settings(subcommand: str, config) -> None:
         value = trainer.get(option)
         if value is not None and value != default:
             raise ConfigError(f"--trainer.{option} {value}: not used by this module; {instead}")
+    for option, unit in (("max_steps", "optimizer steps"), ("max_epochs", "epochs")):
+        value = trainer.get(option)
+        if value is not None and value < -1:  # else Lightning stops in its loop, 40 lines of traceback
+            raise ConfigError(f"--trainer.{option} {value}: the {unit} to train, or -1 for no limit")
     if subcommand == "fit":
         if trainer.get("max_steps") == 0 or trainer.get("max_epochs") == 0:
             raise ConfigError("--trainer.max_steps 0: nothing would be trained; `sft-research validate` evaluates a model without training")

@@ -31,6 +31,8 @@ def no_model_load(monkeypatch):
         ),
         ("--trainer.gradient_clip_val=0.5", r"--trainer.gradient_clip_val 0.5: not used by this module; set model.optimizer.max_grad_norm"),
         ("--trainer.max_steps=0", r"--trainer.max_steps 0: nothing would be trained; `sft-research validate` evaluates a model"),
+        ("--trainer.max_steps=-5", r"^--trainer.max_steps -5: the optimizer steps to train, or -1 for no limit$"),
+        ("--trainer.max_epochs=-2", r"^--trainer.max_epochs -2: the epochs to train, or -1 for no limit$"),
         ("--data.max_length=100000", r"--data.max_length 100000: .* takes at most 2048 positions \(max_position_embeddings\)"),
         ("--model.pretrained.lora.r=0", r"--model.pretrained.lora.r 0: the adapters' rank must be at least 1"),
         ("--model.pretrained.lora.dropout=1.5", r"--model.pretrained.lora.dropout 1.5: must be in \[0, 1\)"),
@@ -176,3 +178,22 @@ def test_the_same_hub_model_passes_the_checks_when_its_settings_fit(tiny_model_d
 
     check_fit_config("fit", parse_fit(config), model_config)
     assert model_config("some-org/tiny-llama")["architectures"] == ["LlamaForCausalLM"]
+
+
+def test_minus_one_is_no_limit_and_a_negative_step_count_is_one_line(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """Lightning's -1 (no limit) parses; -5 after a space on the command line is one line, not a traceback."""
+    from sft_research.cli import console
+    from sft_research.fit import parse_fit
+
+    path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
+    config = {
+        "model": {"pretrained": {"name_or_path": str(tiny_model_dir)}},
+        "data": {"train": {"class_path": "sft_research.data.FileDataset", "init_args": {"path": str(path)}}},
+        "trainer": {"max_steps": -1, "max_epochs": 1},
+    }
+    assert parse_fit(config).trainer.max_steps == -1
+    monkeypatch.setattr("sys.argv", ["sft-research", "fit", *file_fit_args(tiny_model_dir, path, tmp_path, 2), "--trainer.max_steps", "-5"])
+    with pytest.raises(SystemExit):
+        console()
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("sft-research: error: --trainer.max_steps -5: the optimizer steps to train, or -1 for no limit (")
