@@ -43,3 +43,22 @@ def test_hub_id_without_network_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ModelLoadError, match="no-such-org/no-such-model: could not be loaded as a local folder or a hub id"):
         load_tokenizer("no-such-org/no-such-model")
+
+
+def test_a_model_folder_without_tokenizer_files_is_one_line_before_the_model_loads(tiny_model_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from sft_research.cli import main
+    from tests.conftest import SFT_ROWS, file_fit_args, write_jsonl
+
+    folder = tmp_path / "weights_only"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_model_dir / name, folder / name)
+    with pytest.raises(ModelLoadError, match=rf"^{folder}: no tokenizer files in the model folder \(none of tokenizer.json, ") as caught:
+        load_tokenizer(str(folder))
+    assert "\n" not in str(caught.value)
+    monkeypatch.setattr("sft_research.module.load_model", lambda *args, **kwargs: pytest.fail("the model was loaded"))
+    path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
+    with pytest.raises(ModelLoadError, match="no tokenizer files in the model folder"):
+        main(["fit", *file_fit_args(folder, path, tmp_path, 1)])

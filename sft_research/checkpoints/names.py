@@ -135,14 +135,29 @@ def _load(loader, name_or_path: str, **kwargs):
         ) from error
 
 
+# A folder holds its tokenizer in one of these (fast, SentencePiece, byte-level BPE, WordPiece).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "spiece.model", "vocab.json", "vocab.txt")
+
+
 def load_tokenizer(name_or_path: str):
-    """The checkpoint's tokenizer; an adapter folder's is the one saved beside it, else its base model's."""
+    """The checkpoint's tokenizer; an adapter folder's is the one saved beside it, else its base model's. A folder
+    without tokenizer files, or one transformers cannot build, is one line (not transformers' hint about
+    SentencePiece)."""
     from transformers import AutoTokenizer
 
     base = adapter_base(name_or_path)
     if base is not None and not (Path(resolve(name_or_path)) / "tokenizer_config.json").is_file():
         return load_tokenizer(base)
-    tokenizer = _load(AutoTokenizer, name_or_path)
+    folder = Path(resolve(name_or_path))
+    if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelLoadError(
+            f"{name_or_path}: no tokenizer files in the model folder (none of {', '.join(TOKENIZER_FILES)}); save the tokenizer "
+            "beside the weights (tokenizer.save_pretrained(folder)) or copy its files from the model it was trained from"
+        )
+    try:
+        tokenizer = _load(AutoTokenizer, name_or_path)
+    except ValueError as error:  # transformers' own: a tokenizer it cannot build from the files there
+        raise ModelLoadError(f"{name_or_path}: its tokenizer could not be built ({str(error).strip().splitlines()[0]})") from error
     if tokenizer.pad_token_id is None:
         # Padding positions are masked out of attention and loss, so any existing token serves.
         tokenizer.pad_token = tokenizer.eos_token
