@@ -101,6 +101,11 @@ def main(args: list[str] | None = None):
 
 
 def dispatch(argv: list[str]):
+    from sft_research.yaml_files import check_config_files
+
+    # Each command's config and suite files parse as YAML, or stop in one line that names the file (the parsers,
+    # given a file's text, would name it "<unicode string>").
+    check_config_files(argv[1:], ("--config", "--suite"))
     if argv[0] == "pipeline":
         return pipeline_main(argv[1:])
     if argv[0] == "bench":
