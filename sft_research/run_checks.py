@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from sft_research.checkpoints.names import load_tokenizer, model_config
 from sft_research.data.errors import DataError
 from sft_research.data.records import Preference, RecordKind, parse_record, record_kind
+from sft_research.data.tokenize import no_chat_template
 from sft_research.errors import ConfigError
 from sft_research.fit import parse_fit
 from sft_research.fit_checks import check_architecture, check_max_length, is_task
@@ -56,10 +57,21 @@ def check_fit(config: dict, files: ModelFiles, records: RecordKind | None = None
     parsed = parse_fit(config)
     name = parsed.model.pretrained.name_or_path
     check_architecture(parsed, files.shown(name), files.config(name))
+    check_chat_template(parsed, files)
     objective = built(parsed.model.objective, "objective")
     check_records(parsed, objective, records)
     check_frozen(parsed, objective, files)
     return parsed
+
+
+def check_chat_template(parsed, files: ModelFiles) -> None:
+    """Data rendered as chat (``data.prompt_format``, the default) have a template: ``data.chat_template``, or the
+    model's tokenizer's own."""
+    data = parsed.data
+    name = parsed.model.pretrained.name_or_path
+    if data.get("prompt_format", "chat") == "chat" and data.get("chat_template") is None:
+        if not getattr(files.tokenizer(name), "chat_template", None):
+            raise ConfigError(no_chat_template(files.shown(name)))
 
 
 def built(value, kind: str):

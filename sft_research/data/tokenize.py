@@ -14,6 +14,7 @@ import torch
 from sft_research.data.errors import DataError
 from sft_research.data.records import Message, Preference, Record, Text
 from sft_research.data.sources import RawRecord
+from sft_research.errors import ConfigError
 
 PromptFormat = Literal["chat", "plain"]
 Truncation = Literal["error", "truncate_completion", "truncate_prompt", "trl_0_9", "spin", "drop", "trl_dpo"]
@@ -25,6 +26,14 @@ RETIRED = {
     "trl_dpo": "truncation 'trl_dpo' was no single trainer's rule: use 'trl_0_9' (TRL 0.9.6's DPOTrainer.tokenize_row, "
     "the alignment-handbook's DPO) or 'spin' (the SPIN collator, IRFT's official code)"
 }
+
+
+def no_chat_template(model: str) -> str:
+    """The error of a model whose tokenizer has no chat template, where the data are rendered as chat."""
+    return (
+        f"{model}: its tokenizer has no chat template, which data.prompt_format 'chat' (the default) renders conversations "
+        "with: set data.chat_template (a Jinja file, or the template itself), or data.prompt_format plain"
+    )
 
 
 @dataclass
@@ -128,9 +137,7 @@ class Tokenizer:
         scaffolding_in_completion: bool = True,
     ):
         if prompt_format == "chat" and not getattr(tokenizer, "chat_template", None):
-            raise ValueError(
-                "prompt_format='chat' needs a tokenizer with a chat template: set data.chat_template, or use prompt_format='plain'"
-            )
+            raise ConfigError(no_chat_template(tokenizer.name_or_path))
         if prompt_format == "plain" and tokenizer.eos_token_id is None:
             raise ValueError("prompt_format='plain' needs a tokenizer with an EOS token")
         if max_prompt_length is not None and not 0 < max_prompt_length < max_length:
