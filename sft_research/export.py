@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from sft_research.checkpoints.names import ADAPTER_CONFIG, PORTABLE_BASE, portable_name
 from sft_research.files import atomic_dir
 from sft_research.model.fsdp import full_state_dict, savable
+from sft_research.run_record import RUN_RECORD
 from sft_research.timings import timed
 
 
@@ -47,12 +48,23 @@ def export_model(module, target: Path) -> None:
         save(module, target, state)
 
 
+def exports(module) -> bool:
+    """Whether the fit writes its final model: the command line's ``export_model`` (FitCLI sets it on the module; a
+    module built elsewhere exports)."""
+    return getattr(module, "export_final", True)
+
+
 def export_final_model(module) -> None:
     """The fit's final model, with its LoRA adapters merged into the weights where ``lora.merge`` asks; every process
-    waits until it is on disk, since the next stage, on every process, starts from it."""
+    waits until it is on disk, since the next stage, on every process, starts from it. With ``export_model`` false,
+    nothing is written and the last line says so."""
     trainer = module.trainer
     target = model_dir(module)
     log_dir = trainer.log_dir if trainer.logger is not None else None  # a collective: every process asks
+    if not exports(module):
+        if trainer.is_global_zero:
+            rank_zero_info(outputs_summary(trainer, None, log_dir))
+        return
     lora = module.pretrained.lora
     merged = lora is not None and lora.merge
     if merged:
@@ -78,12 +90,15 @@ def save(module, target: Path, state_dict: dict[str, torch.Tensor] | None = None
             (staging / PORTABLE_BASE).write_text(json.dumps({"base_model": portable_name(module.pretrained.name_or_path)}) + "\n")
 
 
-def outputs_summary(trainer, model_folder: Path, log_dir: str | None) -> str:
-    """One line: what the fit wrote, and where."""
-    size = sum(f.stat().st_size for f in model_folder.rglob("*") if f.is_file()) / 2**20
-    parts = [f"final model {model_folder} ({size:.1f} MB)"]
+def outputs_summary(trainer, model_folder: Path | None, log_dir: str | None) -> str:
+    """One line: what the fit wrote, and where (``model_folder`` None: no final model, ``export_model`` false)."""
+    if model_folder is None:
+        parts = ["no final model (export_model false)"]
+    else:
+        size = sum(f.stat().st_size for f in model_folder.rglob("*") if f.is_file()) / 2**20
+        parts = [f"final model {model_folder} ({size:.1f} MB)"]
     if log_dir is not None:
-        parts.insert(0, f"metrics and config in {log_dir}")
+        parts.insert(0, f"metrics and config in {log_dir} (and what ran: {RUN_RECORD})")
     callback = trainer.checkpoint_callback
     if callback is not None and callback.last_model_path:
         parts.append(f"training state {callback.last_model_path}")

@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
 
 from sft_research.callbacks.progress_bar import StepProgressBar
+from sft_research.callbacks.run_record import RunRecord
 from sft_research.checkpoints.names import ADAPTER_CONFIG, model_config
 from sft_research.checkpoints.training_state import saved_step
 from sft_research.csv_logger import RunCSVLogger
@@ -32,6 +33,7 @@ from sft_research.fit_checks import check_fit_config
 from sft_research.hyperparameters import flat_hyperparameters
 from sft_research.module import FineTuningModule
 from sft_research.parse_errors import parse_or_explain
+from sft_research.run_record import RUN_RECORD
 
 CSV_LOGGER = "sft_research.csv_logger.RunCSVLogger"
 # Loggers whose run folder is named by run_name unless the config names it, and their own default name (None too:
@@ -91,6 +93,13 @@ class FitCLI(LightningCLI):
         # Rows that hold both an SFT record and a preference pair are read as what the objective trains on.
         parser.link_arguments("model.objective", "data.record_kind", compute_fn=record_kind_of)
         parser.add_argument(
+            "--export_model",
+            type=bool,
+            default=True,
+            help="write the final model at the end of the fit (false: metrics, config and run.json only; refused where a "
+            "later step reads the model: a pipeline's stages, IRFT's rounds, the bench, rehearse)",
+        )
+        parser.add_argument(
             "--gpu_memory_gb",
             type=float,
             default=80.0,
@@ -129,6 +138,7 @@ class FitCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         # Loggers write a module's hyperparameters (hparams.yaml, TensorBoard's hparams): the run's config, flat.
         self.model.save_hyperparameters(flat_hyperparameters({k: v for k, v in config.items() if k != "config"}))
+        self.model.export_final = config.get("export_model", True)  # read by sft_research.export
 
     def instantiate_trainer(self, **kwargs):
         # The plain progress bar counts steps (Lightning's default, Rich, shows "Epoch 0/-2" for step-limited runs),
@@ -136,8 +146,10 @@ class FitCLI(LightningCLI):
         trainer = self._get(self.config_init, "trainer", default={})
         given = trainer.get("callbacks") or []
         given = given if isinstance(given, list) else [given]
+        added = [RunRecord()]  # run.json: the commit, the versions, the model it starts from
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in given):
-            kwargs["callbacks"] = [*given, StepProgressBar()]
+            added.append(StepProgressBar())
+        kwargs["callbacks"] = [*given, *added]
         # A full training state is several times the model's size: written only when a checkpoint callback asks for
         # it (or enable_checkpointing is set true for Lightning's default one).
         if trainer.get("enable_checkpointing") is None and not any(isinstance(c, ModelCheckpoint) for c in given):
@@ -355,7 +367,7 @@ def remove_if_empty(trainer) -> None:
     log_dir = getattr(trainer.logger, "log_dir", None)  # a logger with a folder of its own
     if log_dir is None or not Path(log_dir).is_dir():
         return
-    if {p.name for p in Path(log_dir).iterdir()} <= {"config.yaml", "hparams.yaml"}:
+    if {p.name for p in Path(log_dir).iterdir()} <= {"config.yaml", "hparams.yaml", RUN_RECORD}:
         shutil.rmtree(log_dir)
         if not any(Path(log_dir).parent.iterdir()):  # the run's name folder, made for this run alone
             Path(log_dir).parent.rmdir()

@@ -55,6 +55,11 @@ def check_fit(config: dict, files: ModelFiles, records: RecordKind | None = None
     """Every check of a fit config that needs no weights; returns the parsed config. ``records`` is the kind of
     records its training data must hold (None: the kind its objective trains on)."""
     parsed = parse_fit(config)
+    if parsed.get("export_model") is False:
+        raise ConfigError(
+            "export_model false: what comes after this fit reads its final model (a pipeline's next stage or its result, IRFT's "
+            "next round, the bench's evaluation, a rehearsal's reload); leave it out here"
+        )
     name = parsed.model.pretrained.name_or_path
     check_architecture(parsed, files.shown(name), files.config(name))
     check_chat_template(parsed, files)

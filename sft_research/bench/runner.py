@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import shutil
-import subprocess
 import time
 from dataclasses import asdict, dataclass
-from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -51,32 +48,7 @@ from sft_research.files import atomic_write_text
 from sft_research.frozen.cache import checkpoint_fingerprint
 from sft_research.pipelines import Pipeline
 from sft_research.pipelines.stages import named
-
-
-def versions() -> dict[str, str]:
-    import lightning
-    import transformers
-
-    return {
-        "sft_research": sft_research.__version__,
-        "torch": torch.__version__,
-        "lightning": lightning.__version__,
-        "transformers": transformers.__version__,
-        "peft": version("peft"),
-        "reasoning_gym": version("reasoning-gym"),
-        "python": platform.python_version(),
-    }
-
-
-def git_commit(package_dir: Path) -> str | None:
-    """The commit checked out where the package's code lives; None when that code is not tracked by git (an
-    installed copy, even one inside another checkout) or git is missing. Uncommitted changes are not recorded."""
-    try:
-        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", "__init__.py"], cwd=package_dir, capture_output=True, timeout=30)
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=package_dir, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return head.stdout.strip() if tracked.returncode == 0 and head.returncode == 0 else None
+from sft_research.run_record import git_commit, versions
 
 
 @dataclass

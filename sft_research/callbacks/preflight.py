@@ -9,7 +9,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from sft_research.data.errors import DataError
-from sft_research.export import model_dir
+from sft_research.export import exports, model_dir
 from sft_research.fit_checks import check_micro_batch
 from sft_research.master_weights import LOW_PRECISION
 from sft_research.memory import FitShape, checkpoint_bytes, fsdp_shards
@@ -30,7 +30,7 @@ class Preflight(L.Callback):
         target = model_dir(module)
         rank_zero_info(
             f"model: {module.pretrained.name_or_path}, {total / 1e6:.1f}M parameters ({trainable / 1e6:.1f}M trained), "
-            f"objective: {type(module.objective).__name__}; final model: {target}"
+            f"objective: {type(module.objective).__name__}; final model: {target if exports(module) else 'none (export_model false)'}"
         )
         optimizer = module.optimizer_config
         low_precision = {p.dtype for p in model.parameters() if p.requires_grad and p.dtype in LOW_PRECISION}
@@ -40,7 +40,8 @@ class Preflight(L.Callback):
                 f"false: updates smaller than half a unit in a weight's last place are lost (in bf16 at lr "
                 f"{optimizer.lr:g}, most of them); keep float32 master weights (master_weights: true)"
             )
-        check_output_dir(target.parent, parameter_bytes(model), "model output")
+        if exports(module):
+            check_output_dir(target.parent, parameter_bytes(model), "model output")
         callback = trainer.checkpoint_callback
         if callback is not None and callback.dirpath is not None:
             check_output_dir(Path(callback.dirpath), training_state_bytes(trainer, module), "checkpoint")
