@@ -1,7 +1,10 @@
 """The README's objective example, taken from README.md itself, trains and logs its diagnostics as the README says."""
 
 import csv
+import re
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import readme_block
 
@@ -41,3 +44,24 @@ def test_the_readme_objective_example_runs_as_written(tiny_model_dir, tmp_path, 
         weight, low, high = (float(row[f"train/tempered/weight{s}"]) for s in ("", "_min", "_max"))
         assert 1.0 < low <= weight <= high, "p^(1/1.5 - 1) > 1 for p < 1"
         assert float(row["train/nll"]) > 0
+
+
+@pytest.mark.slow  # two fits of 80 steps on the tiny random model, and their evaluation: 10 s
+def test_the_readme_task_of_your_own_runs_and_prints_its_table(tmp_path, monkeypatch, capsys, private_cache):
+    """The worked example, taken from README.md: the data script, the suite, and the summary table it prints, whose task
+    column is the user's task."""
+    from sft_research.cli import main
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    (suite,) = [block for block in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL) if block.startswith("# my_suite.yaml")]
+    start = readme.index("| arm | runs | task score (greetings, exact match)")
+    table = readme[start:].split("\n\n", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(readme_block("# make_my_task.py"), {})
+    (tmp_path / "my_suite.yaml").write_text(suite)
+    main(["bench", "--suite", "my_suite.yaml", "--output_dir", "runs/my_task"])
+    summary = (tmp_path / "runs" / "my_task" / "summary.md").read_text()
+    assert summary.startswith(table + "\n") and table in capsys.readouterr().out
+    header, _, base, sft, dft = table.splitlines()
+    assert header.startswith("| arm | runs | task score (greetings, exact match) | general-text log-lik/token |")
+    assert [row.split(" | ")[0] for row in (base, sft, dft)] == ["| base model", "| sft", "| dft"]
