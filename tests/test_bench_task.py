@@ -163,3 +163,21 @@ def test_bad_held_out_rows_stop_before_any_model_loads(tmp_path, own_task):
         task = TaskSpec(**{**vars(own_task), "heldout": FileDataset(str(bad))})
         with pytest.raises(DataError, match=rf"^{bad}, {message}"):
             task.task_score().check(task.evaluation_set())
+
+
+def test_the_evaluator_checks_the_scorer_before_the_base_model_loads(own_task, monkeypatch):
+    """Settings that jsonargparse would otherwise meet while building the suite, inside its own traceback."""
+    import torch
+
+    import sft_research.bench.evaluate as evaluate
+    from sft_research.bench import CallableScorer, ObjectiveArm
+
+    monkeypatch.setattr(evaluate, "load_model", lambda *args: pytest.fail("the base model was loaded"))
+    for scorer, message in (
+        (CallableScorer("no_such_module.score"), r"^task.scorer function 'no_such_module.score': module 'no_such_module' cannot be"),
+        (NumericMatch(extract="(\\d+"), r"^extract '\(\\\\d\+': neither one of \['after_answer', 'boxed', 'last_number'\]"),
+    ):
+        task = TaskSpec(**{**vars(own_task), "scorer": scorer})
+        suite = Suite([ObjectiveArm("sft", {"class_path": "sft_research.objectives.SFT"})], base_model="embedded:tiny-random", task=task)
+        with pytest.raises(ConfigError, match=message):
+            evaluate.Evaluator(suite, torch.device("cpu"))

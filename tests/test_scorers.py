@@ -23,6 +23,9 @@ def held_out(*rows: dict) -> HeldOutSet:
     return HeldOutSet("items.jsonl", [RawRecord("items.jsonl", row, fields) for row, fields in enumerate(rows, 1)])
 
 
+ANY_ROW = held_out({"prompt": "q", "completion": "a"})
+
+
 def word_recall(prompt: str, answer: str, reference: str) -> float:
     """A scorer of the tests' own: the share of the reference's words that the answer has."""
     words = reference.split()
@@ -61,7 +64,7 @@ def test_answers_are_extracted_by_the_last_match():
     assert ExactMatch(extract=r"\d+").score("q", "12 then 345", "345") == 1.0, "no group: the whole match"
     assert ExactMatch(extract="last_number").score("q", "about -1,234.5 units", "-1,234.5") == 1.0
     with pytest.raises(ConfigError, match=r"extract '\(unclosed': neither one of \['after_answer', 'boxed', 'last_number'\]"):
-        ExactMatch(extract="(unclosed")
+        ExactMatch(extract="(unclosed").check(held_out({"prompt": "q", "completion": "a"}))
     demonstration = held_out({"prompt": "q", "completion": "6 * 7 is 42.\nAnswer: 42"})
     (record,) = demonstration.records
     assert ExactMatch(extract="after_answer", extract_reference=True).reference(record) == "42"
@@ -102,11 +105,11 @@ def test_a_function_of_yours_by_its_import_path():
     assert scorer.score("q", "Paris is big", "Paris is the capital") == 0.5
     assert scorer.label == "word_recall"
     with pytest.raises(ConfigError, match=r"^task.scorer function 'tests.test_scorers.nope': module 'tests.test_scorers' has no 'nope'"):
-        CallableScorer("tests.test_scorers.nope")
+        CallableScorer("tests.test_scorers.nope").check(ANY_ROW)
     with pytest.raises(ConfigError, match=r"^task.scorer function 'no_such_module.f': module 'no_such_module' cannot be imported"):
-        CallableScorer("no_such_module.f")
+        CallableScorer("no_such_module.f").check(ANY_ROW)
     with pytest.raises(ConfigError, match=r"must take \(prompt, answer, reference\)"):
-        CallableScorer("tests.test_scorers.two_arguments")
+        CallableScorer("tests.test_scorers.two_arguments").check(ANY_ROW)
     with pytest.raises(ConfigError, match=r"returned 'yes' for the prompt 'q'; it must return a finite number"):
         CallableScorer("tests.test_scorers.not_a_number").score("q", "a", "b")
 

@@ -7,6 +7,7 @@ import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from numbers import Real
 
 from sft_research.bench.scorers.base import GenerativeScorer
@@ -25,15 +26,22 @@ class CallableScorer(GenerativeScorer):
 
     function: str
 
-    def __post_init__(self):
-        self._function = imported(self.function)
+    @cached_property
+    def imported(self) -> Callable:
+        # Imported at the first use, not when jsonargparse builds the suite (an error there comes inside its own
+        # traceback); check() imports it first, before any model loads.
+        return imported(self.function)
+
+    def check(self, task) -> None:
+        imported(self.function)  # a wrong path stops here, before any model loads
+        super().check(task)
 
     @property
     def label(self) -> str:
         return self.function.rsplit(".", 1)[-1]
 
     def score(self, prompt: str, answer: str, reference: str) -> float:
-        value = self._function(prompt, answer, reference)
+        value = self.imported(prompt, answer, reference)
         if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
             raise ConfigError(
                 f"task.scorer {self.function} returned {value!r} for the prompt {prompt[:60]!r}; it must return a finite number"

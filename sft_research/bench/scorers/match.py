@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
 import string
 from dataclasses import dataclass
+from functools import cached_property
 
 from sft_research.bench.heldout import HeldOutSet
 from sft_research.bench.scorers.base import GenerativeScorer
@@ -38,8 +40,16 @@ class ExactMatch(GenerativeScorer):
     ignore_case: bool = False
     ignore_punctuation: bool = False
 
-    def __post_init__(self):
-        self._pattern = None if self.extract is None else pattern(self.extract)
+    @cached_property
+    def expression(self) -> re.Pattern | None:
+        # Compiled at the first use, not when jsonargparse builds the suite (an error there comes inside its own
+        # traceback); check() compiles it first, before any model loads.
+        return None if self.extract is None else pattern(self.extract)
+
+    def check(self, task) -> None:
+        if self.extract is not None:
+            pattern(self.extract)  # a wrong expression stops here, before any model loads
+        super().check(task)
 
     @property
     def label(self) -> str:
@@ -54,8 +64,8 @@ class ExactMatch(GenerativeScorer):
 
     def reference(self, record: RawRecord) -> str:
         text = HeldOutSet.text(record, HeldOutSet.REFERENCE)
-        if self.extract_reference and self._pattern is not None:
-            part = extracted(self._pattern, text)
+        if self.extract_reference and self.expression is not None:
+            part = extracted(self.expression, text)
             if part is None:
                 message = f"holds no match of extract {self.extract!r} (extract_reference is true)"
                 raise DataError(record.source, message, record.row, HeldOutSet.REFERENCE)
@@ -63,7 +73,7 @@ class ExactMatch(GenerativeScorer):
         return text
 
     def score(self, prompt: str, answer: str, reference: str) -> float:
-        part = answer if self._pattern is None else extracted(self._pattern, answer)
+        part = answer if self.expression is None else extracted(self.expression, answer)
         return float(part is not None and self.normalised(part) == self.normalised(reference))
 
 
@@ -85,8 +95,14 @@ class NumericMatch(GenerativeScorer):
     abs_tol: float = 0.0
     rel_tol: float = 0.0
 
-    def __post_init__(self):
-        self._pattern = None if self.extract is None else pattern(self.extract)
+    @cached_property
+    def expression(self) -> re.Pattern | None:
+        return None if self.extract is None else pattern(self.extract)  # as ExactMatch's
+
+    def check(self, task) -> None:
+        if self.extract is not None:
+            pattern(self.extract)  # a wrong expression stops here, before any model loads
+        super().check(task)
 
     @property
     def label(self) -> str:
@@ -98,15 +114,15 @@ class NumericMatch(GenerativeScorer):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         text = HeldOutSet.text(record, HeldOutSet.REFERENCE)
-        if self.extract_reference and self._pattern is not None:
-            text = extracted(self._pattern, text) or ""
+        if self.extract_reference and self.expression is not None:
+            text = extracted(self.expression, text) or ""
         number = as_number(text)
         if number is None:
             raise DataError(record.source, f"is not a number: {text!r}", record.row, HeldOutSet.REFERENCE)
         return number
 
     def score(self, prompt: str, answer: str, reference: float) -> float:
-        part = answer if self._pattern is None else extracted(self._pattern, answer)
+        part = answer if self.expression is None else extracted(self.expression, answer)
         number = None if part is None else as_number(part)
         return float(number is not None and math.isclose(number, reference, rel_tol=self.rel_tol, abs_tol=self.abs_tol))
 
