@@ -1,9 +1,10 @@
 """What a rehearsal changes in a config, and nothing else: the models, the hub data, the devices, the batch sizes and
-the length (and the length of packed blocks, which a fixture's few rows could not fill). Every change is recorded as
-one line of the rehearsal's report.
+the length (and the length of packed blocks, which a fixture's few rows could not fill), and the names under which
+the stand-in's speed and memory are logged. Every change is recorded as one line of the rehearsal's report.
 
 Objective, optimizer, schedule, truncation, template options, precision, strategy settings and LoRA stay as written,
-so the rehearsal takes the real run's code path and fails where it would fail.
+so the rehearsal takes the real run's code path and fails where it would fail. The plan keeps the config.json of the
+real model behind each stand-in, for the checks before training and the memory plan.
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sft_research.checkpoints.embedded import DEFAULT_MODEL
+from sft_research.fit import CSV_LOGGER
+from sft_research.fit_checks import check_micro_batch
 from sft_research.rehearsal.fixtures import fixture
+from sft_research.rehearsal.logger import STAND_IN_METRICS
 from sft_research.rehearsal.resume_check import keep_every_state
-from sft_research.rehearsal.standins import stand_in
+from sft_research.rehearsal.standins import GivenFiles, stand_in
 
 CPU_FSDP = "sft_research.rehearsal.strategy.CPUFSDPStrategy"
+REHEARSAL_LOGGER = "sft_research.rehearsal.logger.RehearsalCSVLogger"
 FSDP_NAMES = ("lightning.pytorch.strategies.FSDPStrategy", "lightning.pytorch.strategies.fsdp.FSDPStrategy", "fsdp")
 STEPS = 2  # optimizer steps per fit, with validation (where the config has any) after the second
 MAX_NEW_TOKENS = 8  # generated tokens at most, in evaluation and in IRFT's sampling
@@ -28,10 +33,17 @@ BLOCK_LENGTH = 256  # tokens per block where a config packs conversations into b
 
 @dataclass
 class Plan:
-    """The rehearsal's config and the report of what stands in for what."""
+    """The rehearsal's config; the config as written with only its models and hub data stood in (``checked``: what
+    the checks before training read, as the real run's read the real one); the report of what stands in for what; the
+    real config.json behind each model the config names and each stand-in; and the models whose stand-ins have
+    another tokenizer than theirs."""
 
     config: dict[str, Any]
+    checked: dict[str, Any] = field(default_factory=dict)
     changes: list[str] = field(default_factory=list)
+    architectures: dict[str, dict] = field(default_factory=dict)
+    stand_in_tokenizers: list[str] = field(default_factory=list)
+    given: GivenFiles = field(default_factory=GivenFiles)
 
     def note(self, where: str, what: str, before: Any, after: Any) -> None:
         line = f"{where}: {what}: {before} -> {after}"
@@ -39,14 +51,15 @@ class Plan:
             self.changes.append(line)
 
 
-def plan(config: dict[str, Any], output_dir: str) -> Plan:
-    """The rehearsal of a fit or pipeline config, with its outputs under ``output_dir``."""
-    result = Plan(copy.deepcopy(config))
+def plan(config: dict[str, Any], output_dir: str, given: GivenFiles | None = None) -> Plan:
+    """The rehearsal of a fit or pipeline config, with its outputs under ``output_dir``; ``given`` holds the files a
+    user gave for models the rehearsal cannot find."""
+    result = Plan(copy.deepcopy(config), copy.deepcopy(config), given=given or GivenFiles())
     if "stages" not in config:
         scale_fit(result, result.config, "fit", starts_elsewhere=False)
-        return result
-    result.config["output_dir"] = output_dir
-    for stage in result.config["stages"]:
+    else:
+        result.config["output_dir"] = output_dir
+    for stage in result.config.get("stages", []):
         init = stage.setdefault("init_args", {})
         where = f"stage {init.get('name')}"
         scale_fit(result, init["fit"], where, starts_elsewhere=init.get("start_from") is not None)
@@ -56,7 +69,19 @@ def plan(config: dict[str, Any], output_dir: str) -> Plan:
                 init["rounds"] = 2
                 result.note(where, "IRFT rounds", rounds, "2 (each: generation, fit, export, the next round's reload)")
             shorten_generation(result, init.setdefault("generation", {}), where, "IRFT sampling")
+    for fit, where, starts_elsewhere in fits_of(result.checked):  # the same stand-ins, nothing else changed
+        stand_in_models(result, fit.setdefault("model", {}), where, starts_elsewhere)
+        for key in ("train", "val"):
+            stand_in_data(result, (fit.get("data") or {}).get(key), where)
     return result
+
+
+def fits_of(config: dict[str, Any]) -> list[tuple[dict[str, Any], str, bool]]:
+    """The fit configs of a fit or pipeline config, where each is, and whether it starts from an earlier stage."""
+    if "stages" not in config:
+        return [(config, "fit", False)]
+    stages = [stage.setdefault("init_args", {}) for stage in config["stages"]]
+    return [(init["fit"], f"stage {init.get('name')}", init.get("start_from") is not None) for init in stages]
 
 
 def scale_fit(result: Plan, fit: dict[str, Any], where: str, starts_elsewhere: bool) -> None:
@@ -65,6 +90,7 @@ def scale_fit(result: Plan, fit: dict[str, Any], where: str, starts_elsewhere: b
     processes = scale_devices(result, trainer, wanted, where)
     scale_batch(result, data, wanted, processes, where)
     scale_length(result, trainer, where)
+    log_as_stand_in(result, trainer, where)
     scale_blocks(result, data, where)
     kept = keep_every_state(trainer)
     if kept is not None:
@@ -112,12 +138,16 @@ def scale_devices(result: Plan, trainer: dict[str, Any], wanted: int, where: str
     trainer.update(accelerator="cpu", devices=processes, num_nodes=1)
     after = f"2 CPU processes (gloo) under {shown}" if processes > 1 else f"1 CPU process under {shown}"
     result.note(where, "devices", before, after)
+    if isinstance(strategy, dict) and (strategy.get("init_args") or {}).get("cpu_offload"):
+        result.note(where, "CPU offload", "weights, gradients and optimizer in host memory", "none: CPU processes hold everything there")
     return processes
 
 
 def scale_batch(result: Plan, data: dict[str, Any], wanted: int, processes: int, where: str) -> None:
-    """Two micro-batches of at most 2 examples per process where the config accumulates gradients, one otherwise."""
+    """Two micro-batches of at most 2 examples per process where the config accumulates gradients, one otherwise. A
+    micro-batch larger than a process's share stops here, as the real run would stop."""
     batch, micro = data.get("batch_size", 8), data.get("micro_batch_size")
+    check_micro_batch(batch, micro, wanted)
     share = max(1, batch // wanted)
     accumulation = share // micro if micro else 1
     new_micro = min(micro or share, 2)
@@ -153,6 +183,17 @@ def scale_blocks(result: Plan, data: dict[str, Any], where: str) -> None:
         result.note(where, "block length (data.pack_into_blocks)", before, BLOCK_LENGTH)
 
 
+def log_as_stand_in(result: Plan, trainer: dict[str, Any], where: str) -> None:
+    """The CSV logger (the default) becomes the rehearsal's, which logs the stand-in's speed and memory as such."""
+    logger = trainer.get("logger")
+    if logger is False or isinstance(logger, dict) and logger.get("class_path") != CSV_LOGGER:
+        return
+    init = dict(logger.get("init_args") or {}) if isinstance(logger, dict) else {}
+    trainer["logger"] = {"class_path": REHEARSAL_LOGGER, "init_args": init}
+    after = f"{', '.join(STAND_IN_METRICS.values())} (a stand-in's, on this CPU)"
+    result.note(where, "metrics.csv", ", ".join(STAND_IN_METRICS), after)
+
+
 def stand_in_models(result: Plan, model: dict[str, Any], where: str, starts_elsewhere: bool) -> None:
     pretrained = model.setdefault("pretrained", {})
     if "name_or_path" in pretrained or not starts_elsewhere:
@@ -169,8 +210,11 @@ def stand_in_models(result: Plan, model: dict[str, Any], where: str, starts_else
 
 
 def replace_model(result: Plan, name: str, where: str, role: str) -> str:
-    standin = stand_in(name)
+    standin = stand_in(name, result.given)
     result.note(where, role, name, standin.description)
+    result.architectures[name] = result.architectures[standin.path] = standin.architecture
+    if not standin.own_tokenizer and name not in result.stand_in_tokenizers:
+        result.stand_in_tokenizers.append(name)
     return standin.path
 
 

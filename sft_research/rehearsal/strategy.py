@@ -1,11 +1,13 @@
 """Lightning's FSDP strategy on CPU processes, for rehearsals: the same wrapping, sharding, mixed precision and
 export as on GPUs, over gloo.
 
-Four things differ from :class:`~lightning.pytorch.strategies.FSDPStrategy`, and only these:
+Five things differ from :class:`~lightning.pytorch.strategies.FSDPStrategy`, and only these:
 
 * Lightning refuses ``FSDPStrategy`` without a CUDA accelerator (a check on the exact class, which a subclass passes)
   and hands FSDP the device's index as ``device_id``, which a CPU device lacks; torch's FSDP runs on CPU processes
   when ``device_id`` is the CPU device.
+* ``cpu_offload`` is left out: FSDP pins the memory it offloads to, which needs a GPU, and on CPU processes every
+  tensor is in host memory already (the rehearsal's report says so).
 * A full state dict is gathered without FSDP's ``offload_to_cpu``: on a CPU process the "offloaded" copy is a view of
   the gathered weights that FSDP frees right after, and cloning it crashed (a segmentation fault, torch 2.13).
 * A full optimizer state is gathered without offload too: FSDP gathers each state tensor into a buffer it reuses
@@ -62,7 +64,6 @@ class CPUFSDPStrategy(FSDPStrategy):
         # CPU device as device_id.
         model = FullyShardedDataParallel(
             module=model,
-            cpu_offload=self.cpu_offload,
             mixed_precision=self.mixed_precision_config,
             sharding_strategy=self.sharding_strategy,
             device_id=torch.device("cpu"),
