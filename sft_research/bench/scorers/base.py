@@ -59,10 +59,9 @@ class GenerativeScorer(Scorer):
     @torch.no_grad()
     def measure(self, model, context: ProbeContext, max_new_tokens: int) -> list[float]:
         task = held_out_set(self, context.task)
-        answers = greedy_answers(model, context, task.eval_prompts(), max_new_tokens)
-        return [
-            self.score(prompt, answer, self.reference(record)) for prompt, answer, record in zip(task.eval_prompts(), answers, task.records)
-        ]
+        prompts = task.eval_prompts()
+        answers = greedy_answers(model, context, prompts, max_new_tokens)
+        return [self.score(prompt, answer, self.reference(record)) for prompt, answer, record in zip(prompts, answers, task.records)]
 
     @abstractmethod
     def score(self, prompt: str, answer: str, reference) -> float:
