@@ -3,6 +3,7 @@ this CPU (torch's MemTracker: every live tensor's storage, by category; not the 
 lengths, with and without activation checkpointing; its frozen forward pass likewise; and what a checkpoint holds."""
 
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -155,3 +156,19 @@ def test_under_fsdp_the_disk_check_counts_every_process_shard():
         strategy=FSDPStrategy(sharding_strategy="HYBRID_SHARD", auto_wrap_policy={torch.nn.Linear}), world_size=4, num_devices=2
     )
     assert training_state_bytes(hybrid, module) == 2 * 1000 * (2 + 4 + 2 * 4)
+
+
+def test_the_memory_plan_says_what_a_sharded_training_state_weighs():
+    """PoFT's full-scale config: a 7B policy under FSDP on 8 GPUs, bf16 weights with float32 masters and AdamW, its
+    states sharded: 14 bytes a parameter over all processes, an eighth each."""
+    import yaml
+
+    from sft_research.rehearsal.memory_plan import plan_config, plan_lines
+    from sft_research.rehearsal.plan import plan
+    from sft_research.run_checks import ModelFiles
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "experiments/poft/full_scale.yaml").read_text())
+    (fit_plan,) = plan_config(config, ModelFiles(configs=plan(config, "unused").architectures))
+    state = fit_plan.model.parameters * (2 + 4 + 4 + 4)
+    line = next(line for line in plan_lines(fit_plan) if "a training state on disk" in line)
+    assert line.endswith(f": {state / 2**30:.1f} GiB, written 8 shards of {state / 8 / 2**30:.1f} GiB"), line

@@ -11,7 +11,18 @@ from dataclasses import dataclass
 from sft_research.errors import ConfigError
 from sft_research.fit import parse_fit, record_kind_of
 from sft_research.fit_checks import configured_processes, fsdp_strategy
-from sft_research.memory import DTYPE_BYTES, GIB, Estimate, FitShape, Frozen, ModelShape, estimate, fsdp_shards, model_shape
+from sft_research.memory import (
+    DTYPE_BYTES,
+    GIB,
+    Estimate,
+    FitShape,
+    Frozen,
+    ModelShape,
+    checkpoint_bytes,
+    estimate,
+    fsdp_shards,
+    model_shape,
+)
 from sft_research.run_checks import ModelFiles, built, frozen_models
 
 GB = 10**9
@@ -29,6 +40,7 @@ class FitPlan:
     estimate: Estimate
     card: int | None
     setup: str
+    state_shards: int = 1
 
     @property
     def fits(self) -> bool:
@@ -52,7 +64,10 @@ def fit_plan(where: str, config: dict, files: ModelFiles) -> FitPlan:
     fit = fit_shape(parsed, files)
     on_gpus = parsed.trainer.get("accelerator", "auto") != "cpu"
     card = int(parsed.get("gpu_memory_gb", 80.0) * GB) if on_gpus else None
-    return FitPlan(where, files.shown(pretrained.name_or_path), shape, fit, estimate(shape, fit), card, setup(parsed, fit, on_gpus))
+    strategy = fsdp_strategy(parsed.trainer.get("strategy"))
+    state_shards = fit.processes if strategy is not None and strategy._state_dict_type == "sharded" else 1
+    result = estimate(shape, fit)
+    return FitPlan(where, files.shown(pretrained.name_or_path), shape, fit, result, card, setup(parsed, fit, on_gpus), state_shards)
 
 
 def fit_shape(parsed, files: ModelFiles) -> FitShape:
@@ -134,6 +149,10 @@ def plan_lines(plan: FitPlan) -> list[str]:
         if label.startswith("activations"):
             extra = f"   (activation checkpointing {'off' if fit.checkpointing else 'on'}: {gib(result.other_activations)})"
         lines.append(f"    {label.ljust(width)}{gib(size):>10}{extra}")
+    state = checkpoint_bytes(model.parameters, model.trained, fit)
+    written = f"{plan.state_shards} shards of {gib(state // plan.state_shards)}" if plan.state_shards > 1 else "by the first process"
+    holds = "the trained weights, their float32 masters, optimizer states"
+    lines.append(f"    a training state on disk ({holds}): {gib(state)}, written {written}")
     if plan.card is None:
         lines.append(f"    on CPUs: {gib(result.peak)} of host memory at the peak")
     else:
