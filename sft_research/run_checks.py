@@ -29,10 +29,12 @@ class ModelFiles:
             architecture and tokenizer (the one that stage starts from).
         configs: config.json contents by model name, read in place of its files (a rehearsal's stand-ins: the real
             model's).
+        chat_templates: the chat template (``data.chat_template``) that an earlier stage's fit saves with its model.
     """
 
     aliases: dict[str, str] = field(default_factory=dict)
     configs: dict[str, dict] = field(default_factory=dict)
+    chat_templates: dict[str, str] = field(default_factory=dict)
 
     def real(self, name: str) -> str:
         while name in self.aliases:
@@ -48,7 +50,18 @@ class ModelFiles:
         return self.configs[name] if name in self.configs else model_config(name)
 
     def tokenizer(self, name: str):
-        return load_tokenizer(self.real(name))
+        """The model's tokenizer; an earlier stage's is its start model's, with the chat template the nearest stage on
+        the way set (its export saves the tokenizer its data rendered with)."""
+        template = self.chat_templates.get(name)
+        while name in self.aliases:
+            name = self.aliases[name]
+            template = template or self.chat_templates.get(name)
+        tokenizer = load_tokenizer(name)
+        if template is not None:
+            from sft_research.data.datamodule import read_chat_template
+
+            tokenizer.chat_template = read_chat_template(template)
+        return tokenizer
 
 
 def check_fit(config: dict, files: ModelFiles, records: RecordKind | None = None):

@@ -149,3 +149,25 @@ def test_a_defect_in_the_last_arm_stops_the_suite_before_anything_is_evaluated(t
         main(["bench", f"--suite={suite}", f"--output_dir={tmp_path / 'out'}"])
     assert not (tmp_path / "out" / "base.json").exists(), "the base model was not evaluated"
     assert not (tmp_path / "out" / "runs").exists(), "no arm started"
+
+
+def test_a_later_stage_reads_the_chat_template_an_earlier_stage_saved_with_its_model(tmp_path, nothing_loads):
+    """A base model without a chat template, given one by stage 1's data (saved with stage 1's model): stage 2, which
+    starts from that model, renders with it, and passes the checks; without it, stage 1 itself stops them."""
+    from sft_research.checkpoints.tiny import CHATML_TEMPLATE, build_tiny_checkpoint
+
+    base = build_tiny_checkpoint(tmp_path / "base", chat_template=None)
+    template = tmp_path / "chatml.jinja"
+    template.write_text(CHATML_TEMPLATE)
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", PAIR_ROWS)
+    pipeline = three_stages(base, tmp_path, fit(base, "sft_research.objectives.DPO", pairs))
+    pipeline["stages"][0]["init_args"]["fit"]["data"]["chat_template"] = str(template)
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(yaml.safe_dump(pipeline))
+    from sft_research.pipelines.stages import build_pipeline
+
+    build_pipeline([f"--config={config}"]).check()
+    del pipeline["stages"][0]["init_args"]["fit"]["data"]["chat_template"]
+    config.write_text(yaml.safe_dump(pipeline))
+    with pytest.raises(ConfigError, match=r"^stage 'sft': .*base: its tokenizer has no chat template"):
+        build_pipeline([f"--config={config}"]).check()

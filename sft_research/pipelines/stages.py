@@ -203,7 +203,7 @@ class Pipeline:
         """Every stage's fits, in order, and ``files`` (the real models' by default) made to read each stage's final
         model, which does not exist yet, as the model that stage starts from."""
         files = files or ModelFiles()
-        files = dataclasses.replace(files, aliases=dict(files.aliases))
+        files = dataclasses.replace(files, aliases=dict(files.aliases), chat_templates=dict(files.chat_templates))
         fits = []
         for stage in self.stages:
             own = stage.fits()
@@ -211,6 +211,9 @@ class Pipeline:
             if own:
                 pretrained = (own[0].config.get("model") or {}).get("pretrained") or {}
                 files.aliases[placeholder(stage.name)] = pretrained.get("name_or_path", DEFAULT_MODEL)
+                template = (own[0].config.get("data") or {}).get("chat_template")
+                if template is not None:  # saved with the stage's model, which later stages start from
+                    files.chat_templates[placeholder(stage.name)] = template
         return fits, files
 
     def policy_stages(self) -> list[Stage]:
