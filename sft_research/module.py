@@ -19,7 +19,7 @@ from torchmetrics import MeanMetric
 from sft_research.callbacks import ComputeRecord, Preflight, ResumeHint, RNGState, StaleUpdates, Throughput
 from sft_research.callbacks.preflight import check_batch_and_records
 from sft_research.callbacks.throughput import logged_step
-from sft_research.checkpoints.names import load_tokenizer, local_architecture
+from sft_research.checkpoints.names import load_tokenizer, model_config
 from sft_research.checkpoints.training_state import drop_frozen_weights, restore_frozen_weights
 from sft_research.data.collate import micro_batches
 from sft_research.errors import ConfigError
@@ -103,7 +103,8 @@ class FineTuningModule(L.LightningModule):
         if stage == "fit":
             check_batch_and_records(self, data)
             check_shared_prefix(self.execution, self.objective, self.trainer.world_size, self.pretrained.gradient_checkpointing)
-            check_fsdp_policy(self.trainer.strategy, local_architecture(self.pretrained.name_or_path), self.pretrained.lora is not None)
+            architecture = (model_config(self.pretrained.name_or_path).get("architectures") or [None])[0]
+            check_fsdp_policy(self.trainer.strategy, architecture, self.pretrained.lora is not None)
             self.prepare_frozen(data, "train", data.train_examples)
         if data is not None and data.val_examples and data.eval_task is None:
             # Held-out records of the kind the objective trains on are scored with its own loss (which may need frozen

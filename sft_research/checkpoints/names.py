@@ -56,19 +56,6 @@ def adapter_base(name_or_path: str) -> str | None:
     return base
 
 
-def local_architecture(name_or_path: str) -> str | None:
-    """The causal LM class that a local checkpoint's (or an adapter's base's) config.json names, read without loading
-    the model; None for a model that is not on this disk."""
-    base = adapter_base(name_or_path)
-    if base is not None:
-        return local_architecture(base)
-    config = Path(resolve(name_or_path)) / "config.json"
-    if not config.is_file():
-        return None
-    architectures = json.loads(config.read_text()).get("architectures") or [None]
-    return architectures[0]
-
-
 def model_config(name_or_path: str) -> dict:
     """The model's ``config.json`` (an adapter's: its base model's), read before any weights load: from its folder,
     or for a hub id from the local Hugging Face cache, else downloaded alone (one small file). A hub id that neither
