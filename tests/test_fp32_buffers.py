@@ -21,11 +21,15 @@ HEAD_DIM, THETA, POSITIONS = 128, 1e6, 1100
 
 @pytest.fixture(scope="module")
 def long_rope_model(tiny_model_dir, tmp_path_factory):
-    """A Qwen2-architecture model with Qwen2.5's RoPE (head dim 128, theta 1e6) and the tiny test tokenizer."""
+    return build_long_rope_model(tmp_path_factory.mktemp("rope") / "model", tiny_model_dir)
+
+
+def build_long_rope_model(path, tokenizer_dir):
+    """A Qwen2-architecture model with Qwen2.5's RoPE (head dim 128, theta 1e6), one layer with sharp attention, and
+    the tiny test tokenizer (also the GPU tests' model)."""
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
-    path = tmp_path_factory.mktemp("rope") / "model"
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=2 * HEAD_DIM,

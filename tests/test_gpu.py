@@ -27,8 +27,8 @@ from sft_research.module import FineTuningModule
 from sft_research.objectives import SFT
 from sft_research.optim import OptimizerConfig
 from tests.conftest import PAIR_ROWS, ROWS, SFT_ROWS, quiet_trainer, write_jsonl
-from tests.test_fp32_buffers import HEAD_DIM, POSITIONS, THETA, attention_output, copy_in_float32, exact_inv_freq
-from tests.test_master_weights import LR, STEPS, Record, adamw_replay
+from tests.test_fp32_buffers import POSITIONS, attention_output, build_long_rope_model, copy_in_float32, exact_inv_freq
+from tests.test_master_weights import LR, STEPS, Record, check_masters_moved_as_adamw
 
 pytestmark = [
     pytest.mark.gpu,
@@ -194,37 +194,9 @@ def test_bf16_fits_are_finite_and_learn(model_dir, tmp_path, precision):
     assert all(torch.isfinite(g).all() for g in recorder.gradients.values())
 
 
-def build_rope_model(path: Path, tokenizer_dir: Path) -> Path:
-    """tests/test_fp32_buffers.py's model: one Qwen2 layer with Qwen2.5's RoPE (head dim 128, theta 1e6) and sharp
-    attention, so that a bf16-rounded inv_freq shows in the attention past position 1,000; the tiny tokenizer."""
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=2 * HEAD_DIM,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        rope_theta=THETA,
-        max_position_embeddings=4096,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(config)
-    with torch.no_grad():
-        for projection in (model.model.layers[0].self_attn.q_proj, model.model.layers[0].self_attn.k_proj):
-            projection.weight.normal_(0, 0.2)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def rope_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
-    return build_rope_model(tmp_path_factory.mktemp("rope") / "model", tiny_model_dir)
+    return build_long_rope_model(tmp_path_factory.mktemp("rope") / "model", tiny_model_dir)
 
 
 class RotaryWatch(Callback):
@@ -325,16 +297,7 @@ def check_masters_move(model_dir: Path, root: Path, accelerator: str) -> None:
     device = DEVICES[accelerator]
     assert all(p.dtype == torch.bfloat16 and p.device.type == device for p in module.model.parameters()), "bf16 weights on the device"
     assert all(start.device.type == device for start in record.start) and len(record.gradients) == STEPS
-    moving = [torch.stack([step[i] != 0 for step in record.gradients]).any(0) for i in range(len(record.start))]
-    moved = [end != start for start, end in zip(record.start, record.end)]
-    candidates = sum(int(m.sum()) for m in moving)
-    assert candidates > 1000
-    fraction = sum(int((mv & mg).sum()) for mv, mg in zip(moved, moving)) / candidates
-    assert fraction >= 0.99, f"only {fraction:.1%} of the master weights with a gradient moved"
-    expected = adamw_replay(record.start, record.gradients, record.lrs)
-    change = torch.cat([(end - start).flatten() for start, end in zip(record.start, record.end)])
-    wanted = torch.cat([(e - start).flatten() for start, e in zip(record.start, expected)])
-    assert (change - wanted).norm() <= 0.01 * wanted.norm(), "the accumulated change is float32 AdamW's"
+    check_masters_moved_as_adamw(record)
     assert len(stale) == STEPS and max(stale) < 0.05, f"logged stale-update fractions {stale}"
 
 

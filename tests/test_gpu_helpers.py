@@ -16,8 +16,8 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 
 from tests.conftest import SFT_ROWS, quiet_trainer, write_jsonl
-from tests.test_fp32_buffers import exact_inv_freq
-from tests.test_gpu import ValidationLogprobs, build_rope_model, check_inv_freq_every_step, check_masters_move, gpu_module
+from tests.test_fp32_buffers import build_long_rope_model, exact_inv_freq
+from tests.test_gpu import ValidationLogprobs, check_inv_freq_every_step, check_masters_move, gpu_module
 
 REPO = Path(__file__).parents[1]
 # Every execution setting the GPU tests pass to fit().
@@ -49,7 +49,7 @@ def test_the_fsdp_tests_validation_capture_runs(tiny_model_dir, tmp_path):
 
 @pytest.fixture(scope="module")
 def rope_model(tiny_model_dir, tmp_path_factory) -> Path:
-    return build_rope_model(tmp_path_factory.mktemp("rope") / "model", tiny_model_dir)
+    return build_long_rope_model(tmp_path_factory.mktemp("rope") / "model", tiny_model_dir)
 
 
 @pytest.mark.slow
