@@ -122,7 +122,8 @@ def test_a_new_probe_is_one_class_listed_in_the_suite():
     for row in rows:
         row["metrics"] = {name: vars(e) for name, e in measures.estimates(row["items"], base).items()}
     table = summarize(rows, measures.estimates(base, base), ["sft", "terse"], measures.metrics)
-    assert summary_markdown(table, measures.metrics).splitlines()[0] == "| arm | runs | task score (chain_sum, verifier) | answer length change | verdict |"
+    header = "| arm | runs | task score (chain_sum, verifier) | answer length change | verdict |"
+    assert summary_markdown(table, measures.metrics).splitlines()[0] == header
     (terse,) = compare_to_reference(rows, base, ["sft", "terse"], measures, "sft")
     assert terse["answer_length_change"][0].mean == pytest.approx(-3.0)
     assert "lower is better: answer length change" in paired_markdown([terse], measures.metrics, "sft")
