@@ -17,8 +17,25 @@ from sft_research.data.sources import RawRecord
 PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
+class ExtractingScorer(GenerativeScorer):
+    """A generative scorer that may score only a part of the answer, its ``extract`` (see :class:`ExactMatch`)."""
+
+    extract: str | None
+
+    @cached_property
+    def expression(self) -> re.Pattern | None:
+        # Compiled at the first use, not when jsonargparse builds the suite (an error there comes inside its own
+        # traceback); check() compiles it first, before any model loads.
+        return None if self.extract is None else pattern(self.extract)
+
+    def check(self, task) -> None:
+        if self.extract is not None:
+            pattern(self.extract)  # a wrong expression stops here, before any model loads
+        super().check(task)
+
+
 @dataclass
-class ExactMatch(GenerativeScorer):
+class ExactMatch(ExtractingScorer):
     """1.0 where the answer equals the reference after normalisation, else 0.0.
 
     Normalisation, in this order: lower case (``ignore_case``); ASCII punctuation (``string.punctuation``) removed
@@ -39,17 +56,6 @@ class ExactMatch(GenerativeScorer):
     whitespace: bool = True
     ignore_case: bool = False
     ignore_punctuation: bool = False
-
-    @cached_property
-    def expression(self) -> re.Pattern | None:
-        # Compiled at the first use, not when jsonargparse builds the suite (an error there comes inside its own
-        # traceback); check() compiles it first, before any model loads.
-        return None if self.extract is None else pattern(self.extract)
-
-    def check(self, task) -> None:
-        if self.extract is not None:
-            pattern(self.extract)  # a wrong expression stops here, before any model loads
-        super().check(task)
 
     @property
     def label(self) -> str:
@@ -78,7 +84,7 @@ class ExactMatch(GenerativeScorer):
 
 
 @dataclass
-class NumericMatch(GenerativeScorer):
+class NumericMatch(ExtractingScorer):
     """1.0 where the number in the answer is within the tolerance of the reference's, else 0.0 (as ``math.isclose``:
     ``|a - r| <= max(rel_tol * max(|a|, |r|), abs_tol)``). Thousands separators (``1,234``) are read as such.
 
@@ -94,15 +100,6 @@ class NumericMatch(GenerativeScorer):
     extract_reference: bool = False
     abs_tol: float = 0.0
     rel_tol: float = 0.0
-
-    @cached_property
-    def expression(self) -> re.Pattern | None:
-        return None if self.extract is None else pattern(self.extract)  # as ExactMatch's
-
-    def check(self, task) -> None:
-        if self.extract is not None:
-            pattern(self.extract)  # a wrong expression stops here, before any model loads
-        super().check(task)
 
     @property
     def label(self) -> str:
