@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from sft_research.master_weights import MasterWeights
+from sft_research.train.master_weights import MasterWeights
 
 LEARNING_RATES = (5e-7, 1e-6, 1e-5, 2e-5)
 

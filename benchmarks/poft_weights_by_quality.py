@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from sft_research.fit import build_fit
+from sft_research.fit.cli import build_fit
 from sft_research.frozen import FrozenContext
 from sft_research.frozen.cache import frozen_label_logprobs, mean_completion_logprob
 
@@ -29,7 +29,7 @@ def main(pipeline_dir: str) -> None:
     examples, pad = data.train_examples, data.tokenizer.pad_token_id
 
     (baselines,) = module.objective.frozen_inputs
-    context = FrozenContext(module.pretrained, module.reference, data.renderer)
+    context = FrozenContext(module.pretrained, module.reference, data.chat_tokenizer)
     r_bar = torch.stack(baselines.compute(examples, context)).double()
     start = frozen_label_logprobs(module.pretrained, examples, pad, batch_size=16)
     r_start = torch.tensor([mean_completion_logprob(lp, ex) for lp, ex in zip(start, examples)], dtype=torch.float64)

@@ -22,7 +22,7 @@ import torch
 from sft_research.checkpoints.names import load_tokenizer
 from sft_research.data import ReasoningGymTask
 from sft_research.data.collate import collate_prompts
-from sft_research.data.tokenize import Tokenizer
+from sft_research.data.tokenize import ChatTokenizer
 from sft_research.model.generation import GenerationConfig, generate
 from sft_research.model.loading import ModelConfig, load_model
 
@@ -51,9 +51,9 @@ def parse_task(spec: str) -> tuple[str, dict]:
     return name, json.loads(options) if options else CANDIDATES.get(name, {})
 
 
-def evaluate(model, tokenizer, renderer: Tokenizer, task: ReasoningGymTask, max_new_tokens: int) -> tuple[float, float, str]:
+def evaluate(model, tokenizer, chat_tokenizer: ChatTokenizer, task: ReasoningGymTask, max_new_tokens: int) -> tuple[float, float, str]:
     """Accuracy (full verifier score only), mean generated tokens, and the first generation."""
-    prompts = [(i, renderer.prompt_ids(prompt)) for i, prompt in enumerate(task.eval_prompts())]
+    prompts = [(i, chat_tokenizer.prompt_ids(prompt)) for i, prompt in enumerate(task.eval_prompts())]
     correct, tokens, texts = 0, 0, []
     for start in range(0, len(prompts), BATCH_SIZE):
         batch = collate_prompts(prompts[start : start + BATCH_SIZE], tokenizer.pad_token_id)
@@ -78,7 +78,7 @@ def main() -> None:
     config = ModelConfig()
     tokenizer = load_tokenizer(config.name_or_path)
     model = load_model(config).eval()
-    renderer = Tokenizer(tokenizer)
+    chat_tokenizer = ChatTokenizer(tokenizer)
 
     rows = ["| task | options | n | accuracy | mean answer tokens | seconds |", "|---|---|---|---|---|---|"]
     with torch.no_grad():
@@ -86,7 +86,7 @@ def main() -> None:
             start = time.perf_counter()
             task = ReasoningGymTask(name, options, train_size=0, eval_size=args.n, seed=args.seed)
             try:
-                accuracy, length, example = evaluate(model, tokenizer, renderer, task, args.max_new_tokens)
+                accuracy, length, example = evaluate(model, tokenizer, chat_tokenizer, task, args.max_new_tokens)
             except Exception as error:  # some verifiers raise on malformed answers; such a task cannot be a probe
                 print(f"{name}: the verifier raised {error!r}", flush=True)
                 rows.append(f"| {name} | `{json.dumps(options)}` | {args.n} | verifier raised {type(error).__name__} | | |")

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from sft_research.checkpoints.tiny import build_tiny_checkpoint
-from sft_research.fit import UNACTIONABLE_WARNINGS
+from sft_research.fit.log_filters import UNACTIONABLE_WARNINGS
 
 
 def pytest_configure(config) -> None:
-    # pytest resets the warning filters around each test: those that sft_research.fit sets for every run are named
+    # pytest resets the warning filters around each test: those that sft_research.fit.log_filters sets for every run are named
     # to it too, so that its warnings summary lists only warnings worth reading.
     for message in UNACTIONABLE_WARNINGS:
         config.addinivalue_line("filterwarnings", f"ignore:{message}")

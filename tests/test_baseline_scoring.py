@@ -8,7 +8,7 @@ import yaml
 
 from sft_research.data.records import Message, parse_record
 from sft_research.data.sources import RawRecord
-from sft_research.data.tokenize import Tokenizer
+from sft_research.data.tokenize import ChatTokenizer
 from sft_research.frozen.inputs import baseline_examples
 from sft_research.rehearsal.standins import MODELS, stand_in_tokenizer
 
@@ -21,8 +21,8 @@ def scored(tokenizer, sequence) -> str:
 
 
 def test_the_scored_span_is_the_content_as_it_is(tiny_tokenizer):
-    renderer = Tokenizer(tiny_tokenizer, scaffolding_in_completion=False)
-    sequence = renderer.render((Message("user", "Which city is the capital of France?"), Message("assistant", ANSWER)))
+    chat_tokenizer = ChatTokenizer(tiny_tokenizer, scaffolding_in_completion=False)
+    sequence = chat_tokenizer.render((Message("user", "Which city is the capital of France?"), Message("assistant", ANSWER)))
     assert scored(tiny_tokenizer, sequence) == ANSWER
 
 
@@ -32,15 +32,15 @@ def test_the_llama3_baseline_template_is_the_official_hand_built_layout_untrimme
     tokenizer = stand_in_tokenizer(yaml.safe_load((MODELS / "meta-llama--Llama-3.1-8B-Instruct.yaml").read_text())["tokenizer"])
     tokenizer.chat_template = (REPO / "experiments/templates/llama3.jinja").read_text()
     question = "  Which city is the capital of France? "
-    renderer = Tokenizer(tokenizer, scaffolding_in_completion=False)
-    text, _ = renderer.rendered_text((Message("user", question), Message("assistant", ANSWER)))
+    chat_tokenizer = ChatTokenizer(tokenizer, scaffolding_in_completion=False)
+    text, _ = chat_tokenizer.rendered_text((Message("user", question), Message("assistant", ANSWER)))
     header = "<|start_header_id|>{}<|end_header_id|>\n\n"
     assert text == f"{tokenizer.bos_token}{header.format('user')}{question}<|eot_id|>{header.format('assistant')}{ANSWER}<|eot_id|>"
-    assert scored(tokenizer, renderer.render((Message("user", question), Message("assistant", ANSWER)))) == ANSWER
+    assert scored(tokenizer, chat_tokenizer.render((Message("user", question), Message("assistant", ANSWER)))) == ANSWER
 
 
 def test_a_baseline_scores_a_truncated_row_without_the_targets_empty_system_turn(tiny_tokenizer, tiny_model_dir):
-    target = Tokenizer(tiny_tokenizer, max_length=64, truncation="truncate_completion", auto_insert_empty_system_msg=True)
+    target = ChatTokenizer(tiny_tokenizer, max_length=64, truncation="truncate_completion", auto_insert_empty_system_msg=True)
     rows = [{"prompt": "1 + 1 =", "completion": "2"}, {"prompt": "1 + 1 =", "completion": "the quick brown fox " * 20}]
     examples = [target(raw, parse_record(raw)) for raw in (RawRecord("d.jsonl", i + 1, row) for i, row in enumerate(rows))]
     whole, cut = examples

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sft_research.bench.runner import git_commit
-from sft_research.cli import main
+from sft_research.cli.main import main
 from sft_research.frozen.cache import checkpoint_fingerprint
 from tests.conftest import interruptible
 

@@ -17,9 +17,9 @@ from sft_research.bench.report import summarize, summary_csv, summary_markdown
 from sft_research.bench.stats import Estimate
 from sft_research.checkpoints.embedded import TINY_MODEL
 from sft_research.data import FileDataset, SFTDataModule
-from sft_research.fit import run_fit
+from sft_research.fit.run import run_fit
 from sft_research.frozen.cache import sequences_fingerprint
-from sft_research.run_record import git_commit
+from sft_research.runs.run_record import git_commit
 from tests.conftest import write_jsonl
 
 ROOT = Path(__file__).parents[1]

@@ -9,9 +9,9 @@ from sft_research.bench.curves import Point, along_curves, first_crossing, mean_
 from sft_research.bench.probes import Metric
 from sft_research.bench.runner import curve, plan_curve
 from sft_research.bench.sweep import grid, point_config, point_name
-from sft_research.curve_points import CurvePoints, add_curve_points, curve_points
-from sft_research.fit import run_fit
+from sft_research.fit.run import run_fit
 from sft_research.pipelines import FitStage, IRFTStage, Pipeline
+from sft_research.train.curve_points import CurvePoints, add_curve_points, curve_points
 from tests.conftest import SFT_ROWS, write_jsonl
 
 KL = Metric("kl_from_base", "KL", higher_is_better=False)
@@ -93,12 +93,12 @@ def test_a_fit_writes_its_points_where_the_harness_reads_them(tmp_path):
 
 def test_a_skipped_batch_does_not_export_its_step_again(tmp_path, monkeypatch):
     """A batch skipped for a non-finite loss leaves the optimizer step where it was, and its batch end comes again."""
-    import sft_research.curve_points
+    import sft_research.train.curve_points
 
     exported = []
-    monkeypatch.setattr(sft_research.curve_points, "export_model", lambda module, target: exported.append(target.name))
+    monkeypatch.setattr(sft_research.train.curve_points, "export_model", lambda module, target: exported.append(target.name))
 
-    monkeypatch.setattr(sft_research.curve_points, "model_dir", lambda module: tmp_path / "hf_model")
+    monkeypatch.setattr(sft_research.train.curve_points, "model_dir", lambda module: tmp_path / "hf_model")
 
     class Module:
         pass

@@ -104,7 +104,7 @@ def test_replay_text_never_overlaps_what_the_probe_scores(probe, repeated):
             scored.extend(input_ids)
             return type("Output", (), {"logits": torch.zeros(*input_ids.shape, tokenizer.vocab_size)})()
 
-    probe.measure(Recorder(), ProbeContext(base=None, tokenizer=tokenizer, renderer=None, task=None, batch_size=8))
+    probe.measure(Recorder(), ProbeContext(base=None, tokenizer=tokenizer, chat_tokenizer=None, task=None, batch_size=8))
     text = read_text(NOVEL)
     chunks = [tokenizer.decode(ids) for ids in scored]
     located = [(text.index(chunk), text.index(chunk) + len(chunk)) for chunk in chunks]

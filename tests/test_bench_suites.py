@@ -17,7 +17,7 @@ from sft_research.bench import ObjectiveArm, Suite
 from sft_research.bench.overrides import deep_merge
 from sft_research.bench.probes import Metric, Probe, ProbeContext
 from sft_research.bench.sweep import grid, point_config
-from sft_research.cli import SUITES, suite_file
+from sft_research.cli.main import SUITES, suite_file
 from sft_research.data.collate import collate_prompts
 from sft_research.errors import ConfigError
 from sft_research.model.generation import GenerationConfig, generate
@@ -85,7 +85,7 @@ class LengthProbe(Probe):
 
     def measure(self, model, context: ProbeContext) -> list[float]:
         prompts = context.task.eval_prompts()[: self.prompts]
-        batch = collate_prompts([(i, context.renderer.prompt_ids(p)) for i, p in enumerate(prompts)], context.tokenizer.pad_token_id)
+        batch = collate_prompts([(i, context.chat_tokenizer.prompt_ids(p)) for i, p in enumerate(prompts)], context.tokenizer.pad_token_id)
         texts = generate(model, context.tokenizer, batch["prompt_ids"], batch["prompt_attention_mask"], GenerationConfig(16))
         return [float(len(text.split())) for text in texts]
 
@@ -227,7 +227,7 @@ def test_the_readmes_probe_and_arm_examples_run_as_they_stand(tiny_model_dir, tm
     parses, the arms' fit configs carry what they change, and the probe measures a model and compares."""
     from sft_research.checkpoints.names import load_tokenizer
     from sft_research.data import ReasoningGymTask
-    from sft_research.data.tokenize import Tokenizer
+    from sft_research.data.tokenize import ChatTokenizer
     from sft_research.model.loading import ModelConfig, load_model
     from tests.conftest import readme_block
 
@@ -249,7 +249,7 @@ def test_the_readmes_probe_and_arm_examples_run_as_they_stand(tiny_model_dir, tm
     (probe,) = suite.probes
     tokenizer = load_tokenizer(str(tiny_model_dir))
     task = ReasoningGymTask("chain_sum", train_size=4, eval_size=16, seed=0)
-    context = ProbeContext(base=None, tokenizer=tokenizer, renderer=Tokenizer(tokenizer), task=task, batch_size=8)
+    context = ProbeContext(base=None, tokenizer=tokenizer, chat_tokenizer=ChatTokenizer(tokenizer), task=task, batch_size=8)
     lengths = probe.measure(load_model(ModelConfig(str(tiny_model_dir))).eval(), context)
     assert len(lengths) == 16 and all(length >= 0 for length in lengths)
     assert probe.compare([3.0, 5.0], [4.0, 4.0]) == {"answer_length_change": [-1.0, 1.0]}

@@ -9,7 +9,7 @@ from jsonargparse import ArgumentParser
 
 from sft_research.bench import ExactMatch, LmEvalTask, NumericMatch, Suite, TaskSpec, Verifier
 from sft_research.bench.heldout import HeldOutSet
-from sft_research.cli import suite_file
+from sft_research.cli.main import suite_file
 from sft_research.data import DataError, FileDataset, ReasoningGymTask
 from sft_research.errors import ConfigError
 from tests.conftest import write_jsonl

@@ -13,10 +13,10 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from sft_research.data import FileDataset, SFTDataModule
+from sft_research.data.batch_layout import packed_layout
 from sft_research.data.blocks import pack_blocks
 from sft_research.data.collate import collate_examples, micro_batches
 from sft_research.data.datamodule import check_blocks
-from sft_research.data.packing import packed_layout
 from sft_research.data.tokenize import Sequence, TokenizedExample
 from sft_research.errors import ConfigError
 from sft_research.model.execution import ExecutionConfig, batch_outputs, trimmed

@@ -6,9 +6,8 @@ import pytest
 import yaml
 
 from sft_research.checkpoints.names import ModelLoadError
-from sft_research.cli import main
-from sft_research.data.errors import DataError
-from sft_research.errors import ConfigError
+from sft_research.cli.main import main
+from sft_research.errors import ConfigError, DataError
 from tests.conftest import PAIR_ROWS, SFT_ROWS, write_jsonl
 
 pytestmark = pytest.mark.usefixtures("private_cache")
@@ -21,7 +20,7 @@ def nothing_loads(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before every stage and arm was checked")
 
-    monkeypatch.setattr("sft_research.module.load_model", refuse)
+    monkeypatch.setattr("sft_research.train.module.load_model", refuse)
     monkeypatch.setattr("sft_research.frozen.cache.load_model", refuse)
     monkeypatch.setattr("sft_research.bench.evaluate.load_model", refuse, raising=False)
 

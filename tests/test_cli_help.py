@@ -6,15 +6,15 @@ import sys
 
 import pytest
 
-from sft_research.cli import COMMANDS, main
+from sft_research.cli.help_cache import cached_help
+from sft_research.cli.main import COMMANDS, main
 from sft_research.errors import ConfigError
-from sft_research.help_cache import cached_help
 
 pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def test_the_top_level_help_lists_every_command_without_importing_torch(capsys):
-    code = "import sys; from sft_research.cli import main; main(['--help']); print('torch' in sys.modules)"
+    code = "import sys; from sft_research.cli.main import main; main(['--help']); print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.splitlines()[-1] == "False"
     assert all(f"  {name} " in done.stdout for name in COMMANDS) and "predict" not in done.stdout
@@ -32,7 +32,7 @@ def test_a_commands_help_is_kept_and_served_without_building_its_parser(tmp_path
 
     assert cached_help("fake", produce) == cached_help("fake", produce) == "usage: sft-research data ...\n"
     assert len(calls) == 1
-    code = "import sys; from sft_research.cli import main; main(['data', '--help']); print('torch' in sys.modules)"
+    code = "import sys; from sft_research.cli.main import main; main(['data', '--help']); print('torch' in sys.modules)"
     first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert first.stdout.splitlines()[:-1] == again.stdout.splitlines()[:-1]

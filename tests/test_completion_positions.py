@@ -66,9 +66,9 @@ def test_packed_and_compiled_batches_are_not_cut_to_their_completion():
 
 def test_an_objective_that_reads_outside_the_mask_gets_every_position(tiny_model_dir, tmp_path):
     from sft_research.model.loading import ModelConfig
-    from sft_research.module import FineTuningModule
     from sft_research.objectives.base import ObjectiveOutput
     from sft_research.objectives.sft import SFT
+    from sft_research.train.module import FineTuningModule
 
     seen = {}
 

@@ -3,9 +3,9 @@ column (the YAML library, given the file's text, says "<unicode string>")."""
 
 import pytest
 
-from sft_research.cli import console
+from sft_research.cli.main import console
 from sft_research.errors import ConfigError
-from sft_research.yaml_files import read_yaml
+from sft_research.fit.yaml_files import read_yaml
 
 BROKEN = "trainer:\n  max_steps: 2\n  callbacks: [1, 2\n"
 SAID = (
@@ -30,7 +30,7 @@ def test_every_command_names_the_broken_file(tmp_path, monkeypatch, capsys, comm
 
 
 def test_a_fit_started_from_python_names_it_too(tmp_path):
-    from sft_research.fit import FitCLI, cli_arguments
+    from sft_research.fit.cli import FitCLI, cli_arguments
 
     broken = tmp_path / "broken.yaml"
     broken.write_text(BROKEN)

@@ -3,11 +3,11 @@ string). The loss is on the completion; an assistant turn inside the prompt is c
 
 import pytest
 
-from sft_research.cli import main
-from sft_research.data.errors import DataError
+from sft_research.cli.main import main
 from sft_research.data.records import parse_record
 from sft_research.data.sources import RawRecord
-from sft_research.data.tokenize import Tokenizer
+from sft_research.data.tokenize import ChatTokenizer
+from sft_research.errors import DataError
 from tests.conftest import file_fit_args, write_jsonl
 
 HISTORY = [
@@ -20,9 +20,9 @@ ANSWER = [{"role": "assistant", "content": "4"}]
 
 
 def tokenized(tokenizer, fields):
-    renderer = Tokenizer(tokenizer)
+    chat_tokenizer = ChatTokenizer(tokenizer)
     raw = RawRecord("d.jsonl", 1, fields)
-    (sequence,) = renderer(raw, parse_record(raw)).sequences
+    (sequence,) = chat_tokenizer(raw, parse_record(raw)).sequences
     return sequence
 
 

@@ -73,10 +73,10 @@ def test_over_long_prompt_dropped_or_truncated_is_counted(tiny_model_dir, tmp_pa
     path = write_jsonl(tmp_path / "d.jsonl", [GOOD, {"prompt": "fox " * 50, "completion": "2"}])
     with pytest.warns(UserWarning, match="0 examples truncated and 1 dropped"):
         data = load(tiny_model_dir, path, max_length=24, truncation="drop")
-    assert len(data.train_examples) == 1 and data.renderer.report.dropped == ["row 2"]
+    assert len(data.train_examples) == 1 and data.chat_tokenizer.report.dropped == ["row 2"]
     with pytest.warns(UserWarning, match="1 examples truncated and 0 dropped"):
         data = load(tiny_model_dir, path, max_length=24, truncation="truncate_prompt")
-    assert len(data.train_examples) == 2 and data.renderer.report.truncated == ["row 2"]
+    assert len(data.train_examples) == 2 and data.chat_tokenizer.report.truncated == ["row 2"]
 
 
 def test_every_example_dropped_is_an_error(tiny_model_dir, tmp_path):
@@ -174,7 +174,7 @@ def test_csv_and_parquet_and_json_array(tiny_model_dir, tmp_path):
 
 
 def test_a_fit_stopped_by_bad_data_leaves_no_run_folder(tiny_model_dir, tmp_path):
-    from sft_research.cli import main
+    from sft_research.cli.main import main
 
     data = write_jsonl(tmp_path / "d.jsonl", [GOOD, {"prompt": "x", "completion": "  "}])
     runs = tmp_path / "runs"

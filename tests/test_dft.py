@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sft_research.cli import main
+from sft_research.cli.main import main
 from sft_research.objectives import DFT, ObjectiveInputs, dft_loss, sft_loss
 from tests.conftest import file_fit_args, write_jsonl
 

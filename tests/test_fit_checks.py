@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from sft_research.cli import main
+from sft_research.cli.main import main
 from sft_research.errors import ConfigError
 from tests.conftest import SFT_ROWS, file_fit_args, write_jsonl
 
@@ -19,7 +19,7 @@ def no_model_load(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the settings were checked")
 
-    monkeypatch.setattr("sft_research.module.load_model", refuse)
+    monkeypatch.setattr("sft_research.train.module.load_model", refuse)
 
 
 @pytest.mark.parametrize(
@@ -142,9 +142,9 @@ def test_a_hub_model_is_checked_from_its_config_in_the_hub_cache_before_any_weig
     import re
     import sys
 
-    from sft_research import module
     from sft_research.checkpoints import names
-    from sft_research.cli import console
+    from sft_research.cli.main import console
+    from sft_research.train import module
 
     hub_cache_with_config(tmp_path / "hub", "some-org/tiny-llama", json.loads((tiny_model_dir / "config.json").read_text()), monkeypatch)
     monkeypatch.setattr(module, "load_model", lambda *a, **k: pytest.fail("weights were loaded before the check"))
@@ -165,8 +165,8 @@ def test_the_same_hub_model_passes_the_checks_when_its_settings_fit(tiny_model_d
     (which the cache, holding no weights, then cannot give)."""
     import json
 
-    from sft_research.fit import parse_fit
-    from sft_research.fit_checks import check_fit_config
+    from sft_research.fit.cli import parse_fit
+    from sft_research.train.config_checks import check_fit_config
 
     hub_cache_with_config(tmp_path / "hub", "some-org/tiny-llama", json.loads((tiny_model_dir / "config.json").read_text()), monkeypatch)
     path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
@@ -182,8 +182,8 @@ def test_the_same_hub_model_passes_the_checks_when_its_settings_fit(tiny_model_d
 
 def test_minus_one_is_no_limit_and_a_negative_step_count_is_one_line(tiny_model_dir, tmp_path, monkeypatch, capsys):
     """Lightning's -1 (no limit) parses; -5 after a space on the command line is one line, not a traceback."""
-    from sft_research.cli import console
-    from sft_research.fit import parse_fit
+    from sft_research.cli.main import console
+    from sft_research.fit.cli import parse_fit
 
     path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
     config = {

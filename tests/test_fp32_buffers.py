@@ -10,10 +10,10 @@ import torch.distributed as dist
 
 from sft_research.data import FileDataset, SFTDataModule
 from sft_research.model.loading import ModelConfig
-from sft_research.module import FineTuningModule
 from sft_research.objectives import SFT
-from sft_research.optim import OptimizerConfig
 from sft_research.rehearsal.strategy import CPUFSDPStrategy
+from sft_research.train.module import FineTuningModule
+from sft_research.train.optim import OptimizerConfig
 from tests.conftest import ROWS, quiet_trainer, write_jsonl
 
 HEAD_DIM, THETA, POSITIONS = 128, 1e6, 1100

@@ -9,10 +9,10 @@ from sft_research.data import FileDataset, SFTDataModule
 from sft_research.frozen import FrozenContext, FrozenInput, TopKQuantity
 from sft_research.frozen.runner import FrozenConfig
 from sft_research.model.loading import ModelConfig, load_model
-from sft_research.module import FineTuningModule
 from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput
 from sft_research.objectives.sft import sft_loss
-from sft_research.optim import OptimizerConfig
+from sft_research.train.module import FineTuningModule
+from sft_research.train.optim import OptimizerConfig
 from tests.conftest import SFT_ROWS, write_jsonl
 
 
@@ -25,7 +25,7 @@ class ReferenceTopK(FrozenInput):
         self.k = k
 
     def compute(self, examples, context: FrozenContext):
-        return context.quantity(context.reference, examples, TopKQuantity(self.k), context.renderer.tokenizer.pad_token_id)
+        return context.quantity(context.reference, examples, TopKQuantity(self.k), context.chat_tokenizer.tokenizer.pad_token_id)
 
 
 class RecordingObjective(Objective):

@@ -14,18 +14,18 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 
 from sft_research.checkpoints.tiny import CORPUS, build_tiny_checkpoint
-from sft_research.cli import main
-from sft_research.csv_logger import RunCSVLogger
+from sft_research.cli.main import main
 from sft_research.data import FileDataset, SFTDataModule
 from sft_research.data.collate import micro_batches
-from sft_research.master_weights import MasterWeights
 from sft_research.model.execution import ExecutionConfig, batch_outputs, trimmed
 from sft_research.model.loading import ModelConfig
 from sft_research.model.logprobs import sequence_logprobs
 from sft_research.model.output_layer import LabelLogprobs, chunked_label_logprobs
-from sft_research.module import FineTuningModule
 from sft_research.objectives import SFT
-from sft_research.optim import OptimizerConfig
+from sft_research.runs.csv_logger import RunCSVLogger
+from sft_research.train.master_weights import MasterWeights
+from sft_research.train.module import FineTuningModule
+from sft_research.train.optim import OptimizerConfig
 from tests.conftest import PAIR_ROWS, ROWS, SFT_ROWS, quiet_trainer, write_jsonl
 from tests.test_fp32_buffers import POSITIONS, attention_output, build_long_rope_model, copy_in_float32, exact_inv_freq
 from tests.test_master_weights import LR, STEPS, Record, check_masters_moved_as_adamw

@@ -35,7 +35,7 @@ def test_the_fsdp_tests_validation_capture_runs(tiny_model_dir, tmp_path):
     from sft_research.data import FileDataset, SFTDataModule
     from sft_research.model.loading import ModelConfig
     from sft_research.objectives import SFT
-    from sft_research.optim import OptimizerConfig
+    from sft_research.train.optim import OptimizerConfig
 
     path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
     module = ValidationLogprobs(ModelConfig(str(tiny_model_dir)), SFT(), OptimizerConfig(lr=1e-2), save_dir=str(tmp_path / "hf_model"))

@@ -1,6 +1,6 @@
 """``sft-research data`` shows what training will see: the data report and examples with trained tokens marked."""
 
-from sft_research.cli import main
+from sft_research.cli.main import main
 from tests.conftest import PAIR_ROWS, write_jsonl
 
 

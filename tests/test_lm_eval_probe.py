@@ -94,7 +94,7 @@ def model(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def context(model, tiny_model_dir) -> ProbeContext:
-    return ProbeContext(base=model, tokenizer=load_tokenizer(str(tiny_model_dir)), renderer=None, task=None, batch_size=4)
+    return ProbeContext(base=model, tokenizer=load_tokenizer(str(tiny_model_dir)), chat_tokenizer=None, task=None, batch_size=4)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ hyperparameters."""
 
 import pytest
 
-from sft_research.cli import main
+from sft_research.cli.main import main
 from tests.conftest import SFT_ROWS, file_fit_args, write_jsonl
 
 pytestmark = pytest.mark.usefixtures("private_cache")

@@ -14,12 +14,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from sft_research.checkpoints.embedded import TINY_MODEL
 from sft_research.checkpoints.names import ModelLoadError, load_tokenizer
 from sft_research.checkpoints.tiny import build_tiny_checkpoint
-from sft_research.cli import main
+from sft_research.cli.main import main
 from sft_research.errors import ConfigError
-from sft_research.export import model_dir
 from sft_research.frozen.cache import checkpoint_fingerprint
 from sft_research.model.loading import ModelConfig, load_model
 from sft_research.model.logprobs import sequence_logprobs
+from sft_research.train.export import model_dir
 from tests.conftest import PAIR_ROWS, SFT_ROWS, file_fit_args, write_jsonl
 
 LORA = ["--model.pretrained.lora.r=4", "--model.pretrained.lora.alpha=8"]

@@ -8,13 +8,13 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from sft_research.csv_logger import RunCSVLogger
 from sft_research.data import FileDataset, SFTDataModule
-from sft_research.master_weights import MasterWeights, updated_tensors
 from sft_research.model.loading import ModelConfig
-from sft_research.module import FineTuningModule
 from sft_research.objectives import SFT
-from sft_research.optim import OptimizerConfig
+from sft_research.runs.csv_logger import RunCSVLogger
+from sft_research.train.master_weights import MasterWeights, updated_tensors
+from sft_research.train.module import FineTuningModule
+from sft_research.train.optim import OptimizerConfig
 from tests.conftest import ROWS, write_jsonl
 
 LR, STEPS = 5e-7, 10

@@ -1,4 +1,4 @@
-"""The memory estimator (sft_research/memory.py) against the bytes of the tensors a tiny model's step really holds on
+"""The memory estimator (sft_research/train/memory.py) against the bytes of the tensors a tiny model's step really holds on
 this CPU (torch's MemTracker: every live tensor's storage, by category; not the process's resident memory), at two
 lengths, with and without activation checkpointing; its frozen forward pass likewise; and what a checkpoint holds."""
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sft_research.memory import FitShape, Frozen, checkpoint_bytes, estimate, frozen_forward, model_shape
+from sft_research.train.memory import FitShape, Frozen, checkpoint_bytes, estimate, frozen_forward, model_shape
 
 # A Qwen2-shaped model (grouped-query attention, q/k/v biases) small enough for this CPU, large enough that no term is
 # lost in rounding: 3.7M parameters, 4096 tokens of vocabulary.
@@ -51,7 +51,7 @@ def measured_step_peak(length: int, checkpointing: bool, accumulation: int) -> i
 
     from sft_research.model.execution import ExecutionConfig, batch_outputs
     from sft_research.model.output_layer import LabelLogprobs
-    from sft_research.optim import OptimizerConfig, build_optimizer
+    from sft_research.train.optim import OptimizerConfig, build_optimizer
 
     model = tiny_model(checkpointing)
     optimizer, _ = build_optimizer(model, OptimizerConfig(), 10)
@@ -125,7 +125,7 @@ def test_a_checkpoint_holds_the_weights_the_float32_masters_and_adams_two_moment
     """The disk pre-check's count against a real training state: the bytes of every tensor of the model's and the
     optimizer's state dicts after a step (bf16 weights, float32 masters, AdamW's two float32 moments: 14 bytes a
     weight, where 3x the weights assumed 6)."""
-    from sft_research.optim import OptimizerConfig, build_optimizer
+    from sft_research.train.optim import OptimizerConfig, build_optimizer
 
     model = tiny_model()
     optimizer, _ = build_optimizer(model, OptimizerConfig(), 10)
@@ -144,7 +144,7 @@ def test_under_fsdp_the_disk_check_counts_every_process_shard():
     that split it (a full shard over 4 processes here; a hybrid shard over the 2 of a node)."""
     from lightning.pytorch.strategies import FSDPStrategy
 
-    from sft_research.callbacks.preflight import training_state_bytes
+    from sft_research.train.callbacks.preflight import training_state_bytes
 
     shard = torch.nn.Linear(100, 10, bias=False).to(torch.bfloat16)  # 1000 weights: a quarter of the model
     module = types.SimpleNamespace(
@@ -163,9 +163,9 @@ def test_the_memory_plan_says_what_a_sharded_training_state_weighs():
     states sharded: 14 bytes a parameter over all processes, an eighth each."""
     import yaml
 
+    from sft_research.fit.run_checks import ModelFiles
     from sft_research.rehearsal.memory_plan import plan_config, plan_lines
     from sft_research.rehearsal.plan import plan
-    from sft_research.run_checks import ModelFiles
 
     config = yaml.safe_load((Path(__file__).parents[1] / "experiments/poft/full_scale.yaml").read_text())
     (fit_plan,) = plan_config(config, ModelFiles(configs=plan(config, "unused").architectures))

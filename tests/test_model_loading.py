@@ -48,7 +48,7 @@ def test_hub_id_without_network_is_a_clear_error(monkeypatch):
 def test_a_model_folder_without_tokenizer_files_is_one_line_before_the_model_loads(tiny_model_dir, tmp_path, monkeypatch):
     import shutil
 
-    from sft_research.cli import main
+    from sft_research.cli.main import main
     from tests.conftest import SFT_ROWS, file_fit_args, write_jsonl
 
     folder = tmp_path / "weights_only"
@@ -58,7 +58,7 @@ def test_a_model_folder_without_tokenizer_files_is_one_line_before_the_model_loa
     with pytest.raises(ModelLoadError, match=rf"^{folder}: no tokenizer files in the model folder \(none of tokenizer.json, ") as caught:
         load_tokenizer(str(folder))
     assert "\n" not in str(caught.value)
-    monkeypatch.setattr("sft_research.module.load_model", lambda *args, **kwargs: pytest.fail("the model was loaded"))
+    monkeypatch.setattr("sft_research.train.module.load_model", lambda *args, **kwargs: pytest.fail("the model was loaded"))
     path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
     with pytest.raises(ModelLoadError, match="no tokenizer files in the model folder"):
         main(["fit", *file_fit_args(folder, path, tmp_path, 1)])

@@ -12,9 +12,9 @@ from sft_research.data import FileDataset, SFTDataModule
 from sft_research.model.execution import ExecutionConfig
 from sft_research.model.loading import ModelConfig
 from sft_research.model.logprobs import sequence_logprobs
-from sft_research.module import FineTuningModule
 from sft_research.objectives import SFT
-from sft_research.optim import OptimizerConfig
+from sft_research.train.module import FineTuningModule
+from sft_research.train.optim import OptimizerConfig
 from tests.conftest import ROWS, quiet_trainer, write_jsonl
 
 
@@ -96,7 +96,7 @@ def read_metrics(log_dir):
 def test_fit_from_the_cli_logs_and_saves_a_reloadable_checkpoint(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from sft_research.cli import main
+    from sft_research.cli.main import main
 
     cli = main(
         [

@@ -15,9 +15,9 @@ from sft_research.errors import ConfigError
 from sft_research.frozen.runner import FrozenConfig
 from sft_research.model.execution import ExecutionConfig
 from sft_research.model.loading import ModelConfig, load_model
-from sft_research.module import FineTuningModule
 from sft_research.objectives import Distillation, SFTWithKL, generalized_jsd
-from sft_research.optim import OptimizerConfig
+from sft_research.train.module import FineTuningModule
+from sft_research.train.optim import OptimizerConfig
 from tests.conftest import ROWS, quiet_trainer, readme_block, write_jsonl
 
 

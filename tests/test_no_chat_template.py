@@ -7,7 +7,7 @@ import shutil
 import pytest
 import yaml
 
-from sft_research.cli import console
+from sft_research.cli.main import console
 from tests.conftest import SFT_ROWS, file_fit_args, write_jsonl
 
 
@@ -30,7 +30,7 @@ def run(monkeypatch, capsys, args: list[str]) -> list[str]:
 
 
 def test_a_fit_says_so_in_one_line_before_the_model_loads(untemplated, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("sft_research.module.load_model", lambda *args, **kwargs: pytest.fail("the model was loaded"))
+    monkeypatch.setattr("sft_research.train.module.load_model", lambda *args, **kwargs: pytest.fail("the model was loaded"))
     path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
     (line,) = run(monkeypatch, capsys, ["fit", *file_fit_args(untemplated, path, tmp_path, 1)])
     assert line.startswith(f"sft-research: error: {untemplated}: its tokenizer has no chat template, which data.prompt_format 'chat'")

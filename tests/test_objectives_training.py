@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sft_research.checkpoints.tiny import ZEPHYR_STYLE_TEMPLATE, build_tiny_checkpoint
-from sft_research.cli import main
+from sft_research.cli.main import main
 from sft_research.data import FileDataset, SFTDataModule
 from sft_research.frozen import cache as frozen
 from sft_research.frozen.cache import frozen_label_logprobs
@@ -87,8 +87,8 @@ def test_objective_trains_from_the_cli_and_logs_its_diagnostics(tiny_model_dir, 
     ],
 )
 def test_records_of_the_wrong_kind_fail_before_any_model_loads(tiny_model_dir, tmp_path, monkeypatch, objective, rows, message):
-    from sft_research import module
     from sft_research.data import DataError
+    from sft_research.train import module
 
     path = write_jsonl(tmp_path / "d.jsonl", rows)
     monkeypatch.setattr(module, "load_model", lambda *a, **k: pytest.fail("a model was loaded before the check"))
@@ -161,7 +161,7 @@ def test_poft_baselines_use_their_own_tokenizer_and_template_and_score_content_o
     """Two baselines: one with the target's tokenizer, one with another vocabulary and another chat template; each
     scores the response's content through its own, without the end-of-turn tokens (the official scorer's rule)."""
     from sft_research.checkpoints.names import load_tokenizer
-    from sft_research.data.tokenize import Tokenizer
+    from sft_research.data.tokenize import ChatTokenizer
 
     other = build_tiny_checkpoint(tmp_path / "other", seed=3, vocab_size=262, chat_template=ZEPHYR_STYLE_TEMPLATE)
     path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
@@ -190,9 +190,9 @@ def test_poft_baselines_use_their_own_tokenizer_and_template_and_score_content_o
     expected = [(a + b) / 2 for a, b in zip(*scores)]
     assert [float(e.frozen["baseline_score"]) for e in examples] == pytest.approx(expected, abs=1e-5)
     # The test could not pass with the target's template: through it, the other baseline reads other tokens.
-    through_target = Tokenizer(load_tokenizer(str(other)))
+    through_target = ChatTokenizer(load_tokenizer(str(other)))
     through_target.tokenizer.chat_template = load_tokenizer(str(tiny_model_dir)).chat_template
-    own = Tokenizer(load_tokenizer(str(other)))
+    own = ChatTokenizer(load_tokenizer(str(other)))
     assert all(own.render(e.record.messages).input_ids != through_target.render(e.record.messages).input_ids for e in examples)
 
 
@@ -232,7 +232,7 @@ def test_baselines_score_the_part_of_a_cut_response_that_the_target_trains_on(ti
     target_text = data.tokenizer.decode(cut.sequences[0].input_ids)
     kept_answer = target_text[target_text.index("the quick") :]
     baseline = build_tiny_checkpoint(tmp_path / "baseline", seed=4, vocab_size=262, chat_template=ZEPHYR_STYLE_TEMPLATE)
-    scored = baseline_examples(str(baseline), data.train_examples, data.renderer)
+    scored = baseline_examples(str(baseline), data.train_examples, data.chat_tokenizer)
     from sft_research.checkpoints.names import load_tokenizer
 
     tokenizer = load_tokenizer(str(baseline))

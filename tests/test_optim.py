@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from sft_research.optim import lr_multiplier
+from sft_research.train.optim import lr_multiplier
 
 
 def test_warmup_then_cosine_to_floor():
@@ -25,7 +25,7 @@ def test_warmup_then_linear_decay_to_zero():
 
 
 def test_optimizer_choice():
-    from sft_research.optim import OptimizerConfig, build_optimizer
+    from sft_research.train.optim import OptimizerConfig, build_optimizer
 
     model = torch.nn.Linear(2, 1)
     assert isinstance(build_optimizer(model, OptimizerConfig(), 10)[0], torch.optim.AdamW)
@@ -49,7 +49,7 @@ class Block(torch.nn.Module):
 def test_biases_and_layernorm_weights_are_exempt_from_decay_as_in_transformers_4_trainer():
     """transformers 4.46.1's get_decay_parameter_names (the official iw-SFT run's): every name holding "bias" and the
     parameters of nn.LayerNorm modules; RMSNorm weights, and parameters of the model itself, are decayed."""
-    from sft_research.optim import OptimizerConfig, build_optimizer, decay_exempt_names
+    from sft_research.train.optim import OptimizerConfig, build_optimizer, decay_exempt_names
 
     model = Block()
     assert decay_exempt_names(model) == {"proj.bias", "layer_norm.weight", "layer_norm.bias"}
@@ -67,7 +67,7 @@ def test_biases_and_layernorm_weights_are_exempt_from_decay_as_in_transformers_4
 def test_on_qwen2_only_the_attention_biases_are_exempt():
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from sft_research.optim import decay_exempt_names
+    from sft_research.train.optim import decay_exempt_names
 
     config = Qwen2Config(
         vocab_size=32, hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1
@@ -79,8 +79,8 @@ def test_on_qwen2_only_the_attention_biases_are_exempt():
 def test_master_weights_decay_each_group_by_its_own_rate():
     """bf16 weights through float32 masters: a zero gradient leaves AdamW's decoupled decay alone, w(1 - lr * wd)
     for the decayed group and no change for the exempt one; the state dict keeps both groups."""
-    from sft_research.master_weights import MasterWeights
-    from sft_research.optim import OptimizerConfig, build_optimizer
+    from sft_research.train.master_weights import MasterWeights
+    from sft_research.train.optim import OptimizerConfig, build_optimizer
 
     model = Block().to(torch.bfloat16)
     optimizer, _ = build_optimizer(model, OptimizerConfig(lr=0.1, weight_decay=0.5, decay_exempt="biases_and_layernorm"), 10)

@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from sft_research.cli import main
+from sft_research.cli.main import main
 from sft_research.errors import ConfigError
 from tests.conftest import PAIR_ROWS, SFT_ROWS, write_jsonl
 
@@ -182,10 +182,10 @@ def test_irft_prompts_are_in_the_order_of_datasets_shuffle(tmp_path):
 def test_an_unfinished_rejected_answer_has_no_end_of_turn(tiny_tokenizer):
     from sft_research.data.records import parse_record
     from sft_research.data.sources import RawRecord
-    from sft_research.data.tokenize import Tokenizer
+    from sft_research.data.tokenize import ChatTokenizer
 
     raw = RawRecord("pairs.jsonl", 1, {"prompt": "1 + 1 =", "chosen": "2", "rejected": "11 and", "rejected_finished": False})
-    chosen, rejected = Tokenizer(tiny_tokenizer)(raw, parse_record(raw)).sequences
+    chosen, rejected = ChatTokenizer(tiny_tokenizer)(raw, parse_record(raw)).sequences
     trained = [tiny_tokenizer.decode([t for t, m in zip(s.input_ids, s.completion_mask) if m]) for s in (chosen, rejected)]
     assert trained == ["2<|im_end|>\n", "11 and"]
     assert tiny_tokenizer.decode(rejected.input_ids).endswith("<|im_start|>assistant\n11 and")

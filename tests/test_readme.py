@@ -10,7 +10,7 @@ from tests.conftest import readme_block
 
 
 def test_the_readme_objective_example_runs_as_written(tiny_model_dir, tmp_path, monkeypatch):
-    from sft_research.cli import main
+    from sft_research.cli.main import main
 
     package = tmp_path / "my_objectives"
     package.mkdir()
@@ -50,7 +50,7 @@ def test_the_readme_objective_example_runs_as_written(tiny_model_dir, tmp_path, 
 def test_the_readme_task_of_your_own_runs_and_prints_its_table(tmp_path, monkeypatch, capsys, private_cache):
     """The worked example, taken from README.md: the data script, the suite, and the summary table it prints, whose task
     column is the user's task."""
-    from sft_research.cli import main
+    from sft_research.cli.main import main
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     (suite,) = [block for block in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL) if block.startswith("# my_suite.yaml")]

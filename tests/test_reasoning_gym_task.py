@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from sft_research.data import ReasoningGymTask
-from sft_research.evaluation import TaskAccuracy
+from sft_research.train.task_accuracy import TaskAccuracy
 
 OPTIONS = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}
 

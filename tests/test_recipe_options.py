@@ -7,11 +7,10 @@ import pytest
 import yaml
 
 from sft_research.data import FileDataset, SFTDataModule
-from sft_research.data.errors import DataError
 from sft_research.data.records import parse_record
 from sft_research.data.sources import RawRecord
-from sft_research.data.tokenize import Tokenizer
-from sft_research.errors import ConfigError
+from sft_research.data.tokenize import ChatTokenizer
+from sft_research.errors import ConfigError, DataError
 from sft_research.rehearsal.standins import MODELS, stand_in_tokenizer
 from tests.conftest import SFT_ROWS, write_jsonl
 
@@ -23,7 +22,7 @@ def zephyr():
 
 def render(tokenizer, fields, **options):
     raw = RawRecord("d.jsonl", 1, fields)
-    return Tokenizer(tokenizer, max_length=512, **options)(raw, parse_record(raw)).sequences[0]
+    return ChatTokenizer(tokenizer, max_length=512, **options)(raw, parse_record(raw)).sequences[0]
 
 
 def test_add_special_tokens_puts_one_bos_first_in_training_and_generation_prompts():
@@ -34,7 +33,7 @@ def test_add_special_tokens_puts_one_bos_first_in_training_and_generation_prompt
     assert plain.input_ids[0] != tokenizer.bos_token_id
     assert with_bos.input_ids == [tokenizer.bos_token_id] + plain.input_ids
     assert with_bos.completion_mask == [False] + plain.completion_mask
-    assert Tokenizer(tokenizer, add_special_tokens=True).prompt_ids("1 + 1 =")[0] == tokenizer.bos_token_id
+    assert ChatTokenizer(tokenizer, add_special_tokens=True).prompt_ids("1 + 1 =")[0] == tokenizer.bos_token_id
     llama = stand_in_tokenizer(yaml.safe_load((MODELS / "meta-llama--Llama-3.1-8B-Instruct.yaml").read_text())["tokenizer"])
     with pytest.raises(DataError, match="row 1, field 'completion': add_special_tokens=true gives two BOS tokens"):
         render(llama, fields, add_special_tokens=True)
@@ -52,7 +51,7 @@ def test_an_empty_system_message_is_inserted_where_the_template_knows_one(tiny_t
         "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
     }
     assert tokenizer.decode(render(tokenizer, own, auto_insert_empty_system_msg=True).input_ids).startswith("<|system|>\nbe brief</s>")
-    prompt = Tokenizer(tokenizer, auto_insert_empty_system_msg=True).prompt_ids("1 + 1 =")
+    prompt = ChatTokenizer(tokenizer, auto_insert_empty_system_msg=True).prompt_ids("1 + 1 =")
     assert tokenizer.decode(prompt) == "<|system|>\n</s>\n<|user|>\n1 + 1 =</s>\n<|assistant|>\n"
     tokenizer.chat_template = "{% for m in messages %}{{ m['content'] + eos_token }}{% endfor %}"  # knows no system role
     assert not tokenizer.decode(render(tokenizer, fields, auto_insert_empty_system_msg=True).input_ids).startswith("</s>")
@@ -104,7 +103,7 @@ def test_a_pairs_humaneval_filter_reads_its_chosen_answer_only(tiny_model_dir, t
     assert [e.raw.row for e in data.train_examples] == [1, 2, 3]
     assert "1 of 4 records left out as HumanEval-contaminated (row 4)" in caplog.text
     pair = parse_record(RawRecord("pairs.jsonl", 4, rows[3]))
-    assert data.renderer.humaneval_text(pair) == f"<|im_start|>assistant\n{leaked}<|im_end|>\n"
+    assert data.chat_tokenizer.humaneval_text(pair) == f"<|im_start|>assistant\n{leaked}<|im_end|>\n"
 
 
 def test_a_held_out_fraction_is_drawn_with_its_seed(tiny_model_dir, tmp_path):

@@ -4,10 +4,10 @@ pair) are read as what the objective trains on, without a rename; an unresolved 
 import pytest
 
 from sft_research.data import FileDataset, SFTDataModule
-from sft_research.data.errors import DataError
 from sft_research.data.records import Conversation, Preference, parse_record
 from sft_research.data.sources import RawRecord
-from sft_research.fit import parse_fit
+from sft_research.errors import DataError
+from sft_research.fit.cli import parse_fit
 from sft_research.rehearsal.fixtures import DATASETS
 
 ULTRAFEEDBACK = str(DATASETS / "HuggingFaceH4--ultrafeedback_binarized")

@@ -166,7 +166,7 @@ def test_a_micro_batch_over_a_process_share_is_the_same_error_in_the_rehearsal_a
     """8 examples over 8 GPUs leave 1 a process: a micro-batch of 2 stops both with the real run's line (the
     rehearsal used to say "data.batch_size must be at least 1, got 0" after shrinking the batch)."""
     from sft_research.errors import ConfigError
-    from sft_research.fit import parse_fit
+    from sft_research.fit.cli import parse_fit
 
     config = yaml.safe_load((REPO / "experiments/iw_sft/full_scale.yaml").read_text())
     config["data"]["micro_batch_size"] = 2
@@ -179,8 +179,8 @@ def test_a_micro_batch_over_a_process_share_is_the_same_error_in_the_rehearsal_a
 
 
 def memory_plans(config: dict, tmp_path):
+    from sft_research.fit.run_checks import ModelFiles
     from sft_research.rehearsal.memory_plan import plan_config
-    from sft_research.run_checks import ModelFiles
 
     return plan_config(config, ModelFiles(configs=plan(config, str(tmp_path)).architectures))
 
@@ -191,8 +191,8 @@ def test_the_iw_sft_full_scale_config_fits_80_gb_gpus_by_the_memory_plan(tmp_pat
     would make it fit. Hand check of the sharded state: 32.76B weights x 16 bytes (bf16 weight and gradient, float32
     master and two moments) / 8 GPUs = 61.0 GiB."""
     from sft_research.errors import ConfigError
-    from sft_research.memory import GIB
     from sft_research.rehearsal.memory_plan import check_fits
+    from sft_research.train.memory import GIB
 
     config = yaml.safe_load((REPO / "experiments/iw_sft/full_scale.yaml").read_text())
     (fits,) = memory_plans(config, tmp_path)

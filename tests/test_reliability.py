@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from sft_research.data import FileDataset, SFTDataModule
+from sft_research.errors import PreflightError
 from sft_research.model.loading import ModelConfig
-from sft_research.module import FineTuningModule
-from sft_research.nonfinite import NonFiniteError
 from sft_research.objectives import SFT
-from sft_research.optim import OptimizerConfig
-from sft_research.preflight import PreflightError
+from sft_research.train.module import FineTuningModule
+from sft_research.train.nonfinite import NonFiniteError
+from sft_research.train.optim import OptimizerConfig
 from tests.conftest import ROWS, write_jsonl
 
 
@@ -86,7 +86,7 @@ def test_unwritable_output_fails_before_training(tiny_model_dir, tmp_path):
 def test_full_disk_fails_before_training(tiny_model_dir, tmp_path, monkeypatch):
     import shutil
 
-    from sft_research import preflight
+    from sft_research.train.callbacks import preflight
 
     monkeypatch.setattr(preflight.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     data = poisoned_data(tiny_model_dir, tmp_path)
@@ -98,7 +98,7 @@ def test_full_disk_fails_before_training(tiny_model_dir, tmp_path, monkeypatch):
 def test_more_devices_than_exist_fail_before_training(tiny_model_dir, tmp_path):
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    from sft_research.cli import main
+    from sft_research.cli.main import main
 
     # without a GPU there is no backend at all; with one, two are more than it has
     with pytest.raises(MisconfigurationException, match="No supported gpu backend found|But your machine only has"):

@@ -185,7 +185,7 @@ def test_the_readme_resume_recipe_continues_the_same_run_after_sigint(tiny_model
 
 
 def test_resume_without_a_checkpoint_stops_and_says_where_it_looked(tiny_model_dir, data, tmp_path):
-    from sft_research.cli import main
+    from sft_research.cli.main import main
     from sft_research.errors import ConfigError
 
     (tmp_path / "sft-d.jsonl" / "version_0").mkdir(parents=True)

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 import sft_research
-from sft_research.cli import main
+from sft_research.cli.main import main
 from sft_research.errors import ConfigError
-from sft_research.run_record import model_identity, versions
+from sft_research.runs.run_record import model_identity, versions
 from tests.conftest import SFT_ROWS, file_fit_args, write_jsonl
 from tests.test_fit_checks import hub_cache_with_config
 

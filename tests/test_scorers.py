@@ -15,7 +15,7 @@ from sft_research.bench.probes.verifier import greedy_answers
 from sft_research.bench.scorers import CallableScorer, ExactMatch, MultipleChoice, NumericMatch, Verifier
 from sft_research.bench.scorers.choice import continuation_logprobs
 from sft_research.data import DataError, RawRecord, ReasoningGymTask
-from sft_research.data.tokenize import Tokenizer
+from sft_research.data.tokenize import ChatTokenizer
 from sft_research.errors import ConfigError
 
 
@@ -164,7 +164,7 @@ def test_multiple_choice_takes_the_most_likely_option(tiny_tokenizer):
         {"prompt": "Capital of Italy?", "choices": ["Rome", "London"], "completion": "London"},
     )
     vocab = len(tiny_tokenizer)
-    context = ProbeContext(base=None, tokenizer=tiny_tokenizer, renderer=Tokenizer(tiny_tokenizer), task=task, batch_size=4)
+    context = ProbeContext(base=None, tokenizer=tiny_tokenizer, chat_tokenizer=ChatTokenizer(tiny_tokenizer), task=task, batch_size=4)
     uniform = Bigram(torch.zeros(vocab, vocab))
     MultipleChoice().check(task)
     assert MultipleChoice().measure(uniform, context, max_new_tokens=1) == [1.0, 1.0, 0.0]
@@ -172,8 +172,8 @@ def test_multiple_choice_takes_the_most_likely_option(tiny_tokenizer):
     # A model that, after the assistant's header, prefers Rome's first token by e^20: Rome 20 - log(e^20 + V - 1) - 3 log V
     # = -17.3 against Paris' -log(e^20 + V - 1) - log V = -25.8 and London's -log(e^20 + V - 1) - 4 log V: Rome wins
     # wherever it is offered.
-    header = context.renderer.prompt_ids("Capital of France?")[-1]
-    assert header == context.renderer.prompt_ids("Capital of Italy?")[-1]
+    header = context.chat_tokenizer.prompt_ids("Capital of France?")[-1]
+    assert header == context.chat_tokenizer.prompt_ids("Capital of Italy?")[-1]
     table = torch.zeros(vocab, vocab)
     table[header, tiny_tokenizer("Rome", add_special_tokens=False)["input_ids"][0]] = 20.0
     assert MultipleChoice().measure(Bigram(table), context, max_new_tokens=1) == [0.0, 0.0, 0.0]
@@ -208,7 +208,7 @@ def test_the_verifier_counts_only_full_scores(scripted, tiny_tokenizer):
     task = ReasoningGymTask("chain_sum", {"min_terms": 2, "max_terms": 2}, train_size=4, eval_size=4, seed=0)
     right = [entry["answer"] for entry in task.heldout_entries]
     scripted += [right[0], f"The answer is {right[1]}.", str(int(right[2]) + 1), "no idea"]
-    context = ProbeContext(base=None, tokenizer=tiny_tokenizer, renderer=Tokenizer(tiny_tokenizer), task=task, batch_size=3)
+    context = ProbeContext(base=None, tokenizer=tiny_tokenizer, chat_tokenizer=ChatTokenizer(tiny_tokenizer), task=task, batch_size=3)
     Verifier().check(task)
     assert Verifier().measure(None, context, max_new_tokens=4) == [1.0, 1.0, 0.0, 0.0]
 
@@ -219,13 +219,13 @@ def test_generative_scorers_score_each_prompts_answer_against_its_reference(scri
         {"prompt": "Capital of France?", "completion": "Paris"},
         {"prompt": "3 * 3?", "completion": "9"},
     )
-    context = ProbeContext(base=None, tokenizer=tiny_tokenizer, renderer=Tokenizer(tiny_tokenizer), task=task, batch_size=2)
+    context = ProbeContext(base=None, tokenizer=tiny_tokenizer, chat_tokenizer=ChatTokenizer(tiny_tokenizer), task=task, batch_size=2)
     scripted += ["It is 4.", " paris ", "9"]
     assert ExactMatch(ignore_case=True, ignore_punctuation=True).measure(None, context, 4) == [0.0, 1.0, 1.0]
     numbers = held_out(
         {"prompt": "2 + 2?", "completion": "4"}, {"prompt": "5 / 2?", "completion": 2.5}, {"prompt": "3 * 3?", "completion": "9"}
     )
-    context = ProbeContext(base=None, tokenizer=tiny_tokenizer, renderer=Tokenizer(tiny_tokenizer), task=numbers, batch_size=2)
+    context = ProbeContext(base=None, tokenizer=tiny_tokenizer, chat_tokenizer=ChatTokenizer(tiny_tokenizer), task=numbers, batch_size=2)
     scripted += ["It is 4.", "about 3.1", "9.2 or so"]
     assert NumericMatch(abs_tol=0.5).measure(None, context, 4) == [1.0, 0.0, 1.0]  # |3.1 - 2.5| = 0.6, |9.2 - 9| = 0.2
 
@@ -236,11 +236,11 @@ def test_scorers_read_the_real_models_greedy_answers(tiny_model_dir, tiny_tokeni
 
     model = load_model(ModelConfig(str(tiny_model_dir))).eval()
     prompts = ["2 + 2 =", "Capital of France?", "State the final answer: 12 + 7 ="]
-    renderer = Tokenizer(tiny_tokenizer)
-    probe = ProbeContext(base=None, tokenizer=tiny_tokenizer, renderer=renderer, task=None, batch_size=2)
+    chat_tokenizer = ChatTokenizer(tiny_tokenizer)
+    probe = ProbeContext(base=None, tokenizer=tiny_tokenizer, chat_tokenizer=chat_tokenizer, task=None, batch_size=2)
     answers = greedy_answers(model, probe, prompts, max_new_tokens=5)
     own = held_out(*({"prompt": p, "completion": a} for p, a in zip(prompts, answers)))
     other = held_out(*({"prompt": p, "completion": a + " and more"} for p, a in zip(prompts, answers)))
     for task, expected in ((own, [1.0, 1.0, 1.0]), (other, [0.0, 0.0, 0.0])):
-        context = ProbeContext(base=None, tokenizer=tiny_tokenizer, renderer=renderer, task=task, batch_size=2)
+        context = ProbeContext(base=None, tokenizer=tiny_tokenizer, chat_tokenizer=chat_tokenizer, task=task, batch_size=2)
         assert ExactMatch(whitespace=False).measure(model, context, max_new_tokens=5) == expected

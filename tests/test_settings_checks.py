@@ -25,8 +25,8 @@ from tests.conftest import SFT_ROWS, write_jsonl
 def test_impossible_settings_are_one_line_errors(tiny_model_dir, tmp_path, monkeypatch, capsys, flag, message):
     import sys
 
-    from sft_research import module
-    from sft_research.cli import console
+    from sft_research.cli.main import console
+    from sft_research.train import module
 
     path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
     monkeypatch.setattr(module, "load_model", lambda *a, **k: pytest.fail("a model was loaded before the check"))

@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM
 
 import sft_research.model.generation as generation
 from sft_research.data.collate import prompt_batches
-from sft_research.data.tokenize import Tokenizer
+from sft_research.data.tokenize import ChatTokenizer
 from sft_research.model.shared_prefix import MIN_SHARED, continuation_logits, split_shared_prefix
 
 PAD = 0
@@ -44,7 +44,7 @@ def chat_prompts(tiny_model_dir, tiny_tokenizer):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     instruction = "State the final answer to the following arithmetic problem: "  # shared, like a task's instruction
     prompts = [instruction + "7 + 1 =", instruction + "12 + 30 =", instruction + "100 + 1 + 23 ="]
-    batch = next(prompt_batches(Tokenizer(tiny_tokenizer), prompts, tiny_tokenizer.pad_token_id, 8))
+    batch = next(prompt_batches(ChatTokenizer(tiny_tokenizer), prompts, tiny_tokenizer.pad_token_id, 8))
     assert split_shared_prefix(batch["prompt_ids"], batch["prompt_attention_mask"], tiny_tokenizer.pad_token_id) is not None
     return model, batch["prompt_ids"], batch["prompt_attention_mask"]
 

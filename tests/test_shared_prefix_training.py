@@ -67,7 +67,7 @@ def test_outputs_and_gradients_equal_those_of_whole_sequences(tiny):
 
 def test_an_sft_fit_step_gives_the_same_loss_through_the_module(tiny_model_dir):
     from sft_research.model.loading import ModelConfig
-    from sft_research.module import FineTuningModule
+    from sft_research.train.module import FineTuningModule
 
     batch = collate_examples(
         [TokenizedExample(i, [sequence(SYSTEM + [i + 1] * (i + 1), [40 + i, 41])], 1.0, None) for i in range(4)], pad_token_id=0

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from sft_research.checkpoints.tiny import build_tiny_checkpoint
-from sft_research.cli import main
+from sft_research.cli.main import main
 from sft_research.frozen import BaselineScores, ReferenceLogprobs, TopKDistribution
 from sft_research.frozen.shares import Shares
 from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput

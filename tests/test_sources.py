@@ -118,7 +118,7 @@ def test_folder_written_by_dataset_dict_save_to_disk_reads_the_split(tmp_path):
 
 
 def run_console(monkeypatch, tiny_model_dir, tmp_path, data_path):
-    from sft_research.cli import console
+    from sft_research.cli.main import console
 
     args = [
         "fit",
@@ -156,7 +156,7 @@ def test_console_shows_the_traceback_in_debug_mode(tiny_model_dir, tmp_path, mon
 
 
 def test_console_leaves_other_errors_alone(monkeypatch):
-    from sft_research import cli
+    import sft_research.cli.main as cli
 
     def main():
         raise RuntimeError("a bug")

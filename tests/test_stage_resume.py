@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from sft_research.checkpoints.training_state import saved_step
-from sft_research.fit import in_run_dir, run_fit
+from sft_research.fit.run import in_run_dir, run_fit
 from tests.conftest import SFT_ROWS, write_jsonl
 
 pytestmark = pytest.mark.slow

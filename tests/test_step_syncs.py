@@ -12,9 +12,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from sft_research.data import FileDataset, SFTDataModule
 from sft_research.model.execution import ExecutionConfig
 from sft_research.model.loading import ModelConfig
-from sft_research.module import FineTuningModule
 from sft_research.objectives import DPO, SFT
-from sft_research.optim import OptimizerConfig
+from sft_research.train.module import FineTuningModule
+from sft_research.train.optim import OptimizerConfig
 from tests.conftest import PAIR_ROWS, SFT_ROWS, quiet_trainer, write_jsonl
 
 # Operators whose result the host reads, or whose output shape depends on the data.

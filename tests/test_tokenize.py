@@ -2,16 +2,16 @@ import pytest
 import torch
 
 from sft_research.data.collate import collate_examples
-from sft_research.data.errors import DataError
 from sft_research.data.records import parse_record
 from sft_research.data.sources import RawRecord
-from sft_research.data.tokenize import Tokenizer
+from sft_research.data.tokenize import ChatTokenizer
+from sft_research.errors import DataError
 
 
 def tokenize(tokenizer, fields, **kwargs):
-    renderer = Tokenizer(tokenizer, **kwargs)
+    chat_tokenizer = ChatTokenizer(tokenizer, **kwargs)
     raw = RawRecord("data.jsonl", 3, fields)
-    return renderer, renderer(raw, parse_record(raw))
+    return chat_tokenizer, chat_tokenizer(raw, parse_record(raw))
 
 
 def decode_masked(tokenizer, sequence, masked=True):
@@ -58,12 +58,12 @@ def test_preference_records_give_chosen_then_rejected(tiny_tokenizer):
 
 
 def test_collate_pads_and_shifts_the_mask_to_label_positions(tiny_tokenizer):
-    renderer = Tokenizer(tiny_tokenizer)
+    chat_tokenizer = ChatTokenizer(tiny_tokenizer)
     raws = [
         RawRecord("d", 1, {"prompt": "1 + 1 =", "completion": "2"}),
         RawRecord("d", 2, {"prompt": "what is the capital of France?", "completion": "Paris, of course"}),
     ]
-    examples = [renderer(raw, parse_record(raw)) for raw in raws]
+    examples = [chat_tokenizer(raw, parse_record(raw)) for raw in raws]
     batch = collate_examples(examples, tiny_tokenizer.pad_token_id)
     lengths = [len(e.sequences[0].input_ids) for e in examples]
     assert batch["input_ids"].shape == (2, 1, max(lengths))
@@ -87,12 +87,12 @@ def test_over_long_prompt_under_each_policy(tiny_tokenizer):
         tokenize(tiny_tokenizer, LONG_PROMPT, max_length=32, truncation="error")
     with pytest.raises(DataError, match=r"row 3, field 'prompt': the prompt alone .* would leave no completion"):
         tokenize(tiny_tokenizer, LONG_PROMPT, max_length=32, truncation="truncate_completion")
-    renderer, example = tokenize(tiny_tokenizer, LONG_PROMPT, max_length=32, truncation="truncate_prompt")
+    chat_tokenizer, example = tokenize(tiny_tokenizer, LONG_PROMPT, max_length=32, truncation="truncate_prompt")
     (sequence,) = example.sequences
     assert len(sequence.input_ids) == 32 and decode_masked(tiny_tokenizer, sequence) == "19<|im_end|>\n"
-    assert renderer.report.truncated == ["row 3"]
-    renderer, example = tokenize(tiny_tokenizer, LONG_PROMPT, max_length=32, truncation="drop")
-    assert example is None and renderer.report.dropped == ["row 3"]
+    assert chat_tokenizer.report.truncated == ["row 3"]
+    chat_tokenizer, example = tokenize(tiny_tokenizer, LONG_PROMPT, max_length=32, truncation="drop")
+    assert example is None and chat_tokenizer.report.dropped == ["row 3"]
 
 
 def test_over_long_completion_under_each_policy(tiny_tokenizer):
@@ -100,17 +100,17 @@ def test_over_long_completion_under_each_policy(tiny_tokenizer):
     the completion keeps the rest of max_length); the DPO trainers' rule (spin, trl_0_9) is in the next test."""
     with pytest.raises(DataError, match=r"row 3, field 'completion': is \d+ tokens long"):
         tokenize(tiny_tokenizer, LONG_COMPLETION, max_length=32, truncation="error")
-    renderer, example = tokenize(tiny_tokenizer, LONG_COMPLETION, max_length=32, truncation="truncate_completion")
+    chat_tokenizer, example = tokenize(tiny_tokenizer, LONG_COMPLETION, max_length=32, truncation="truncate_completion")
     (sequence,) = example.sequences
     assert len(sequence.input_ids) == 32 and any(sequence.completion_mask)
-    assert renderer.report.truncated == ["row 3"] and "1 truncated (row 3)" in renderer.report.summary()
-    renderer, example = tokenize(tiny_tokenizer, LONG_COMPLETION, max_length=32, truncation="truncate_prompt", max_prompt_length=24)
+    assert chat_tokenizer.report.truncated == ["row 3"] and "1 truncated (row 3)" in chat_tokenizer.report.summary()
+    chat_tokenizer, example = tokenize(tiny_tokenizer, LONG_COMPLETION, max_length=32, truncation="truncate_prompt", max_prompt_length=24)
     (sequence,) = example.sequences
     full = tokenize(tiny_tokenizer, LONG_COMPLETION, max_length=4096)[1].sequences[0]
     prompt_length = full.completion_mask.index(True)
     assert prompt_length <= 24, "the prompt fits its budget, so only the completion is cut"
     assert sequence.input_ids == full.input_ids[:32] and sequence.completion_mask == full.completion_mask[:32]
-    assert (renderer.report.prompt_cut, renderer.report.completion_cut) == ([], ["row 3"])
+    assert (chat_tokenizer.report.prompt_cut, chat_tokenizer.report.completion_cut) == ([], ["row 3"])
 
 
 def test_the_official_rule_cuts_completions_to_what_the_prompt_budget_leaves(tiny_tokenizer):
@@ -144,7 +144,7 @@ def test_truncate_prompt_cuts_the_prompt_to_its_budget_then_the_completion(tiny_
     fields = {"prompt": "the quick brown fox " * 20, "completion": "jumps over the lazy dog " * 10}
     full = tokenize(tiny_tokenizer, fields, max_length=4096)[1].sequences[0]
     prompt_length = full.completion_mask.index(True)
-    renderer, example = tokenize(tiny_tokenizer, fields, max_length=48, truncation="truncate_prompt", max_prompt_length=16)
+    chat_tokenizer, example = tokenize(tiny_tokenizer, fields, max_length=48, truncation="truncate_prompt", max_prompt_length=16)
     (sequence,) = example.sequences
     assert len(sequence.input_ids) == 48
     assert sequence.completion_mask.index(True) == 16, "the prompt keeps exactly its budget"
@@ -152,14 +152,14 @@ def test_truncate_prompt_cuts_the_prompt_to_its_budget_then_the_completion(tiny_
     assert full.input_ids[0] == tiny_tokenizer.bos_token_id
     cut = prompt_length - 16
     assert sequence.input_ids == full.input_ids[:1] + full.input_ids[cut + 1 : cut + 48]
-    assert (renderer.report.prompt_cut, renderer.report.completion_cut) == (["row 3"], ["row 3"])
-    assert "prompt cut in 1, completion cut in 1" in renderer.report.summary()
+    assert (chat_tokenizer.report.prompt_cut, chat_tokenizer.report.completion_cut) == (["row 3"], ["row 3"])
+    assert "prompt cut in 1, completion cut in 1" in chat_tokenizer.report.summary()
 
 
 def test_preference_pairs_share_one_prompt_cut(tiny_tokenizer):
     fields = {"prompt": "the quick brown fox " * 20, "chosen": "yes", "rejected": "no, the answer is " + "very long " * 6}
     full = tokenize(tiny_tokenizer, fields, max_length=4096)[1].sequences
-    renderer, example = tokenize(tiny_tokenizer, fields, max_length=48, truncation="truncate_prompt", max_prompt_length=24)
+    chat_tokenizer, example = tokenize(tiny_tokenizer, fields, max_length=48, truncation="truncate_prompt", max_prompt_length=24)
     chosen, rejected = example.sequences
     assert len(rejected.input_ids) <= 48 and len(chosen.input_ids) < len(rejected.input_ids)
     prompt = [ids[: s.completion_mask.index(True)] for ids, s in ((chosen.input_ids, chosen), (rejected.input_ids, rejected))]
@@ -214,7 +214,7 @@ def test_sentencepiece_tokenization_is_the_joint_one(prompt_format):
     tokenizer = sentencepiece_tokenizer()
     prompt, answer = "what is the sum of 12 and 7", "the answer is 19"
     raw = RawRecord("d.jsonl", 1, {"prompt": prompt, "completion": answer})
-    (sequence,) = Tokenizer(tokenizer, prompt_format=prompt_format)(raw, parse_record(raw)).sequences
+    (sequence,) = ChatTokenizer(tokenizer, prompt_format=prompt_format)(raw, parse_record(raw)).sequences
     if prompt_format == "chat":
         messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
         text = tokenizer.apply_chat_template(messages, tokenize=False)

@@ -10,11 +10,10 @@ import pytest
 
 from sft_research.checkpoints.names import load_tokenizer
 from sft_research.data import FileDataset, SFTDataModule
-from sft_research.data.errors import DataError
 from sft_research.data.records import parse_record
 from sft_research.data.sources import RawRecord
-from sft_research.data.tokenize import Tokenizer
-from sft_research.errors import ConfigError
+from sft_research.data.tokenize import ChatTokenizer
+from sft_research.errors import ConfigError, DataError
 
 REPO = Path(__file__).parents[1]
 FIXTURE = json.loads((REPO / "tests/fixtures/trl_0_9_6.json").read_text())
@@ -32,7 +31,7 @@ def smollm2():
 @pytest.mark.parametrize("row", FIXTURE["pairs"], ids=[row["name"] for row in FIXTURE["pairs"]])
 def test_the_kept_ids_and_trained_tokens_are_the_trainers(smollm2, mode, row):
     expected = row[mode]
-    renderer = Tokenizer(
+    chat_tokenizer = ChatTokenizer(
         smollm2,
         max_length=expected["max_length"],
         truncation=mode,
@@ -40,12 +39,12 @@ def test_the_kept_ids_and_trained_tokens_are_the_trainers(smollm2, mode, row):
         auto_insert_empty_system_msg=True,
     )
     raw = RawRecord("pairs.jsonl", 1, {key: row[key] for key in ("prompt", "chosen", "rejected")})
-    chosen, rejected = renderer(raw, parse_record(raw)).sequences
+    chosen, rejected = chat_tokenizer(raw, parse_record(raw)).sequences
     for name, sequence in (("chosen", chosen), ("rejected", rejected)):
         assert sequence.input_ids == expected[name]["input_ids"], name
         assert sequence.completion_mask == expected[name]["labeled"], name
     cut = row["name"] != "fits"
-    assert renderer.report.truncated == (["row 1"] if cut else [])
+    assert chat_tokenizer.report.truncated == (["row 1"] if cut else [])
 
 
 @pytest.mark.parametrize("mode", ["trl_0_9", "spin"])
@@ -69,7 +68,7 @@ def test_the_fixture_cuts_the_prompt_the_answers_and_a_pair_of_exactly_max_lengt
 
 def test_the_retired_name_stops_in_one_line_naming_its_replacements(smollm2):
     with pytest.raises(ValueError, match="truncation 'trl_dpo' was no single trainer's rule: use 'trl_0_9' .* or 'spin'"):
-        Tokenizer(smollm2, truncation="trl_dpo")
+        ChatTokenizer(smollm2, truncation="trl_dpo")
     with pytest.raises(ConfigError, match="^data.truncation 'trl_dpo' was no single trainer's rule: use 'trl_0_9'") as error:
         SFTDataModule(FileDataset("pairs.jsonl"), truncation="trl_dpo")
     assert "\n" not in str(error.value)
@@ -77,15 +76,15 @@ def test_the_retired_name_stops_in_one_line_naming_its_replacements(smollm2):
 
 def test_the_trainer_rules_are_for_chat_records(smollm2, tiny_tokenizer):
     with pytest.raises(ValueError, match="truncation='spin' is a chat trainer's rule: it needs prompt_format='chat'"):
-        Tokenizer(tiny_tokenizer, prompt_format="plain", truncation="spin")
+        ChatTokenizer(tiny_tokenizer, prompt_format="plain", truncation="spin")
     raw = RawRecord("text.jsonl", 2, {"text": "plain text"})
     with pytest.raises(DataError, match="row 2: truncation='trl_0_9' cuts a prompt and answers: a text record has none"):
-        Tokenizer(smollm2, truncation="trl_0_9")(raw, parse_record(raw))
+        ChatTokenizer(smollm2, truncation="trl_0_9")(raw, parse_record(raw))
 
 
 def test_an_unfinished_answer_gets_no_eos(smollm2):
     """A sample cut at its token limit (IRFT's) is never trained as the place to stop, under either rule."""
     raw = RawRecord("pairs.jsonl", 1, {"prompt": "1 + 1 =", "chosen": "2", "rejected": "3 and", "rejected_finished": False})
     for mode in ("trl_0_9", "spin"):
-        chosen, rejected = Tokenizer(smollm2, truncation=mode)(raw, parse_record(raw)).sequences
+        chosen, rejected = ChatTokenizer(smollm2, truncation=mode)(raw, parse_record(raw)).sequences
         assert chosen.input_ids[-1] == smollm2.eos_token_id and smollm2.decode(rejected.input_ids).endswith("3 and")

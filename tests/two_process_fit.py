@@ -18,9 +18,9 @@ from sft_research.data import FileDataset, SFTDataModule
 from sft_research.model.execution import ExecutionConfig
 from sft_research.model.fsdp import full_state_dict
 from sft_research.model.loading import ModelConfig
-from sft_research.module import FineTuningModule
 from sft_research.objectives import SFT
-from sft_research.optim import OptimizerConfig
+from sft_research.train.module import FineTuningModule
+from sft_research.train.optim import OptimizerConfig
 
 
 def rope_inv_freq(model: torch.nn.Module) -> torch.nn.Module:

@@ -188,9 +188,9 @@ def run_ours(job: dict) -> dict:
     from sft_research.data import FileDataset, SFTDataModule
     from sft_research.model.execution import ExecutionConfig
     from sft_research.model.loading import ModelConfig
-    from sft_research.module import FineTuningModule
     from sft_research.objectives import DPO, SFT
-    from sft_research.optim import OptimizerConfig
+    from sft_research.train.module import FineTuningModule
+    from sft_research.train.optim import OptimizerConfig
 
     times, tokens, compiled = [], [], []
     # Profiled steps run after the timed ones and are left out of them: the profiler slows what it records.

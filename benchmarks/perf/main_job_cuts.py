@@ -29,7 +29,7 @@ from sft_research.checkpoints.names import load_tokenizer
 from sft_research.data.collate import micro_batches, prompt_batches
 from sft_research.data.datamodule import SFTDataModule
 from sft_research.data.reasoning_gym_task import ReasoningGymTask
-from sft_research.data.tokenize import Tokenizer
+from sft_research.data.tokenize import ChatTokenizer
 from sft_research.frozen import quantities
 from sft_research.frozen.cache import compute_quantity
 from sft_research.model import generation, shared_prefix
@@ -82,20 +82,20 @@ def suite_data() -> SFTDataModule:
 
 
 def generation_cases(model, tokenizer) -> dict:
-    renderer = Tokenizer(tokenizer)
+    chat_tokenizer = ChatTokenizer(tokenizer)
     task = ReasoningGymTask(*CHAIN_SUM, train_size=144, eval_size=100, seed=0, noise_fraction=0.25)
     gcd = ReasoningGymTask("gcd", {"min_value": 1, "max_value": 10}, train_size=0, eval_size=40, seed=1234)
 
     def generate(prompts, max_new_tokens):
         def run():
-            batches = prompt_batches(renderer, prompts, tokenizer.pad_token_id, 50)
+            batches = prompt_batches(chat_tokenizer, prompts, tokenizer.pad_token_id, 50)
             config = generation.GenerationConfig(max_new_tokens)
             return [generation.generate_tokens(model, tokenizer, b["prompt_ids"], b["prompt_attention_mask"], config) for b in batches]
 
         return run
 
     def teacher_forced():
-        batch = next(prompt_batches(renderer, task.eval_prompts()[:32], tokenizer.pad_token_id, 50))
+        batch = next(prompt_batches(chat_tokenizer, task.eval_prompts()[:32], tokenizer.pad_token_id, 50))
         answers = torch.tensor([tokenizer.encode("42<|im_end|>", add_special_tokens=False)] * 32)
         with torch.no_grad():
             return shared_prefix.continuation_logits(
@@ -133,7 +133,7 @@ STEP_SETTINGS = {
 
 
 def training_case(repeats: int = 6) -> dict:
-    from sft_research.module import FineTuningModule
+    from sft_research.train.module import FineTuningModule
 
     data = suite_data()
     batches = [batch for _, batch in zip(range(repeats + 1), data.train_dataloader())]

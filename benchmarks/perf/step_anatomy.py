@@ -192,14 +192,14 @@ def write_data(folder: Path, pairs: bool, batch: int, scale: int) -> Path:
 
 
 def run(objective: str, args, folder: Path, model_dir: Path) -> dict:
-    from sft_research.callbacks.progress_bar import StepProgressBar
     from sft_research.data import FileDataset, SFTDataModule
     from sft_research.data.sampler import ResumableShuffleSampler
     from sft_research.model.execution import ExecutionConfig
     from sft_research.model.loading import ModelConfig
-    from sft_research.module import FineTuningModule
     from sft_research.objectives import DPO, SFT
-    from sft_research.optim import OptimizerConfig
+    from sft_research.train.callbacks.progress_bar import StepProgressBar
+    from sft_research.train.module import FineTuningModule
+    from sft_research.train.optim import OptimizerConfig
 
     dpo = objective == "dpo"
     batch = 8

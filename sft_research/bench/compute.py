@@ -1,5 +1,5 @@
 """What each run of a suite spent on training, so that no arm wins by spending more: as its fits recorded it while
-they trained (``compute.json`` in each fit's log folder, :class:`~sft_research.callbacks.compute_record.ComputeRecord`),
+they trained (``compute.json`` in each fit's log folder, :class:`~sft_research.train.callbacks.compute_record.ComputeRecord`),
 and the tokens each IRFT round sampled, as the round counted them (``generation.json``)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sft_research.callbacks.compute_record import RECORD, Compute, read_compute
+from sft_research.train.callbacks.compute_record import RECORD, Compute, read_compute
 
 
 def run_compute(run_dir: Path) -> tuple[Compute, dict[str, str]]:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from sft_research.bench.probes import Metric, Probe, ProbeContext
 from sft_research.bench.stats import Estimate, mean_se
 from sft_research.checkpoints.names import load_tokenizer
-from sft_research.data.tokenize import Tokenizer
+from sft_research.data.tokenize import ChatTokenizer
 from sft_research.model.loading import ModelConfig, load_model
-from sft_research.timings import timed
+from sft_research.runs.timings import timed
 
 # One model's measurements: per probe name, one value per item.
 Measurements = dict[str, list[float]]
@@ -76,7 +76,7 @@ class Evaluator:
     def evaluate(self, name_or_path: str, is_base: bool = False) -> Measurements:
         model = self.base if is_base else load_model(ModelConfig(name_or_path)).to(self.device).eval()
         tokenizer = load_tokenizer(name_or_path)
-        context = ProbeContext(self.base, tokenizer, Tokenizer(tokenizer), self.task, self.suite.eval_batch_size)
+        context = ProbeContext(self.base, tokenizer, ChatTokenizer(tokenizer), self.task, self.suite.eval_batch_size)
         measured = {}
         for probe in self.measures.probes:
             with timed(f"evaluation: {probe.name}"):

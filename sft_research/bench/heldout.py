@@ -7,8 +7,8 @@ checked when the set is read, before any model loads: each bad one is one line n
 
 from __future__ import annotations
 
-from sft_research.data.errors import DataError
 from sft_research.data.sources import RawRecord
+from sft_research.errors import DataError
 
 
 class HeldOutSet:

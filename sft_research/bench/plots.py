@@ -8,7 +8,7 @@ from pathlib import Path
 from sft_research.bench.curves import Point
 from sft_research.bench.probes import Metric, task_and_forgetting
 from sft_research.bench.report import SummaryRow
-from sft_research.files import atomic_write
+from sft_research.runs.atomic_files import atomic_write
 
 
 def pyplot():

@@ -13,8 +13,8 @@ from sft_research.bench.evaluate import Measurements, Measures
 from sft_research.bench.paired import paired_difference, verdict
 from sft_research.bench.probes import TASK_SCORE, Metric, task_and_forgetting
 from sft_research.bench.stats import Estimate, confidence_interval
-from sft_research.callbacks.compute_record import Compute
-from sft_research.files import atomic_write_text
+from sft_research.runs.atomic_files import atomic_write_text
+from sft_research.train.callbacks.compute_record import Compute
 
 # What a run spent (bench/compute.py), and its wall time.
 SPENT_LABELS = {quantity.name: quantity.metadata["label"] for quantity in fields(Compute)} | {"wall_s": "wall s"}

@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 
 import sft_research
-from sft_research import timings
 from sft_research.bench.arms import Arm
 from sft_research.bench.compute import run_compute
 from sft_research.bench.curves import along_curves, mean_curves
@@ -44,11 +43,12 @@ from sft_research.bench.report import (
     with_values,
 )
 from sft_research.bench.suite import Suite
-from sft_research.files import atomic_write_text
 from sft_research.frozen.cache import checkpoint_fingerprint
 from sft_research.pipelines import Pipeline
 from sft_research.pipelines.stages import named
-from sft_research.run_record import git_commit, versions
+from sft_research.runs import timings
+from sft_research.runs.atomic_files import atomic_write_text
+from sft_research.runs.run_record import git_commit, versions
 
 
 @dataclass
@@ -134,7 +134,7 @@ def check_arms(suite: Suite, todo: list[tuple[Arm, int]], out: Path) -> None:
 
 
 def write_timings(path: Path, wall_s: float, phases: dict[str, float]) -> None:
-    """Where this invocation's time went, phase by phase (:mod:`sft_research.timings`), largest first; printed too.
+    """Where this invocation's time went, phase by phase (:mod:`sft_research.runs.timings`), largest first; printed too.
     The rest is starting runs (Lightning, data, tokenization), the report, and what no phase times."""
     rest = wall_s - sum(phases.values())
     rows = sorted(phases.items(), key=lambda item: -item[1]) + [("other (run set-up, data, Lightning, report)", rest)]

@@ -117,7 +117,7 @@ class Suite:
                 "limit_val_batches": 0,
                 "enable_checkpointing": False,
                 "enable_model_summary": False,
-                "callbacks": [{"class_path": "sft_research.callbacks.progress_bar.StepProgressBar", "init_args": {"label": label}}],
+                "callbacks": [{"class_path": "sft_research.train.callbacks.progress_bar.StepProgressBar", "init_args": {"label": label}}],
             },
             "model": {
                 "pretrained": {"name_or_path": self.base_model},

@@ -19,7 +19,7 @@ from sft_research.bench.plots import sweep_plot
 from sft_research.bench.probes import Metric, task_and_forgetting
 from sft_research.bench.report import CSV, estimate_markdown
 from sft_research.bench.runner import SuiteReport, run_suite
-from sft_research.files import atomic_write_text
+from sft_research.runs.atomic_files import atomic_write_text
 
 Value = int | float | str | bool | None
 

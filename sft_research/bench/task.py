@@ -15,9 +15,8 @@ from pathlib import Path
 from sft_research.bench.heldout import HeldOutSet
 from sft_research.bench.probes.task_score import TaskScore
 from sft_research.bench.scorers import LmEvalTask, Scorer, Verifier
-from sft_research.data.errors import DataError
 from sft_research.data.sources import DataSource
-from sft_research.errors import ConfigError
+from sft_research.errors import ConfigError, DataError
 
 # A training source as in a fit config's data.train: {"class_path": ..., "init_args": {...}}, sources nested in it.
 SourceConfig = dict[str, str | dict]

@@ -7,7 +7,7 @@ a buffer's conversations, appends an EOS to each, joins them and cuts the stream
 dropping each buffer's last, partial block. :func:`pack_blocks` makes the same blocks of the same tokens. A
 conversation may run across a block boundary, its pieces in two blocks, as there. Unlike TRL's blocks, where every
 token attends to the block's earlier conversations and positions run across the whole block, attention stays inside
-each piece here: each is a document of its own (positions from 0, see :func:`~sft_research.data.packing.packed_layout`),
+each piece here: each is a document of its own (positions from 0, see :func:`~sft_research.data.batch_layout.packed_layout`),
 and the first token of a piece is no label of the token before it, which ends another conversation.
 """
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import torch
 
-from sft_research.buckets import bucket
-from sft_research.data.packing import packed_layout
+from sft_research.data.batch_layout import packed_layout
+from sft_research.data.buckets import bucket
 from sft_research.data.tokenize import TokenizedExample
 
 
@@ -29,7 +29,7 @@ def collate_examples(
     example, per sequence, the label positions of its completion) and ``shared_tokens`` (per example, the batch's
     :func:`shared_tokens`) as lists and, with ``pack``, one
     packed ``layout`` per micro-batch of ``micro_batch_size`` (None: the whole batch) in ``layouts``.
-    ``pad_to_bucket`` pads to one of a few lengths (:func:`~sft_research.buckets.bucket`), for compiled steps."""
+    ``pad_to_bucket`` pads to one of a few lengths (:func:`~sft_research.data.buckets.bucket`), for compiled steps."""
     sizes = {len(example.sequences) for example in examples}
     if len(sizes) != 1:
         raise ValueError("a batch mixes preference and SFT records; use one kind of record per dataset")
@@ -111,12 +111,14 @@ def collate_prompts(prompts: list[tuple[int, list[int]]], pad_token_id: int) -> 
     return {"prompt_ids": input_ids, "prompt_attention_mask": attention_mask, "index": torch.tensor([i for i, _ in prompts])}
 
 
-def prompt_batches(renderer, prompts: list[str], pad_token_id: int, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
-    """The prompts rendered as for training (``renderer``: a :class:`~sft_research.data.tokenize.Tokenizer`) and
+def prompt_batches(chat_tokenizer, prompts: list[str], pad_token_id: int, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+    """The prompts rendered as for training (``chat_tokenizer``: a :class:`~sft_research.data.tokenize.ChatTokenizer`) and
     left-padded for generation, ``batch_size`` at a time; each batch's ``index`` holds its prompts' positions in
     ``prompts``."""
     for first in range(0, len(prompts), batch_size):
-        yield collate_prompts([(i, renderer.prompt_ids(p)) for i, p in enumerate(prompts[first : first + batch_size], first)], pad_token_id)
+        yield collate_prompts(
+            [(i, chat_tokenizer.prompt_ids(p)) for i, p in enumerate(prompts[first : first + batch_size], first)], pad_token_id
+        )
 
 
 def micro_batches(batch: dict, size: int | None) -> Iterator[dict]:

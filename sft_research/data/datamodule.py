@@ -13,14 +13,13 @@ from torch.utils.data import DataLoader
 
 from sft_research.checkpoints.embedded import DEFAULT_MODEL
 from sft_research.data.collate import collate_examples, collate_prompts
-from sft_research.data.errors import DataError
 from sft_research.data.records import Preference, RecordKind, Text, parse_record, record_kind
 from sft_research.data.sampler import ResumableShuffleSampler
 from sft_research.data.sources import DataSource
 from sft_research.data.task import VerifiableTask
-from sft_research.data.tokenize import RETIRED, PromptFormat, TokenizedExample, Tokenizer, Truncation, TruncationReport
+from sft_research.data.tokenize import RETIRED, ChatTokenizer, PromptFormat, TokenizedExample, Truncation, TruncationReport
 from sft_research.data.untrained import report_untrained
-from sft_research.errors import ConfigError
+from sft_research.errors import ConfigError, DataError
 
 
 class SFTDataModule(L.LightningDataModule):
@@ -34,7 +33,7 @@ class SFTDataModule(L.LightningDataModule):
         tokenizer: the tokenizer's hub id or folder; the CLI links it to the model's.
         prompt_format: ``chat`` (the tokenizer's chat template) or ``plain`` (prompt + completion + EOS).
         max_length: longest training sequence, in tokens.
-        truncation: what to do with longer examples (see :class:`~sft_research.data.tokenize.Tokenizer`).
+        truncation: what to do with longer examples (see :class:`~sft_research.data.tokenize.ChatTokenizer`).
         max_prompt_length: under ``truncation`` ``truncate_prompt``, ``trl_0_9`` or ``spin``, the prompt tokens kept
             at most when an example is too long (None: half of ``max_length``).
         completion_only_loss: the loss covers completions and assistant turns (TRL's ``completion_only_loss`` and
@@ -147,7 +146,7 @@ class SFTDataModule(L.LightningDataModule):
             self.tokenizer = load_tokenizer(self.tokenizer_name)
             if self.chat_template is not None:
                 self.tokenizer.chat_template = read_chat_template(self.chat_template)
-            self.renderer = Tokenizer(
+            self.chat_tokenizer = ChatTokenizer(
                 self.tokenizer,
                 self.prompt_format,
                 # Blocks take conversations of any length, as TRL's: one longer than a block runs on into the next.
@@ -172,7 +171,7 @@ class SFTDataModule(L.LightningDataModule):
         if self.val_source is not None and self.val_examples is None:
             if self.eval_task is not None:
                 prompts = self.eval_task.eval_prompts()[: self.max_eval_prompts]
-                self.val_examples = [(i, self.renderer.prompt_ids(prompt)) for i, prompt in enumerate(prompts)]
+                self.val_examples = [(i, self.chat_tokenizer.prompt_ids(prompt)) for i, prompt in enumerate(prompts)]
             else:
                 self.val_examples = self.tokenize(self.val_source)
 
@@ -189,7 +188,7 @@ class SFTDataModule(L.LightningDataModule):
     def tokenize_records(self, name: str, records: list) -> list[TokenizedExample]:
         if not records:
             raise DataError(name, "has no records")
-        report = self.renderer.report = self.reports[name] = TruncationReport()  # this source's own
+        report = self.chat_tokenizer.report = self.reports[name] = TruncationReport()  # this source's own
         parsed = [parse_record(record, self.record_kind) for record in records]
         kinds = [record_kind(record) for record in parsed]
         # SFT and plain-text records train the same way (one sequence each) and may be mixed (replay of general text);
@@ -204,7 +203,7 @@ class SFTDataModule(L.LightningDataModule):
         report_untrained(name, records, parsed)
         if self.decontaminate_humaneval:
             records, parsed = self.decontaminated(name, records, parsed)
-        examples = [self.renderer(raw, record) for raw, record in zip(records, parsed)]
+        examples = [self.chat_tokenizer(raw, record) for raw, record in zip(records, parsed)]
         kept = [example for example in examples if example is not None]
         truncated, dropped = len(report.truncated), len(report.dropped)
         rank_zero_info(f"{name}: {len(kept)} of {len(records)} examples kept; {report.summary()}")
@@ -221,7 +220,7 @@ class SFTDataModule(L.LightningDataModule):
         if len(examples[0].sequences) != 1:
             raise DataError(name, "data.pack_into_blocks joins SFT or text records; this source holds preference pairs")
         # TRL sizes its buffers by the characters of the rendered texts.
-        texts = [e.record.text if isinstance(e.record, Text) else self.renderer.rendered_text(e.record.messages)[0] for e in examples]
+        texts = [e.record.text if isinstance(e.record, Text) else self.chat_tokenizer.rendered_text(e.record.messages)[0] for e in examples]
         characters = [len(text) for text in texts]
         blocks = pack_blocks(examples, characters, self.max_length, self.tokenizer.eos_token_id, buffer_characters(self.max_length))
         if not blocks:
@@ -234,7 +233,7 @@ class SFTDataModule(L.LightningDataModule):
         """The records whose rendered text holds no HumanEval docstring or solution; the others are reported."""
         from sft_research.data.decontaminate import humaneval_contaminated
 
-        clean = [not humaneval_contaminated(self.renderer.humaneval_text(record)) for record in parsed]
+        clean = [not humaneval_contaminated(self.chat_tokenizer.humaneval_text(record)) for record in parsed]
         left_out = [f"row {raw.row}" for raw, ok in zip(records, clean) if not ok]
         if left_out:
             shown = ", ".join(left_out[:5]) + (f" and {len(left_out) - 5} more" if len(left_out) > 5 else "")

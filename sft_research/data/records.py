@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from sft_research.data.errors import DataError
 from sft_research.data.sources import RawRecord
+from sft_research.errors import DataError
 
 ROLES = ("system", "user", "assistant")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sft_research.data.errors import DataError
+from sft_research.errors import DataError
 
 LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 TEXT_COLUMNS = ("prompt", "completion", "chosen", "rejected")

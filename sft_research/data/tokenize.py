@@ -11,15 +11,14 @@ from typing import Literal
 
 import torch
 
-from sft_research.data.errors import DataError
 from sft_research.data.records import Message, Preference, Record, Text
 from sft_research.data.sources import RawRecord
-from sft_research.errors import ConfigError
+from sft_research.errors import ConfigError, DataError
 
 PromptFormat = Literal["chat", "plain"]
 Truncation = Literal["error", "truncate_completion", "truncate_prompt", "trl_0_9", "spin", "drop", "trl_dpo"]
 # The rules of two DPO trainers, each as that code tokenizes a pair (BOS, the assistant header, an appended EOS), both
-# then cutting it by the same two steps (Tokenizer._fit_as_trainer).
+# then cutting it by the same two steps (ChatTokenizer._fit_as_trainer).
 TRAINER_RULES = ("trl_0_9", "spin")
 # An old name, refused with its replacements: it described both trainers as one rule, which neither quite is.
 RETIRED = {
@@ -81,7 +80,7 @@ class TruncationReport:
         return "; ".join(parts) or "no examples truncated or dropped"
 
 
-class Tokenizer:
+class ChatTokenizer:
     """Renders records with a Hugging Face tokenizer.
 
     The rendered text is tokenized once, as a whole, and the completion tokens are found by their character offsets:
@@ -273,7 +272,7 @@ class Tokenizer:
     def kept_messages(self, messages, kept_characters: int) -> tuple:
         """The record's turns as far as ``kept_characters`` of its rendered text: later turns go, and the assistant turn
         that was cut keeps the part of its text that was kept (to be rendered with ``finished=False``). Without the
-        empty system turn that ``auto_insert_empty_system_msg`` renders: it is this renderer's, not the record's, and
+        empty system turn that ``auto_insert_empty_system_msg`` renders: it is this chat template's, not the record's, and
         another model's scorer (PoFT's baselines, ``generate_preference_scores.py``) never has it."""
         rendered = self.conversation(messages)
         inserted = len(rendered) - len(messages)

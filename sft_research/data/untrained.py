@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from lightning.pytorch.utilities import rank_zero_warn
 
-from sft_research.data.errors import DataError
 from sft_research.data.records import Conversation, Preference, Record
 from sft_research.data.sources import RawRecord
+from sft_research.errors import DataError
 
 
 def trailing_turns(records: list[RawRecord], parsed: list[Record]) -> list[int]:

@@ -20,10 +20,10 @@ from sft_research.checkpoints.embedded import cache_dir
 from sft_research.checkpoints.names import adapter_base, resolve
 from sft_research.data.collate import collate_examples
 from sft_research.data.tokenize import TokenizedExample
-from sft_research.files import atomic_write
 from sft_research.frozen.quantities import FrozenQuantity, LabelLogprobsQuantity
 from sft_research.frozen.shares import ALONE, Shares
 from sft_research.model.loading import ModelConfig, load_model
+from sft_research.runs.atomic_files import atomic_write
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FILES = (".json", ".safetensors", ".bin", ".model", ".jinja", ".txt")

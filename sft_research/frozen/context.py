@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from sft_research.data.tokenize import TokenizedExample, Tokenizer
+from sft_research.data.tokenize import ChatTokenizer, TokenizedExample
 from sft_research.frozen.cache import Value, compute_quantity, frozen_quantity
 from sft_research.frozen.quantities import FrozenQuantity, LabelLogprobsQuantity
 from sft_research.frozen.shares import ALONE, Shares
@@ -19,7 +19,7 @@ class FrozenContext:
     Args:
         policy: the model being trained, at its start.
         reference: the frozen reference model (the run's ``reference``, by default the policy's start).
-        renderer: the training data's tokenizer and prompt format.
+        chat_tokenizer: the training data's tokenizer and prompt format.
         device: where frozen models run.
         on_the_fly: run the frozen models on every batch, kept in memory, instead of once before training through
             the on-disk cache (a quantity too large to cache, such as hidden states, always runs on the fly).
@@ -38,14 +38,14 @@ class FrozenContext:
         self,
         policy: ModelConfig,
         reference: ModelConfig,
-        renderer: Tokenizer,
+        chat_tokenizer: ChatTokenizer,
         device: torch.device | str = "cpu",
         on_the_fly: bool = False,
         batch_size: int = 16,
         chunk_size: int | None = 1024,
         shares: Shares = ALONE,
     ):
-        self.policy, self.reference, self.renderer, self.device = policy, reference, renderer, torch.device(device)
+        self.policy, self.reference, self.chat_tokenizer, self.device = policy, reference, chat_tokenizer, torch.device(device)
         self.on_the_fly, self.batch_size, self.chunk_size, self.shares = on_the_fly, batch_size, chunk_size, shares
         self.sequences = self.on_the_fly_sequences = self.computed_sequences = 0
         self.models: dict[tuple[str, str], torch.nn.Module] = {}

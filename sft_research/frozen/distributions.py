@@ -52,7 +52,7 @@ class TopKDistribution(FrozenModelInput):
         self.k = k
 
     def compute(self, examples, context: FrozenContext) -> list[dict[str, torch.Tensor]]:
-        return context.quantity(self.config(context), examples, TopKQuantity(self.k), context.renderer.tokenizer.pad_token_id)
+        return context.quantity(self.config(context), examples, TopKQuantity(self.k), context.chat_tokenizer.tokenizer.pad_token_id)
 
 
 class FullDistribution(FrozenModelInput):
@@ -75,7 +75,7 @@ class FullDistribution(FrozenModelInput):
     def compute(self, examples, context: FrozenContext) -> list[dict[str, torch.Tensor]]:
         model = context.model(self.config(context))
         self.head = (model.get_output_embeddings(),)
-        return context.quantity(self.config(context), examples, HiddenStatesQuantity(), context.renderer.tokenizer.pad_token_id)
+        return context.quantity(self.config(context), examples, HiddenStatesQuantity(), context.chat_tokenizer.tokenizer.pad_token_id)
 
     def logprobs(self, hidden: torch.Tensor) -> torch.Tensor:
         """``[n, V]`` float32 next-token log-probs from ``[n, H]`` final hidden states of the frozen model."""

@@ -19,9 +19,9 @@ import torch
 
 from sft_research.checkpoints.names import load_tokenizer, resolve
 from sft_research.data.datamodule import read_chat_template
-from sft_research.data.errors import DataError
 from sft_research.data.records import Conversation
-from sft_research.data.tokenize import Sequence, TokenizedExample, Tokenizer
+from sft_research.data.tokenize import ChatTokenizer, Sequence, TokenizedExample
+from sft_research.errors import DataError
 from sft_research.frozen.cache import mean_completion_logprob
 from sft_research.frozen.context import FrozenContext
 from sft_research.model.loading import ModelConfig
@@ -54,7 +54,7 @@ class ReferenceLogprobs(FrozenInput):
     name = "ref_logps"
 
     def compute(self, examples: list[TokenizedExample], context: FrozenContext) -> list[torch.Tensor]:
-        return context.label_logprobs(context.reference, examples, context.renderer.tokenizer.pad_token_id)
+        return context.label_logprobs(context.reference, examples, context.chat_tokenizer.tokenizer.pad_token_id)
 
 
 class BaselineScores(FrozenInput):
@@ -91,7 +91,7 @@ class BaselineScores(FrozenInput):
     def compute(self, examples: list[TokenizedExample], context: FrozenContext) -> list[torch.Tensor]:
         scores = torch.zeros(len(examples), dtype=torch.float64)
         for baseline in self.baselines:
-            rendered = baseline_examples(baseline, examples, context.renderer, self.chat_templates.get(baseline))
+            rendered = baseline_examples(baseline, examples, context.chat_tokenizer, self.chat_templates.get(baseline))
             config = ModelConfig(baseline, dtype=context.policy.dtype)
             logps = context.label_logprobs(config, rendered, load_tokenizer(baseline).pad_token_id)
             scores += torch.tensor([mean_completion_logprob(lp, ex) for lp, ex in zip(logps, rendered)], dtype=torch.float64)
@@ -123,7 +123,7 @@ def files_signature(folder: Path) -> str:
 
 
 def baseline_examples(
-    baseline: str, examples: list[TokenizedExample], target: Tokenizer, chat_template: str | None = None
+    baseline: str, examples: list[TokenizedExample], target: ChatTokenizer, chat_template: str | None = None
 ) -> list[TokenizedExample]:
     """The training examples as a baseline model reads them: its own tokenizer and chat template (``chat_template``
     in its place; plain text where it has none), whatever the target's prompt format, the same part of each
@@ -132,7 +132,7 @@ def baseline_examples(
     if chat_template is not None:
         tokenizer.chat_template = read_chat_template(chat_template)
     prompt_format = "chat" if tokenizer.chat_template else "plain"
-    renderer = Tokenizer(tokenizer, prompt_format, max_length=2**31 - 1, scaffolding_in_completion=False)
+    chat_tokenizer = ChatTokenizer(tokenizer, prompt_format, max_length=2**31 - 1, scaffolding_in_completion=False)
     rendered = []
     for example in examples:
         record = example.record
@@ -141,9 +141,9 @@ def baseline_examples(
         kept = example.sequences[0].kept_characters
         try:
             if kept is None:
-                sequence = renderer.render(record.messages)
+                sequence = chat_tokenizer.render(record.messages)
             else:
-                sequence = renderer.render(target.kept_messages(record.messages, kept), finished=False)
+                sequence = chat_tokenizer.render(target.kept_messages(record.messages, kept), finished=False)
         except ValueError as error:
             raise DataError(example.raw.source, f"baseline {baseline}: {error}", example.raw.row) from error
         if not any(sequence.completion_mask):

@@ -14,7 +14,7 @@ from sft_research.data.tokenize import TokenizedExample
 from sft_research.frozen.context import FrozenContext
 from sft_research.frozen.inputs import FrozenInput
 from sft_research.frozen.shares import Shares
-from sft_research.timings import timed
+from sft_research.runs.timings import timed
 
 
 @dataclass
@@ -43,7 +43,7 @@ class FrozenInputs:
         self.inputs, self.context = inputs, context
 
     @classmethod
-    def for_fit(cls, module, renderer) -> FrozenInputs:
+    def for_fit(cls, module, chat_tokenizer) -> FrozenInputs:
         """The frozen inputs of ``module``'s objective, run as its ``frozen`` config says, on its devices: each process
         computes its share of a cached quantity's batches and gathers the others', every process loading the whole
         frozen model (:mod:`~sft_research.frozen.shares`)."""
@@ -52,7 +52,7 @@ class FrozenInputs:
         context = FrozenContext(
             module.pretrained,
             module.reference,
-            renderer,
+            chat_tokenizer,
             trainer.strategy.root_device,
             config.mode == "on_the_fly",
             config.batch_size,

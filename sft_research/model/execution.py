@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sft_research.buckets import bucket
+from sft_research.data.buckets import bucket
 from sft_research.model.logprobs import prefix_cached_outputs, sequence_outputs
 from sft_research.model.output_layer import PositionOutput
 from sft_research.model.packing import packed_outputs

@@ -12,7 +12,7 @@ from transformers.utils import logging as transformers_logging
 from sft_research.checkpoints.embedded import DEFAULT_MODEL
 from sft_research.checkpoints.names import from_pretrained, loadable_name
 from sft_research.model.fp32_buffers import keep_float32_buffers
-from sft_research.timings import timed
+from sft_research.runs.timings import timed
 
 # Loading or writing a checkpoint takes a moment, not a task to follow: transformers' "Loading weights" and "Writing
 # model shards" bars (one pair per model in a benchmark run) are turned off. Hub downloads keep their own bars.

@@ -27,7 +27,7 @@ def packed_outputs(
     chunk_size: int | None = 1024,
 ) -> dict[str, torch.Tensor]:
     """The ``outputs`` (``[N, L - 1, ...]`` each) of right-padded ``[N, L]`` sequences, computed on their real tokens
-    packed in one row as ``layout`` says (:func:`sft_research.data.packing.packed_layout`, computed on the host by the
+    packed in one row as ``layout`` says (:func:`sft_research.data.batch_layout.packed_layout`, computed on the host by the
     data loader, so that every shape is static and nothing waits for the device); ``frozen`` holds the
     ``[N, L - 1, ...]`` tensors the outputs read, packed alongside.
 

@@ -23,19 +23,20 @@ import numpy as np
 import torch
 
 from sft_research.checkpoints.names import load_tokenizer
-from sft_research.curve_points import add_curve_points, curve_points
 from sft_research.data.collate import collate_prompts
-from sft_research.data.errors import DataError
 from sft_research.data.records import Conversation
 from sft_research.data.sources import DataSource, RawRecord
-from sft_research.files import atomic_write_text
-from sft_research.fit import build_fit, is_done, parse_fit, run_fit
+from sft_research.errors import DataError
+from sft_research.fit.cli import build_fit, parse_fit
+from sft_research.fit.run import is_done, run_fit
 from sft_research.frozen.shares import Shares
 from sft_research.model.generation import GenerationConfig, GenerationCount, Generations, generate_with_status
 from sft_research.model.loading import ModelConfig, load_model
 from sft_research.objectives.irft import IRFT
 from sft_research.pipelines.stages import FitConfig, Stage, StageFit, fit_steps, placeholder
-from sft_research.timings import timed
+from sft_research.runs.atomic_files import atomic_write_text
+from sft_research.runs.timings import timed
+from sft_research.train.curve_points import add_curve_points, curve_points
 
 
 class IRFTStage(Stage):
@@ -158,7 +159,7 @@ class IRFTStage(Stage):
         if not demos:
             raise ValueError(f"IRFT round {t}: none of its share of {data.train_source.name}'s rows is a training example")
         prompts = round_dir / "prompts.jsonl"
-        rows = [{"prompt": prompt, "chosen": demo, "prompt_ids": data.renderer.prompt_ids(prompt)} for prompt, demo in demos]
+        rows = [{"prompt": prompt, "chosen": demo, "prompt_ids": data.chat_tokenizer.prompt_ids(prompt)} for prompt, demo in demos]
         atomic_write_text(prompts, "".join(json.dumps(row) + "\n" for row in rows))
         start = model or pretrained.name_or_path
         init = {

@@ -1,6 +1,6 @@
 """Multi-stage runs (SFT then DPO; IRFT rounds) from one YAML, one stage after another, resumable.
 
-Each stage is an ordinary fit (:mod:`sft_research.fit`) whose config sits inline in the pipeline YAML and is checked by
+Each stage is an ordinary fit (:mod:`sft_research.fit.cli`) whose config sits inline in the pipeline YAML and is checked by
 the same parser. A stage writes its config, logs and final Hugging Face checkpoint under ``<output_dir>/<name>/``; a
 stage whose checkpoint is there is done and is skipped when the pipeline runs again.
 """
@@ -18,12 +18,12 @@ from typing import Any
 
 from sft_research.checkpoints.embedded import DEFAULT_MODEL
 from sft_research.checkpoints.names import ModelLoadError
-from sft_research.curve_points import add_curve_points, curve_points
-from sft_research.data.errors import DataError
 from sft_research.data.records import RecordKind
-from sft_research.errors import ConfigError
-from sft_research.fit import is_done, parse_fit, run_fit
-from sft_research.run_checks import ModelFiles, check_fit
+from sft_research.errors import ConfigError, DataError
+from sft_research.fit.cli import parse_fit
+from sft_research.fit.run import is_done, run_fit
+from sft_research.fit.run_checks import ModelFiles, check_fit
+from sft_research.train.curve_points import add_curve_points, curve_points
 
 # A nested ``sft-research fit`` config, kept as plain data (its own parser checks it): an ``Any`` value type would
 # let the pipeline's parser instantiate the classes inside it.
@@ -77,7 +77,7 @@ class Stage(ABC):
 
     def fits(self) -> list[StageFit]:
         """The fits the stage will run, which the pipeline checks whole before any stage trains
-        (:mod:`sft_research.run_checks`); a stage that runs none lists none."""
+        (:mod:`sft_research.fit.run_checks`); a stage that runs none lists none."""
         return []
 
     def frozen_from(self) -> list[str]:
@@ -190,7 +190,7 @@ class Pipeline:
 
     def check(self, files: ModelFiles | None = None) -> None:
         """Every stage's every fit, checked before the first stage trains: settings, model architecture, data, frozen
-        models (:func:`~sft_research.run_checks.check_fit`). ``files`` says where models' files are read (the real
+        models (:func:`~sft_research.fit.run_checks.check_fit`). ``files`` says where models' files are read (the real
         ones by default)."""
         for stage in self.stages:
             stage.check()

@@ -3,7 +3,7 @@ code path, with tiny stand-in models, schema fixtures of hub data, 2 CPU process
 devices, small batches and 2 optimizer steps per fit (:mod:`sft_research.rehearsal.plan` says what changes).
 
 Before anything runs, the config as written (its models and hub data stood in, nothing else) goes through the real
-run's checks before training, with the real models' architectures (:mod:`sft_research.run_checks`), and the memory
+run's checks before training, with the real models' architectures (:mod:`sft_research.fit.run_checks`), and the memory
 plan of every fit at full scale is printed and checked against the card (:mod:`sft_research.rehearsal.memory_plan`).
 Then every stage runs: its frozen-model passes, its fit, its export, and the next stage's reload. With several
 processes, Lightning starts the others by running this same command again; they make the same plan and join the run.
@@ -20,15 +20,16 @@ from pathlib import Path
 
 import yaml
 
-from sft_research.data.errors import DataError
-from sft_research.files import atomic_write_text
-from sft_research.fit import FitCLI, cli_arguments, in_run_dir, is_done
+from sft_research.errors import DataError
+from sft_research.fit.cli import FitCLI, cli_arguments
+from sft_research.fit.run import in_run_dir, is_done
+from sft_research.fit.run_checks import ModelFiles, check_fit
 from sft_research.pipelines.stages import build_pipeline
 from sft_research.rehearsal.memory_plan import check_fits, plan_config, plan_lines
 from sft_research.rehearsal.plan import Plan, plan
 from sft_research.rehearsal.resume_check import check_resume
 from sft_research.rehearsal.standins import GivenFiles
-from sft_research.run_checks import ModelFiles, check_fit
+from sft_research.runs.atomic_files import atomic_write_text
 
 
 def rehearse_main(args: list[str]) -> Path:
@@ -106,7 +107,7 @@ def check_before_training(rehearsal: Plan) -> None:
 def print_memory_plan(config: dict, rehearsal: Plan) -> None:
     """Prints every fit's memory plan at full scale, then stops if one does not fit its card."""
     plans = plan_config(config, ModelFiles(configs=rehearsal.architectures))
-    print("memory plan at full scale, per GPU (an estimate from the real models' config.json: sft_research/memory.py)")
+    print("memory plan at full scale, per GPU (an estimate from the real models' config.json: sft_research/train/memory.py)")
     for fit_plan in plans:
         print("\n".join(plan_lines(fit_plan)))
     for fit_plan in plans:

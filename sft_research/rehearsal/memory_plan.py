@@ -1,5 +1,5 @@
 """The memory plan a rehearsal prints: for every fit of a config, the real run's memory per GPU at full scale
-(:mod:`sft_research.memory`), from the real models' config.json and the config's own settings, against the card the
+(:mod:`sft_research.train.memory`), from the real models' config.json and the config's own settings, against the card the
 config names (``gpu_memory_gb``, default 80). A fit that does not fit stops the rehearsal, before anything runs, with
 one line that names its largest term and the settings that would make it fit."""
 
@@ -9,9 +9,10 @@ import dataclasses
 from dataclasses import dataclass
 
 from sft_research.errors import ConfigError
-from sft_research.fit import parse_fit, record_kind_of
-from sft_research.fit_checks import configured_processes, fsdp_strategy
-from sft_research.memory import (
+from sft_research.fit.cli import parse_fit, record_kind_of
+from sft_research.fit.run_checks import ModelFiles, built, frozen_models
+from sft_research.train.config_checks import configured_processes, fsdp_strategy
+from sft_research.train.memory import (
     DTYPE_BYTES,
     GIB,
     Estimate,
@@ -23,7 +24,6 @@ from sft_research.memory import (
     fsdp_shards,
     model_shape,
 )
-from sft_research.run_checks import ModelFiles, built, frozen_models
 
 GB = 10**9
 

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sft_research.checkpoints.embedded import DEFAULT_MODEL
-from sft_research.fit import CSV_LOGGER
-from sft_research.fit_checks import check_micro_batch
+from sft_research.fit.cli import CSV_LOGGER
 from sft_research.rehearsal.fixtures import fixture
 from sft_research.rehearsal.logger import STAND_IN_METRICS
 from sft_research.rehearsal.resume_check import keep_every_state
 from sft_research.rehearsal.standins import GivenFiles, stand_in
+from sft_research.train.config_checks import check_micro_batch
 
 CPU_FSDP = "sft_research.rehearsal.strategy.CPUFSDPStrategy"
 REHEARSAL_LOGGER = "sft_research.rehearsal.logger.RehearsalCSVLogger"

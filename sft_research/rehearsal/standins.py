@@ -28,8 +28,8 @@ import yaml
 from sft_research.checkpoints.embedded import cache_dir
 from sft_research.checkpoints.names import ModelLoadError, adapter_base, load_tokenizer, model_config, resolve
 from sft_research.errors import ConfigError
-from sft_research.files import atomic_dir
 from sft_research.rehearsal.fixtures import DATASETS
+from sft_research.runs.atomic_files import atomic_dir
 
 MODELS = Path(__file__).parent / "models"
 # Sizes of every stand-in: a few thousand parameters per layer, two layers, grouped-query attention where the real

@@ -16,7 +16,7 @@ from sft_research.data.task import VerifiableTask
 
 if TYPE_CHECKING:
     from sft_research.bench.heldout import HeldOutSet
-from sft_research.data.tokenize import Tokenizer
+from sft_research.data.tokenize import ChatTokenizer
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class ProbeContext:
     Args:
         base: the suite's base model (the model every arm starts from), already on the device.
         tokenizer: the measured model's tokenizer.
-        renderer: its chat rendering (prompts as the model was trained to see them).
+        chat_tokenizer: its chat rendering (prompts as the model was trained to see them).
         task: the suite's task: its held-out prompts (``eval_prompts()``), a reasoning-gym task or a
             :class:`~sft_research.bench.heldout.HeldOutSet`.
         batch_size: prompts per generation batch.
@@ -44,7 +44,7 @@ class ProbeContext:
 
     base: object
     tokenizer: object
-    renderer: Tokenizer
+    chat_tokenizer: ChatTokenizer
     task: VerifiableTask | HeldOutSet
     batch_size: int
 

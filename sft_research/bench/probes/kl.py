@@ -42,7 +42,7 @@ class KLProbe(Probe):
             return [0.0] * len(prompts)
         tokenizer, values = context.tokenizer, []
         pad = tokenizer.pad_token_id
-        for batch in prompt_batches(context.renderer, prompts, pad, context.batch_size):
+        for batch in prompt_batches(context.chat_tokenizer, prompts, pad, context.batch_size):
             prompt_ids, prompt_mask = batch["prompt_ids"], batch["prompt_attention_mask"]
             response = generate_tokens(model, tokenizer, prompt_ids, prompt_mask, GenerationConfig(self.max_new_tokens))
             # Keep the response up to and including its first end-of-turn token; what follows is padding.

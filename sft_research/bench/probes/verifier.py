@@ -15,7 +15,7 @@ from sft_research.model.generation import GenerationConfig, generate
 def greedy_answers(model, context: ProbeContext, prompts: list[str], max_new_tokens: int) -> list[str]:
     """The model's greedy answer to each prompt, rendered as in training, ``context.batch_size`` prompts at a time."""
     tokenizer, answers = context.tokenizer, []
-    for batch in prompt_batches(context.renderer, prompts, tokenizer.pad_token_id, context.batch_size):
+    for batch in prompt_batches(context.chat_tokenizer, prompts, tokenizer.pad_token_id, context.batch_size):
         answers += generate(model, tokenizer, batch["prompt_ids"], batch["prompt_attention_mask"], GenerationConfig(max_new_tokens))
     return answers
 

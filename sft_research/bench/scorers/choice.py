@@ -10,8 +10,8 @@ import torch
 from sft_research.bench.heldout import HeldOutSet
 from sft_research.bench.probes.base import ProbeContext
 from sft_research.bench.scorers.base import Scorer, held_out_set
-from sft_research.data.errors import DataError
 from sft_research.data.sources import RawRecord
+from sft_research.errors import DataError
 from sft_research.model.logprobs import label_logprobs
 
 
@@ -61,7 +61,7 @@ class MultipleChoice(Scorer):
         task = held_out_set(self, context.task)
         items = [self.choices(record) for record in task.records]
         pairs = [
-            (context.renderer.prompt_ids(prompt), context.tokenizer(option, add_special_tokens=False)["input_ids"])
+            (context.chat_tokenizer.prompt_ids(prompt), context.tokenizer(option, add_special_tokens=False)["input_ids"])
             for prompt, (options, _) in zip(task.eval_prompts(), items)
             for option in options
         ]

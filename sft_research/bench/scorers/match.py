@@ -11,8 +11,8 @@ from functools import cached_property
 from sft_research.bench.heldout import HeldOutSet
 from sft_research.bench.scorers.base import GenerativeScorer
 from sft_research.bench.scorers.extract import extracted, pattern
-from sft_research.data.errors import DataError
 from sft_research.data.sources import RawRecord
+from sft_research.errors import DataError
 
 PUNCTUATION = str.maketrans("", "", string.punctuation)
 

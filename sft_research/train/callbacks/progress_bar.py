@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lightning.pytorch.callbacks import TQDMProgressBar
 
-from sft_research.callbacks.throughput import logged_step
+from sft_research.train.callbacks.throughput import logged_step
 
 
 class StepProgressBar(TQDMProgressBar):

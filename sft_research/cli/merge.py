@@ -8,8 +8,8 @@ from pathlib import Path
 
 from sft_research.checkpoints.names import ADAPTER_CONFIG, ModelLoadError, adapter_base, load_tokenizer
 from sft_research.errors import ConfigError
-from sft_research.files import atomic_dir
 from sft_research.model.loading import DTYPES, ModelConfig, load_model
+from sft_research.runs.atomic_files import atomic_dir
 
 
 def merge_adapter(adapter_dir: str, output_dir: str, dtype: str = "float32") -> Path:

@@ -1,4 +1,4 @@
-"""Writes the fit's run record (:mod:`sft_research.run_record`) to its run folder as it starts."""
+"""Writes the fit's run record (:mod:`sft_research.runs.run_record`) to its run folder as it starts."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import lightning as L
 
-from sft_research.export import model_dir
-from sft_research.run_record import write_run_record
+from sft_research.runs.run_record import write_run_record
+from sft_research.train.export import model_dir
 
 
 class RunRecord(L.Callback):

@@ -14,10 +14,10 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from sft_research.checkpoints.names import ADAPTER_CONFIG, PORTABLE_BASE, portable_name
-from sft_research.files import atomic_dir
 from sft_research.model.fsdp import full_state_dict, savable
-from sft_research.run_record import RUN_RECORD
-from sft_research.timings import timed
+from sft_research.runs.atomic_files import atomic_dir
+from sft_research.runs.run_record import RUN_RECORD
+from sft_research.runs.timings import timed
 
 
 def model_dir(module) -> Path:

@@ -7,7 +7,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from sft_research.master_weights import updated_tensors
+from sft_research.train.master_weights import updated_tensors
 
 
 class StaleUpdates(L.Callback):

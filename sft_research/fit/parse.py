@@ -90,7 +90,7 @@ def parse_or_explain(parser, args, subcommand: str):
     parser must be made with ``exit_on_error=False``, so that it raises instead of printing its usage."""
     from argparse import ArgumentError
 
-    from sft_research.yaml_files import check_config_files
+    from sft_research.fit.yaml_files import check_config_files
 
     if not isinstance(args, dict):
         check_config_files(list(args))  # jsonargparse would name a broken file "<unicode string>"

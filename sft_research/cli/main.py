@@ -1,4 +1,4 @@
-"""The ``sft-research`` command: dispatches to a fit (``fit``/``validate``/``test``, :mod:`sft_research.fit`), a
+"""The ``sft-research`` command: dispatches to a fit (``fit``/``validate``/``test``, :mod:`sft_research.fit.cli`), a
 pipeline, a benchmark suite, or a tool. Heavy modules (torch, Lightning) are imported by the subcommand that needs
 them, so that ``sft-research --help`` answers at once."""
 
@@ -10,8 +10,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from sft_research.cli.help_cache import cached_help
 from sft_research.errors import ConfigError
-from sft_research.help_cache import cached_help
 
 COMMANDS = {
     "fit": "fine-tune a model: sft-research fit --config FILE (LightningCLI: trainer, model, data)",
@@ -33,9 +33,8 @@ def user_errors() -> tuple[type[Exception], ...]:
     traceback. Imported here, late: most live beside heavy modules."""
     from sft_research.checkpoints.embedded import MissingAssetError
     from sft_research.checkpoints.names import ModelLoadError
-    from sft_research.data.errors import DataError
-    from sft_research.nonfinite import NonFiniteError
-    from sft_research.preflight import PreflightError
+    from sft_research.errors import DataError, PreflightError
+    from sft_research.train.nonfinite import NonFiniteError
 
     return ConfigError, DataError, ModelLoadError, MissingAssetError, PreflightError, NonFiniteError
 
@@ -47,7 +46,7 @@ def pipeline_main(args: list[str]) -> dict:
     return build_pipeline(args).run()
 
 
-SUITES = Path(__file__).resolve().parent / "bench" / "suites"
+SUITES = Path(__file__).resolve().parent.parent / "bench" / "suites"
 
 
 def suite_file(value: str) -> str:
@@ -101,7 +100,7 @@ def main(args: list[str] | None = None):
 
 
 def dispatch(argv: list[str]):
-    from sft_research.yaml_files import check_config_files
+    from sft_research.fit.yaml_files import check_config_files
 
     # Each command's config and suite files parse as YAML, or stop in one line that names the file (the parsers,
     # given a file's text, would name it "<unicode string>").
@@ -111,7 +110,7 @@ def dispatch(argv: list[str]):
     if argv[0] == "bench":
         return bench_main(argv[1:])
     if argv[0] == "data":
-        from sft_research.inspect_data import data_main
+        from sft_research.cli.inspect_data import data_main
 
         return data_main(argv[1:])
     if argv[0] == "rehearse":
@@ -119,10 +118,10 @@ def dispatch(argv: list[str]):
 
         return rehearse_main(argv[1:])
     if argv[0] == "merge":
-        from sft_research.merge import merge_main
+        from sft_research.cli.merge import merge_main
 
         return merge_main(argv[1:])
-    from sft_research.fit import FitCLI, cli_arguments
+    from sft_research.fit.cli import FitCLI, cli_arguments
 
     return FitCLI(**cli_arguments(argv, run=True))
 
@@ -146,7 +145,3 @@ def console() -> None:
             raise
         print(f"sft-research: error: {error} (set SFT_RESEARCH_DEBUG=1 for the traceback)", file=sys.stderr)
         raise SystemExit(2) from None
-
-
-if __name__ == "__main__":
-    console()

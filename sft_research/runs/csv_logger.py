@@ -10,7 +10,7 @@ from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
-from sft_research.files import atomic_path
+from sft_research.runs.atomic_files import atomic_path
 
 
 class ContinuedWriter(ExperimentWriter):

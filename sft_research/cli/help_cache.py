@@ -13,7 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from sft_research.checkpoints.embedded import cache_dir
-from sft_research.files import atomic_write_text
+from sft_research.runs.atomic_files import atomic_write_text
 
 LIBRARIES = ("torch", "lightning", "jsonargparse", "transformers", "peft", "docstring-parser")
 
@@ -39,7 +39,7 @@ def cached_help(command: str, produce: Callable[[], object]) -> str:
 def fingerprint() -> str:
     """This package's files (names, sizes, modification times) and the versions of the libraries the parsers read."""
     digest = hashlib.sha256()
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parent.parent
     for file in sorted(package.rglob("*")):
         if file.suffix in (".py", ".yaml") and "__pycache__" not in file.parts:
             stat = file.stat()

@@ -17,7 +17,7 @@ from pathlib import Path
 import sft_research
 from sft_research.checkpoints.embedded import EMBEDDED_PREFIX
 from sft_research.checkpoints.names import adapter_base, resolve
-from sft_research.files import atomic_write_text
+from sft_research.runs.atomic_files import atomic_write_text
 
 RUN_RECORD = "run.json"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
-from sft_research.export import export_model, model_dir
+from sft_research.train.export import export_model, model_dir
 
 POINT = re.compile(r"step_(\d+)")
 
@@ -48,5 +48,5 @@ def add_curve_points(fit: dict, steps: list[int]) -> dict:
     trainer = dict(fit.get("trainer") or {})
     given = trainer.get("callbacks") or []
     given = given if isinstance(given, list) else [given]  # a config may give one callback without a list
-    trainer["callbacks"] = [*given, {"class_path": "sft_research.curve_points.CurvePoints", "init_args": {"steps": sorted(steps)}}]
+    trainer["callbacks"] = [*given, {"class_path": "sft_research.train.curve_points.CurvePoints", "init_args": {"steps": sorted(steps)}}]
     return {**fit, "trainer": trainer}

@@ -1,12 +1,12 @@
 """How many bytes a fit holds, from the model's config.json and the fit's settings: one estimator for the memory
 plan of a rehearsal (:mod:`sft_research.rehearsal.memory_plan`: per GPU, at full scale) and the disk pre-check of
-checkpoints (:mod:`sft_research.callbacks.preflight`: what a training state holds).
+checkpoints (:mod:`sft_research.train.callbacks.preflight`: what a training state holds).
 
 Counted as this project's step runs (``tests/test_memory.py`` checks it against the bytes of the tensors a tiny
 model's step holds on the CPU):
 
 * the training state: weights in their dtype, gradients in the weights' dtype, float32 master copies of low-precision
-  trained weights (:mod:`~sft_research.master_weights`) and the optimizer's states (AdamW: two per weight, RMSprop:
+  trained weights (:mod:`~sft_research.train.master_weights`) and the optimizer's states (AdamW: two per weight, RMSprop:
   one, float32 where there are masters), each split over the processes where FSDP shards it;
 * activations, what autograd keeps from a decoder layer of the Llama family (Llama, Mistral, Qwen2: RMSNorm in float32,
   SDPA attention, a gated MLP) per token: with activation checkpointing each layer's input, plus one layer recomputed
@@ -66,7 +66,7 @@ def model_shape(architecture: dict, lora=None) -> ModelShape:
     ``lora`` (a LoRA config: ``r``, ``target_modules``, ``modules_to_save``), the adapters train instead."""
     import torch
 
-    from sft_research.fit_checks import meta_model
+    from sft_research.train.config_checks import meta_model
 
     model = meta_model(architecture)
     config = model.config

@@ -8,7 +8,7 @@ import time
 import lightning as L
 import torch
 
-from sft_research import timings
+from sft_research.runs import timings
 
 
 class Throughput(L.Callback):

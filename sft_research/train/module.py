@@ -3,8 +3,8 @@
 It asks the objective what it needs (frozen inputs, outputs of the policy's output layer), computes them, splits each
 optimizer batch into micro-batches (normalising by the whole batch's counts, so the split never changes the
 gradient), and logs the loss, the objective's diagnostics, the learning rate and the gradient norm. Checks before the
-first step, RNG states, throughput and the compute record are callbacks (:mod:`sft_research.callbacks`); the export
-of the final model is :mod:`sft_research.export`; frozen inputs run through :mod:`sft_research.frozen.runner`.
+first step, RNG states, throughput and the compute record are callbacks (:mod:`sft_research.train.callbacks`); the export
+of the final model is :mod:`sft_research.train.export`; frozen inputs run through :mod:`sft_research.frozen.runner`.
 """
 
 from __future__ import annotations
@@ -16,15 +16,10 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics import MeanMetric
 
-from sft_research.callbacks import ComputeRecord, Preflight, ResumeHint, RNGState, StaleUpdates, Throughput
-from sft_research.callbacks.preflight import check_batch_and_records
-from sft_research.callbacks.throughput import logged_step
 from sft_research.checkpoints.names import load_tokenizer, model_config
 from sft_research.checkpoints.training_state import drop_frozen_weights, restore_frozen_weights
 from sft_research.data.collate import micro_batches
 from sft_research.errors import ConfigError
-from sft_research.evaluation.task_accuracy import TaskAccuracy
-from sft_research.export import export_final_model
 from sft_research.frozen.runner import FrozenConfig, FrozenInputs, batch_frozen, frozen_tensor
 from sft_research.model.execution import ExecutionConfig, batch_outputs, check_shared_prefix, trimmed
 from sft_research.model.fp32_buffers import restore_float32_buffers
@@ -32,10 +27,15 @@ from sft_research.model.fsdp import check_fsdp_policy, clip_grad_norm, finish_fs
 from sft_research.model.generation import GenerationConfig, generate
 from sft_research.model.loading import ModelConfig, load_model
 from sft_research.model.output_layer import LabelLogprobs
-from sft_research.nonfinite import NonFiniteError, nonfinite_report
 from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput
 from sft_research.objectives.sft import SFT, sft_loss
-from sft_research.optim import OptimizerConfig, build_optimizer
+from sft_research.train.callbacks import ComputeRecord, Preflight, ResumeHint, RNGState, StaleUpdates, Throughput
+from sft_research.train.callbacks.preflight import check_batch_and_records
+from sft_research.train.callbacks.throughput import logged_step
+from sft_research.train.export import export_final_model
+from sft_research.train.nonfinite import NonFiniteError, nonfinite_report
+from sft_research.train.optim import OptimizerConfig, build_optimizer
+from sft_research.train.task_accuracy import TaskAccuracy
 
 
 class FineTuningModule(L.LightningModule):
@@ -119,7 +119,7 @@ class FineTuningModule(L.LightningModule):
         restore_float32_buffers(self.model)  # after the precision's cast, before any step is compiled
 
     def prepare_frozen(self, data, stage: str, examples: list) -> None:
-        self.frozen = self.frozen or FrozenInputs.for_fit(self, data.renderer)
+        self.frozen = self.frozen or FrozenInputs.for_fit(self, data.chat_tokenizer)
         self.frozen.attach(examples)
         self.examples[stage] = {example.example_id: example for example in examples}
 

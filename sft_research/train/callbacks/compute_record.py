@@ -10,10 +10,10 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from sft_research.files import atomic_write_text
 from sft_research.frozen.cache import sequences_fingerprint
 from sft_research.frozen.shares import Shares
 from sft_research.model.generation import GenerationCount
+from sft_research.runs.atomic_files import atomic_write_text
 
 RECORD = "compute.json"
 

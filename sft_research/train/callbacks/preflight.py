@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from sft_research.data.errors import DataError
-from sft_research.export import exports, model_dir
-from sft_research.fit_checks import check_micro_batch
-from sft_research.master_weights import LOW_PRECISION
-from sft_research.memory import FitShape, checkpoint_bytes, fsdp_shards
+from sft_research.errors import DataError, PreflightError
 from sft_research.model.fsdp import check_fsdp_wrapping
-from sft_research.preflight import check_output_dir, parameter_bytes
+from sft_research.train.config_checks import check_micro_batch
+from sft_research.train.export import exports, model_dir
+from sft_research.train.master_weights import LOW_PRECISION
+from sft_research.train.memory import FitShape, checkpoint_bytes, fsdp_shards
 
 
 class Preflight(L.Callback):
@@ -48,7 +49,7 @@ class Preflight(L.Callback):
 
 
 def training_state_bytes(trainer, module) -> int:
-    """What one checkpoint holds over every process (:func:`~sft_research.memory.checkpoint_bytes`): under FSDP a
+    """What one checkpoint holds over every process (:func:`~sft_research.train.memory.checkpoint_bytes`): under FSDP a
     process holds its shard of every weight, so the whole model is its count times the processes that split it."""
     parameters = list(module.model.parameters())
     trained = [p for p in parameters if p.requires_grad]
@@ -79,3 +80,22 @@ def check_batch_and_records(module, data) -> None:
             data.train_source.name,
             f"{type(objective).__name__} trains on {wanted}, but this source holds {data.kinds[data.train_source.name]}",
         )
+
+
+def check_output_dir(path: Path, needed_bytes: int, what: str) -> None:
+    """``path`` must be a writable folder (created if missing) on a disk with room for ``needed_bytes``."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as error:
+        raise PreflightError(f"the {what} folder {path} is not writable: {error}") from error
+    free = shutil.disk_usage(path).free
+    if free < needed_bytes:
+        raise PreflightError(
+            f"the {what} folder {path} has {free / 2**30:.2f} GiB free, but one checkpoint needs about {needed_bytes / 2**30:.2f} GiB"
+        )
+
+
+def parameter_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())

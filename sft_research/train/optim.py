@@ -10,7 +10,7 @@ from typing import Literal
 import torch
 
 from sft_research.errors import ConfigError
-from sft_research.master_weights import LOW_PRECISION, MasterWeights
+from sft_research.train.master_weights import LOW_PRECISION, MasterWeights
 
 
 @dataclass
@@ -34,7 +34,7 @@ class OptimizerConfig:
         max_grad_norm: clip the gradient's global norm to this value (None: no clipping); ``train/grad_norm`` logs
             the norm before clipping.
         master_weights: step float32 master copies of bf16/fp16 trained weights and round them into the weights
-            (:class:`~sft_research.master_weights.MasterWeights`, as DeepSpeed and mixed precision do); false steps the
+            (:class:`~sft_research.train.master_weights.MasterWeights`, as DeepSpeed and mixed precision do); false steps the
             low-precision weights themselves, where updates below half a unit in their last place are lost.
     """
 

@@ -1,0 +1,3 @@
+from sft_research.cli.main import console
+
+console()

@@ -1,5 +1,0 @@
-"""Evaluation of fine-tuned models."""
-
-from sft_research.evaluation.task_accuracy import TaskAccuracy
-
-__all__ = ["TaskAccuracy"]
