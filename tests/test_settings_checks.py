@@ -56,3 +56,13 @@ def test_the_readme_says_to_write_negative_numbers_with_an_equals_sign():
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert "Negative numbers need the `=` form (`--model.optimizer.lr=-1e-5`" in readme
+
+
+def test_one_is_task_reads_a_source_as_written_and_as_parsed():
+    from jsonargparse import Namespace
+
+    from sft_research.train.config_checks import is_task
+
+    task, file = "sft_research.data.ReasoningGymTask", "sft_research.data.FileDataset"
+    assert is_task({"class_path": task}) and is_task(Namespace(class_path=task, init_args=Namespace(task="chain_sum")))
+    assert not is_task({"class_path": file}) and not is_task(Namespace(class_path=file)) and not is_task(None)

@@ -19,7 +19,7 @@ from sft_research.rehearsal.fixtures import fixture
 from sft_research.rehearsal.logger import STAND_IN_METRICS
 from sft_research.rehearsal.resume_check import keep_every_state
 from sft_research.rehearsal.standins import GivenFiles, stand_in
-from sft_research.train.config_checks import check_micro_batch
+from sft_research.train.config_checks import check_micro_batch, is_task
 
 CPU_FSDP = "sft_research.rehearsal.strategy.CPUFSDPStrategy"
 REHEARSAL_LOGGER = "sft_research.rehearsal.logger.RehearsalCSVLogger"
@@ -237,10 +237,6 @@ def stand_in_data(result: Plan, source: Any, where: str) -> None:
             init["path"] = str(folder)
     for value in init.values():
         stand_in_data(result, value, where)
-
-
-def is_task(source: Any) -> bool:
-    return isinstance(source, dict) and str(source.get("class_path", "")).endswith("ReasoningGymTask")
 
 
 def shorten_generation(result: Plan, generation: dict[str, Any], where: str, what: str) -> None:

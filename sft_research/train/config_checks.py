@@ -90,7 +90,9 @@ def configured_processes(trainer) -> int | None:
 
 
 def is_task(source) -> bool:
-    return source is not None and str(getattr(source, "class_path", "")).endswith("ReasoningGymTask")
+    """Whether a data source's config, parsed (a Namespace) or as written (a dict), is a task with held-out prompts."""
+    class_path = source.get("class_path") if isinstance(source, dict) else getattr(source, "class_path", None)
+    return str(class_path or "").endswith("ReasoningGymTask")
 
 
 def check_architecture(config, name: str, architecture: dict) -> None:
