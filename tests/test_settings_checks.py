@@ -66,3 +66,34 @@ def test_one_is_task_reads_a_source_as_written_and_as_parsed():
     task, file = "sft_research.data.ReasoningGymTask", "sft_research.data.FileDataset"
     assert is_task({"class_path": task}) and is_task(Namespace(class_path=task, init_args=Namespace(task="chain_sum")))
     assert not is_task({"class_path": file}) and not is_task(Namespace(class_path=file)) and not is_task(None)
+
+
+FILE_DATA = {"class_path": "sft_research.data.FileDataset", "init_args": {"path": "d.jsonl"}}
+
+
+@pytest.mark.parametrize(
+    "precision,dtype",
+    [(None, "float32"), ("32-true", "float32"), ("bf16-mixed", "float32"), ("bf16-true", "bfloat16"), ("16-true", "float16")],
+)
+def test_the_weights_dtype_follows_the_precision(precision, dtype):
+    from sft_research.fit.cli import parse_fit
+
+    fit = {"trainer": {} if precision is None else {"precision": precision}, "data": {"train": FILE_DATA}}
+    assert parse_fit(fit).model.pretrained.dtype == dtype
+    # Naming the dtype the precision holds is allowed too.
+    assert parse_fit({**fit, "model": {"pretrained": {"dtype": dtype}}}).model.pretrained.dtype == dtype
+
+
+def test_a_dtype_the_precision_does_not_hold_is_refused_in_one_line():
+    from sft_research.errors import ConfigError
+    from sft_research.fit.cli import parse_fit
+
+    train = FILE_DATA
+    with pytest.raises(ConfigError) as error:
+        parse_fit({"trainer": {"precision": "bf16-mixed"}, "model": {"pretrained": {"dtype": "bfloat16"}}, "data": {"train": train}})
+    assert str(error.value) == (
+        "--model.pretrained.dtype bfloat16 with --trainer.precision bf16-mixed: that precision holds the weights in float32; "
+        "leave model.pretrained.dtype out, it follows trainer.precision"
+    )
+    with pytest.raises(ConfigError, match="--model.pretrained.dtype float32 with --trainer.precision bf16-true"):
+        parse_fit({"trainer": {"precision": "bf16-true"}, "model": {"pretrained": {"dtype": "float32"}}, "data": {"train": train}})

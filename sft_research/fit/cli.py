@@ -27,7 +27,7 @@ from sft_research.fit.run_folders import evaluation_version, remove_if_empty, ru
 from sft_research.runs.csv_logger import RunCSVLogger
 from sft_research.train.callbacks.progress_bar import StepProgressBar
 from sft_research.train.callbacks.run_record import RunRecord
-from sft_research.train.config_checks import check_fit_config
+from sft_research.train.config_checks import check_fit_config, weights_dtype
 from sft_research.train.module import FineTuningModule
 
 CSV_LOGGER = "sft_research.runs.csv_logger.RunCSVLogger"
@@ -73,6 +73,9 @@ class FitCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         check_fit_config(self.subcommand or "fit", config, self.model_config)
+        pretrained = config.model.get("pretrained")
+        if pretrained is not None:  # bf16 is set in one place: the weights' dtype follows trainer.precision
+            pretrained.dtype = weights_dtype(config.trainer.get("precision"), pretrained.get("dtype"))
         with_absolute_paths(config)
         logger = config.trainer.get("logger")
         class_path = getattr(logger, "class_path", None)

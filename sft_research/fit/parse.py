@@ -48,7 +48,7 @@ TRL_NAMES = {
     "eval_steps": "trainer.val_check_interval",
     "save_steps": "trainer.callbacks (a ModelCheckpoint's every_n_train_steps)",
     "seed": "seed_everything",
-    "bf16": "trainer.precision bf16-true (with --model.pretrained.dtype bfloat16)",
+    "bf16": "trainer.precision bf16-true (the weights' dtype, model.pretrained.dtype, follows it)",
     "fp16": "trainer.precision 16-mixed",
     "gradient_checkpointing": "model.pretrained.gradient_checkpointing",
     "packing": "model.execution.packing",

@@ -57,14 +57,17 @@ class ModelConfig:
     Args:
         name_or_path: a hub id, a local checkpoint folder, ``embedded:SmolLM2-135M-Instruct``, or a peft adapter
             folder (loaded as its base model with the adapter merged in).
-        dtype: the weights' dtype.
+        dtype: the weights' dtype. None: the one ``trainer.precision`` computes in on the command line (bfloat16
+            under ``bf16-true``, float16 under ``16-true``, else float32: the mixed precisions keep float32 weights),
+            float32 when the module is built from Python; a config that names one ``trainer.precision`` does not hold
+            is refused.
         gradient_checkpointing: recompute activations in the backward pass to save memory.
         lora: train LoRA adapters instead of all weights.
         attn_implementation: transformers' attention backend.
     """
 
     name_or_path: str = DEFAULT_MODEL
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float16"] | None = None
     gradient_checkpointing: bool = False
     lora: LoraConfig | None = None
     attn_implementation: str = "sdpa"
@@ -77,7 +80,7 @@ def load_model(config: ModelConfig):
         model = from_pretrained(
             AutoModelForCausalLM,
             config.name_or_path,
-            dtype=DTYPES[config.dtype],
+            dtype=DTYPES[config.dtype or "float32"],
             attn_implementation=config.attn_implementation,
         )
     keep_float32_buffers(model)

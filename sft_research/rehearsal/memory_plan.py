@@ -79,7 +79,7 @@ def fit_shape(parsed, files: ModelFiles) -> FitShape:
     per_node = processes // (trainer.get("num_nodes") or 1)
     shards, shard_weights = fsdp_shards(str(strategy.sharding_strategy), processes, per_node) if strategy else (1, False)
     precision = str(trainer.get("precision") or "32-true")
-    weight_bytes = 2 if precision in ("bf16-true", "16-true") else DTYPE_BYTES[pretrained.dtype]
+    weight_bytes = DTYPE_BYTES[pretrained.dtype]  # the fit command made it follow the precision
     share = data.batch_size // processes
     micro = data.get("micro_batch_size") or share
     reference = model.frozen.get("reference") or pretrained.name_or_path

@@ -25,6 +25,10 @@ REPLACED_TRAINER_OPTIONS = {
     "gradient_clip_algorithm": (None, "the module clips the gradient's norm (model.optimizer.max_grad_norm)"),
 }
 
+# The dtype the weights are held in under each of Lightning's precisions: the "true" ones hold them in the dtype they
+# compute in; the mixed ones (and 32, 64) keep float32 weights.
+PRECISION_DTYPES = {"bf16-true": "bfloat16", "16-true": "float16"}
+
 
 def check_fit_config(subcommand: str, config, model_config: Callable[[str], dict] | None) -> None:
     """Every check of this file, on the parsed (not yet built) config of ``sft-research SUBCOMMAND``; those that need
@@ -60,6 +64,19 @@ def check_settings(subcommand: str, config) -> None:
             f"{subcommand} needs held-out data: --data.val (e.g. sft_research.data.FileDataset with --data.val.path FILE), "
             "--data.val_fraction with training records, or a task with held-out prompts as --data.train (ReasoningGymTask)"
         )
+
+
+def weights_dtype(precision, dtype: str | None) -> str:
+    """``model.pretrained.dtype`` as ``trainer.precision`` holds the weights: the precision's own where the config
+    names none; one that differs from it is refused, so that bf16 is set in one place."""
+    precision = str(precision or "32-true")  # Lightning's default
+    follows = PRECISION_DTYPES.get(precision, "float32")
+    if dtype is not None and dtype != follows:
+        raise ConfigError(
+            f"--model.pretrained.dtype {dtype} with --trainer.precision {precision}: that precision holds the weights in "
+            f"{follows}; leave model.pretrained.dtype out, it follows trainer.precision"
+        )
+    return follows
 
 
 def check_micro_batch(batch_size: int, micro_batch_size: int | None, processes: int) -> None:
