@@ -66,7 +66,7 @@ def test_packed_and_compiled_batches_are_not_cut_to_their_completion():
 
 def test_an_objective_that_reads_outside_the_mask_gets_every_position(tiny_model_dir, tmp_path):
     from sft_research.model.loading import ModelConfig
-    from sft_research.objectives.base import ObjectiveOutput
+    from sft_research.objectives.base import BatchLoss
     from sft_research.objectives.sft import SFT
     from sft_research.train.module import FineTuningModule
 
@@ -83,4 +83,4 @@ def test_an_objective_that_reads_outside_the_mask_gets_every_position(tiny_model
     module.configure_model()
     batch = batch_of([(9, 5), (12, 3)])
     output = module.micro_loss(batch, batch["loss_mask"].sum(), torch.tensor(2.0), "train")
-    assert isinstance(output, ObjectiveOutput) and (seen["outside"] != 0).all()
+    assert isinstance(output, BatchLoss) and (seen["outside"] != 0).all()

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from sft_research.cli.main import main
 from sft_research.objectives import DFT, ObjectiveInputs, dft_loss, sft_loss
+from sft_research.objectives.base import run_objective
 from tests.conftest import file_fit_args, write_jsonl
 
 PROBS = [[0.5, 0.25, 0.8], [0.1, 0.9, 0.6]]
@@ -70,7 +71,7 @@ def test_dft_is_sft_where_the_model_is_certain():
 def test_dft_objective_diagnostics_are_per_example():
     logps = torch.tensor(PROBS, dtype=torch.float64).log()[:, None]
     mask = torch.tensor(MASK)[:, None]
-    output = DFT()(ObjectiveInputs(logps, mask, torch.ones(2), num_tokens=mask.sum(), num_examples=2))
+    output = run_objective(DFT(), ObjectiveInputs(logps, mask, torch.ones(2)), mask.sum(), 2)
     torch.testing.assert_close(output.diagnostics["dft/token_prob"], torch.tensor([0.375, 0.35], dtype=torch.float64))
     nll = torch.tensor([-(math.log(0.5) + math.log(0.25)) / 2, -(math.log(0.1) + math.log(0.6)) / 2], dtype=torch.float64)
     torch.testing.assert_close(output.diagnostics["nll"], nll)

@@ -10,7 +10,7 @@ from sft_research.frozen import FrozenContext, FrozenInput, TopKQuantity
 from sft_research.frozen.runner import FrozenConfig
 from sft_research.model.loading import ModelConfig, load_model
 from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput
-from sft_research.objectives.sft import sft_loss
+from sft_research.objectives.sft import sft_token_losses
 from sft_research.train.module import FineTuningModule
 from sft_research.train.optim import OptimizerConfig
 from tests.conftest import SFT_ROWS, write_jsonl
@@ -37,9 +37,10 @@ class RecordingObjective(Objective):
 
     def __call__(self, inputs: ObjectiveInputs) -> ObjectiveOutput:
         self.seen.append(inputs)
-        return ObjectiveOutput(sft_loss(inputs.logps[:, 0], inputs.mask[:, 0], num_tokens=inputs.num_tokens))
+        return ObjectiveOutput(sft_token_losses(inputs.logps[:, 0], inputs.mask[:, 0]), "tokens")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["cached", "on_the_fly"])
 def test_an_objective_declares_a_new_frozen_quantity_and_receives_it(mode, tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("SFT_RESEARCH_CACHE", str(tmp_path / "cache"))

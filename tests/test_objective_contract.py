@@ -8,7 +8,7 @@ import torch
 import sft_research.objectives as objectives
 from sft_research.frozen import BaselineScores, FullDistribution, ReferenceLogprobs, TopKDistribution
 from sft_research.model.output_layer import output_layer
-from sft_research.objectives.base import Objective, ObjectiveInputs
+from sft_research.objectives.base import Objective, ObjectiveInputs, run_objective
 
 VOCAB, HIDDEN = 11, 5
 # Constructor arguments of objectives that have required ones.
@@ -58,7 +58,7 @@ def frozen_value(frozen, b: int, s: int, t: int, g: torch.Generator):
     raise AssertionError(f"the contract test cannot make a {type(frozen).__name__}: teach frozen_value its shape")
 
 
-def inputs_for(objective: Objective, hidden, weight, labels, mask, frozen, quality, num_tokens, num_examples) -> ObjectiveInputs:
+def inputs_for(objective: Objective, hidden, weight, labels, mask, frozen, quality) -> ObjectiveInputs:
     """The objective's inputs from a random output layer: label log-probs and its position outputs, with gradients."""
     b, s, t, _ = hidden.shape
     reads = {}
@@ -73,7 +73,7 @@ def inputs_for(objective: Objective, hidden, weight, labels, mask, frozen, quali
         hidden.reshape(-1, HIDDEN), weight, labels.reshape(-1), (LabelLogprobs(), *objective.position_outputs), reads, chunk_size=4
     )
     values = {name: value.reshape(b, s, t, *value.shape[1:]) for name, value in values.items()}
-    return ObjectiveInputs(values.pop("logps"), mask, quality, num_tokens, num_examples, frozen, values)
+    return ObjectiveInputs(values.pop("logps"), mask, quality, frozen, values)
 
 
 def batch(objective: Objective, seed: int, b: int = 6, t: int = 5, extreme: bool = False):
@@ -100,15 +100,13 @@ def test_micro_batches_add_up_to_the_batch(cls, arguments, split):
     hidden, labels, mask, frozen, quality = batch(objective, seed=split)
     weight = torch.randn(VOCAB, HIDDEN, generator=torch.Generator().manual_seed(9), dtype=torch.float64, requires_grad=True)
     num_tokens, num_examples = mask.sum(), float(hidden.shape[0])
-    whole = objective(inputs_for(objective, hidden, weight, labels, mask, frozen, quality, num_tokens, num_examples)).loss
+    whole = run_objective(objective, inputs_for(objective, hidden, weight, labels, mask, frozen, quality), num_tokens, num_examples).loss
     (whole_grad,) = torch.autograd.grad(whole, weight)
     parts = 0.0
     for first in range(0, hidden.shape[0], split):
         rows = slice(first, first + split)
-        part = inputs_for(
-            objective, hidden[rows], weight, labels[rows], mask[rows], sliced(frozen, rows), quality[rows], num_tokens, num_examples
-        )
-        parts = parts + objective(part).loss
+        part = inputs_for(objective, hidden[rows], weight, labels[rows], mask[rows], sliced(frozen, rows), quality[rows])
+        parts = parts + run_objective(objective, part, num_tokens, num_examples).loss
     (parts_grad,) = torch.autograd.grad(parts, weight)
     # The output layer normalises in float32: the sums agree to its rounding.
     torch.testing.assert_close(parts, whole, rtol=1e-5, atol=1e-6)
@@ -122,7 +120,7 @@ def test_the_loss_is_finite_and_diagnostics_are_per_example(cls, arguments):
     for extreme in (False, True):
         hidden, labels, mask, frozen, quality = batch(objective, seed=3, extreme=extreme)
         weight = torch.randn(VOCAB, HIDDEN, generator=torch.Generator().manual_seed(2), dtype=torch.float64, requires_grad=True)
-        output = objective(inputs_for(objective, hidden, weight, labels, mask, frozen, quality, mask.sum(), float(hidden.shape[0])))
+        output = run_objective(objective, inputs_for(objective, hidden, weight, labels, mask, frozen, quality), mask.sum(), hidden.shape[0])
         assert output.loss.dim() == 0 and torch.isfinite(output.loss), f"extreme={extreme}"
         (grad,) = torch.autograd.grad(output.loss, weight)
         assert torch.isfinite(grad).all(), f"extreme={extreme}"

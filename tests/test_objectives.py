@@ -196,6 +196,6 @@ def test_dpo_logs_trls_summed_completion_logps():
 
     logps = torch.tensor([[[-1.0, -2.0, -3.0], [-0.5, -0.5, -4.0]]])  # one pair: chosen, rejected
     mask = torch.tensor([[[True, True, False], [True, False, True]]])
-    inputs = ObjectiveInputs(logps, mask, torch.ones(1), mask.sum().float(), 1.0, {"ref_logps": torch.zeros_like(logps)})
+    inputs = ObjectiveInputs(logps, mask, torch.ones(1), {"ref_logps": torch.zeros_like(logps)})
     diagnostics = DPO()(inputs).diagnostics
     assert diagnostics["logps/chosen"].tolist() == [-3.0] and diagnostics["logps/rejected"].tolist() == [-4.5]

@@ -1,6 +1,7 @@
 import torch
 
 from sft_research.objectives import SFT, ObjectiveInputs, sft_loss
+from sft_research.objectives.base import run_objective
 
 
 def random_inputs(seed=0, b=4, t=7):
@@ -51,8 +52,8 @@ def test_masked_positions_do_not_matter_and_get_no_gradient():
 def test_objective_uses_quality_only_when_asked():
     logps, mask = random_inputs(5)
     quality = torch.tensor([0.0, 1.0, 0.5, 2.0], dtype=torch.float64)
-    inputs = ObjectiveInputs(logps[:, None], mask[:, None], quality, mask.sum(), 4)
-    torch.testing.assert_close(SFT()(inputs).loss, sft_loss(logps, mask))
-    out = SFT(use_quality=True)(inputs)
+    inputs = ObjectiveInputs(logps[:, None], mask[:, None], quality)
+    torch.testing.assert_close(run_objective(SFT(), inputs, mask.sum(), 4).loss, sft_loss(logps, mask))
+    out = run_objective(SFT(use_quality=True), inputs, mask.sum(), 4)
     torch.testing.assert_close(out.loss, sft_loss(logps, mask, quality))
     assert set(out.diagnostics) == {"nll", "quality"} and out.diagnostics["nll"].shape == (4,)

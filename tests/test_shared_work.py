@@ -16,7 +16,7 @@ from sft_research.cli.main import main
 from sft_research.frozen import BaselineScores, ReferenceLogprobs, TopKDistribution
 from sft_research.frozen.shares import Shares
 from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput
-from sft_research.objectives.sft import sft_loss
+from sft_research.objectives.sft import sft_token_losses
 from tests.conftest import SFT_ROWS, write_jsonl
 
 
@@ -28,7 +28,7 @@ class EveryCachedKind(Objective):
         self.frozen_inputs = (ReferenceLogprobs(), BaselineScores([baseline]), TopKDistribution("teacher", k=3))
 
     def __call__(self, inputs: ObjectiveInputs) -> ObjectiveOutput:
-        return ObjectiveOutput(sft_loss(inputs.logps[:, 0], inputs.mask[:, 0], num_tokens=inputs.num_tokens))
+        return ObjectiveOutput(sft_token_losses(inputs.logps[:, 0], inputs.mask[:, 0]), "tokens")
 
 
 @pytest.mark.parametrize("count,batch_size,world", [(12, 3, 2), (13, 3, 2), (10, 4, 3), (2, 4, 3), (50, 16, 8)])

@@ -24,10 +24,12 @@ class PositionOutput(ABC):
         name: its key in ``ObjectiveInputs.outputs`` (``[B, S, T, ...]``, T over label positions).
         reads: the per-position frozen tensors it reads, as ``"<frozen input>"`` or ``"<frozen input>.<tensor>"``;
             they arrive sliced to the same positions as the log-probs.
+        grad: False marks a diagnostic: computed without gradients, and skipped by the output layer's backward.
     """
 
     name: str
     reads: tuple[str, ...] = ()
+    grad: bool = True
 
     @abstractmethod
     def __call__(self, logprobs: torch.Tensor, labels: torch.Tensor, frozen: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -59,6 +61,37 @@ class TokenLogprobs(PositionOutput):
         return logprobs.gather(-1, frozen[self.ids].long())
 
 
+class Entropy(PositionOutput):
+    """The entropy ``-sum_v p_v log p_v`` of the next-token distribution, over the whole vocabulary (``[n]``).
+
+    Args:
+        name: the output's name.
+        grad: False: a diagnostic, without gradients.
+    """
+
+    def __init__(self, name: str = "entropy", grad: bool = True):
+        self.name, self.grad = name, grad
+
+    def __call__(self, logprobs: torch.Tensor, labels: torch.Tensor, frozen: dict[str, torch.Tensor]) -> torch.Tensor:
+        return -(logprobs.exp() * logprobs).sum(-1)
+
+
+class MeanLogprob(PositionOutput):
+    """The mean log-prob ``(1/V) sum_v log p_v`` over the whole vocabulary (``[n]``): minus the cross-entropy to the
+    uniform distribution, label smoothing's second term.
+
+    Args:
+        name: the output's name.
+        grad: False: a diagnostic, without gradients.
+    """
+
+    def __init__(self, name: str = "mean_logprob", grad: bool = True):
+        self.name, self.grad = name, grad
+
+    def __call__(self, logprobs: torch.Tensor, labels: torch.Tensor, frozen: dict[str, torch.Tensor]) -> torch.Tensor:
+        return logprobs.mean(-1)
+
+
 def compute_outputs(
     hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, outputs: Sequence[PositionOutput], frozen: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, ...]:
@@ -68,9 +101,16 @@ def compute_outputs(
 def outputs_from_logits(
     logits: torch.Tensor, labels: torch.Tensor, outputs: Sequence[PositionOutput], frozen: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, ...]:
-    """The outputs at ``[n, V]`` logits, normalised in float32."""
+    """The outputs at ``[n, V]`` logits, normalised in float32 (diagnostics without gradients)."""
     logprobs = torch.log_softmax(logits.float(), dim=-1)
-    return tuple(output(logprobs, labels, {name: frozen[name] for name in output.reads}) for output in outputs)
+    return tuple(output_value(output, logprobs, labels, {name: frozen[name] for name in output.reads}) for output in outputs)
+
+
+def output_value(output: PositionOutput, logprobs: torch.Tensor, labels: torch.Tensor, frozen: dict[str, torch.Tensor]) -> torch.Tensor:
+    if output.grad:
+        return output(logprobs, labels, frozen)
+    with torch.no_grad():
+        return output(logprobs, labels, frozen)
 
 
 class _Chunked(torch.autograd.Function):
@@ -85,12 +125,16 @@ class _Chunked(torch.autograd.Function):
                     result.append(value)
         ctx.save_for_backward(hidden, weight, labels, *values)
         ctx.outputs, ctx.chunk_size, ctx.names = outputs, chunk_size, names
-        return tuple(torch.cat(result) for result in results)
+        joined = tuple(torch.cat(result) for result in results)
+        ctx.mark_non_differentiable(*(value for value, output in zip(joined, outputs) if not output.grad))
+        return joined
 
     @staticmethod
     def backward(ctx, *grad_outputs):
         hidden, weight, labels, *values = ctx.saved_tensors
         wants_hidden, wants_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        # Diagnostics are not recomputed: they have no gradient to give.
+        differentiable = [(output, grad) for output, grad in zip(ctx.outputs, grad_outputs) if output.grad and grad is not None]
         grad_hidden = torch.zeros_like(hidden) if wants_hidden else None
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if wants_weight else None
         for first in range(0, hidden.shape[0], ctx.chunk_size):
@@ -99,8 +143,8 @@ class _Chunked(torch.autograd.Function):
                 chunk = hidden[rows].detach().requires_grad_(wants_hidden)
                 head = weight.detach().requires_grad_(wants_weight)
                 frozen = {name: value[rows] for name, value in zip(ctx.names, values)}
-                produced = compute_outputs(chunk, head, labels[rows], ctx.outputs, frozen)
-                pairs = [(out, grad[rows]) for out, grad in zip(produced, grad_outputs) if grad is not None and out.requires_grad]
+                produced = compute_outputs(chunk, head, labels[rows], [output for output, _ in differentiable], frozen)
+                pairs = [(out, grad[rows]) for out, (_, grad) in zip(produced, differentiable) if out.requires_grad]
                 if not pairs:
                     continue
                 inputs = [t for t, wanted in ((chunk, wants_hidden), (head, wants_weight)) if wanted]

@@ -1,6 +1,6 @@
 """Training objectives: pure loss functions of tensors, each wrapped by an :class:`Objective` class."""
 
-from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput
+from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput, reduce_losses
 from sft_research.objectives.dft import DFT, dft_loss
 from sft_research.objectives.distillation import Distillation, generalized_jsd
 from sft_research.objectives.dpo import DPO, dpo_loss
@@ -28,5 +28,6 @@ __all__ = [
     "irft_loss",
     "iw_sft_loss",
     "poft_loss",
+    "reduce_losses",
     "sft_loss",
 ]

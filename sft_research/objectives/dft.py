@@ -8,7 +8,23 @@ from __future__ import annotations
 
 import torch
 
-from sft_research.objectives.base import Normalization, Objective, ObjectiveInputs, ObjectiveOutput, normalize_token_losses
+from sft_research.objectives.base import Normalization, Objective, ObjectiveInputs, ObjectiveOutput, reduce_losses
+
+
+def dft_token_losses(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The token-level DFT objective ``L_DFT = E_{(x, y*)}[ -sum_t sg(pi(y*_t | y*_<t, x)) log pi(y*_t | y*_<t, x) ]``,
+    per token: ``loss_it = -mask_it * sg(exp(logps_it)) * logps_it`` (``[B, T]``).
+
+    The SFT gradient ``-grad log p`` is an on-policy policy gradient with the implicit reward ``1 / p``; weighting by
+    the detached ``p`` cancels it, so each token's gradient becomes ``-grad p``: bounded, and small on tokens the
+    model finds unlikely.
+
+    Args:
+        logps: ``[B, T]`` label-token log-probs (position t scores token t+1).
+        mask: ``[B, T]`` bool, true on completion tokens.
+    """
+    weights = logps.detach().exp()
+    return -(weights * logps * mask)
 
 
 def dft_loss(
@@ -19,23 +35,10 @@ def dft_loss(
     normalize: Normalization = "tokens",
     num_examples: float | None = None,
 ) -> torch.Tensor:
-    """The token-level DFT objective ``L_DFT = E_{(x, y*)}[ -sum_t sg(pi(y*_t | y*_<t, x)) log pi(y*_t | y*_<t, x) ]``::
-
-        loss = -sum_{i,t} mask_it * sg(exp(logps_it)) * logps_it / N
-
-    The SFT gradient ``-grad log p`` is an on-policy policy gradient with the implicit reward ``1 / p``; weighting by
-    the detached ``p`` cancels it, so each token's gradient becomes ``-grad p``: bounded, and small on tokens the
-    model finds unlikely.
-
-    Args:
-        logps: ``[B, T]`` label-token log-probs (position t scores token t+1).
-        mask: ``[B, T]`` bool, true on completion tokens.
-        num_tokens, num_examples: N and the number of examples of the whole optimizer batch (defaults: this
-            micro-batch's), so that the sum of micro-batch gradients equals the full-batch gradient.
-        normalize: ``tokens`` or ``sequences`` (:func:`normalize_token_losses`).
-    """
-    weights = logps.detach().exp()
-    return normalize_token_losses(-(weights * logps * mask), mask, normalize, num_tokens, num_examples)
+    """:func:`dft_token_losses` reduced: ``-sum_{i,t} mask_it * sg(exp(logps_it)) * logps_it / N``, N the completion
+    tokens (``num_tokens``, default ``mask.sum()``), or per sequence (``normalize="sequences"``,
+    :func:`~sft_research.objectives.base.reduce_losses`)."""
+    return reduce_losses(dft_token_losses(logps, mask), normalize, mask, num_tokens, num_examples)
 
 
 class DFT(Objective):
@@ -46,6 +49,7 @@ class DFT(Objective):
         normalize: ``tokens`` (every token of the batch counts the same) or ``sequences`` (every sequence does).
     """
 
+    logs_nll = True
     spread_diagnostics = ("dft/token_prob",)
 
     def __init__(self, normalize: Normalization = "tokens"):
@@ -53,9 +57,6 @@ class DFT(Objective):
 
     def __call__(self, inputs: ObjectiveInputs) -> ObjectiveOutput:
         logps, mask = inputs.logps[:, 0], inputs.mask[:, 0]
-        loss = dft_loss(logps, mask, inputs.num_tokens, normalize=self.normalize, num_examples=inputs.num_examples)
         with torch.no_grad():
-            tokens = mask.sum(-1).clamp(min=1)
-            nll = -(logps * mask).sum(-1) / tokens
-            token_prob = (logps.exp() * mask).sum(-1) / tokens
-        return ObjectiveOutput(loss, {"nll": nll, "dft/token_prob": token_prob})
+            token_prob = (logps.exp() * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+        return ObjectiveOutput(dft_token_losses(logps, mask), self.normalize, {"dft/token_prob": token_prob})

@@ -14,7 +14,7 @@ import torch
 
 from sft_research.frozen.distributions import FullDistribution, TopKDistribution
 from sft_research.model.output_layer import PositionOutput, TokenLogprobs
-from sft_research.objectives.base import Normalization, Objective, ObjectiveInputs, ObjectiveOutput, normalize_token_losses
+from sft_research.objectives.base import Normalization, Objective, ObjectiveInputs, ObjectiveOutput
 
 
 def generalized_jsd(student: torch.Tensor, teacher: torch.Tensor, beta: float) -> torch.Tensor:
@@ -71,9 +71,10 @@ class Distillation(Objective):
             where the policy's tail is the teacher's scaled; e.g. 0.327 against 0.537 at beta 0.5, k 5 and 50 tokens
             (random logits of scale 2, ``tests/test_distillation_top_k.py``). It is not GKD's loss: TRL's
             ``generalized_jsd_loss`` has no top-k form.
-        normalize: ``tokens`` or ``sequences`` (:func:`~sft_research.objectives.base.normalize_token_losses`).
+        normalize: ``tokens`` or ``sequences`` (:func:`~sft_research.objectives.base.reduce_losses`).
     """
 
+    logs_nll = True
     spread_diagnostics = ("distill/divergence",)
 
     def __init__(
@@ -108,7 +109,5 @@ class Distillation(Objective):
     def __call__(self, inputs: ObjectiveInputs) -> ObjectiveOutput:
         mask = inputs.mask[:, 0]
         divergence = self.divergence(inputs) * mask
-        loss = normalize_token_losses(divergence, mask, self.normalize, inputs.num_tokens, inputs.num_examples)
-        tokens = mask.sum(-1).clamp(min=1)
-        nll = -(inputs.logps[:, 0].detach() * mask).sum(-1) / tokens
-        return ObjectiveOutput(loss, {"distill/divergence": divergence.detach().sum(-1) / tokens, "nll": nll})
+        diagnostics = {"distill/divergence": divergence.detach().sum(-1) / mask.sum(-1).clamp(min=1)}
+        return ObjectiveOutput(divergence, self.normalize, diagnostics)

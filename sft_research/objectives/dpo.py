@@ -13,9 +13,50 @@ import torch
 import torch.nn.functional as F
 
 from sft_research.frozen.inputs import ReferenceLogprobs
-from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput
+from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput, reduce_losses
 
 DPOLossType = Literal["sigmoid", "hinge", "ipo"]
+
+
+def dpo_losses(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float = 0.1,
+    loss_type: DPOLossType = "sigmoid",
+    label_smoothing: float = 0.0,
+    chosen_lengths: torch.Tensor | None = None,
+    rejected_lengths: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DPO-family ``[B]`` per-example losses of ``[B]`` completion log-probs (summed over completion tokens).
+
+    With ``h = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)``:
+
+    * ``sigmoid``: ``-(1 - eps) log sigma(beta h) - eps log sigma(-beta h)``, eps = ``label_smoothing``
+      (conservative DPO; eps = 0 is the paper's Eq. 7);
+    * ``hinge``: ``relu(1 - beta h)``;
+    * ``ipo``: ``(h_bar - 1 / (2 beta))^2``, where ``h_bar`` divides each log-ratio by its completion length
+      (``chosen_lengths``/``rejected_lengths``, then required).
+
+    Returns:
+        The ``[B]`` losses and the detached implicit rewards ``beta (policy - ref)`` of the chosen and rejected
+        completions.
+    """
+    chosen_ratio, rejected_ratio = policy_chosen - ref_chosen.detach(), policy_rejected - ref_rejected.detach()
+    if loss_type == "sigmoid":
+        h = chosen_ratio - rejected_ratio
+        losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+    elif loss_type == "hinge":
+        losses = torch.relu(1 - beta * (chosen_ratio - rejected_ratio))
+    elif loss_type == "ipo":
+        if chosen_lengths is None or rejected_lengths is None:
+            raise ValueError("loss_type='ipo' needs chosen_lengths and rejected_lengths")
+        h_bar = chosen_ratio / chosen_lengths - rejected_ratio / rejected_lengths
+        losses = (h_bar - 1 / (2 * beta)) ** 2
+    else:
+        raise ValueError(f"unknown loss_type {loss_type!r}; expected sigmoid, hinge or ipo")
+    return losses, (beta * chosen_ratio).detach(), (beta * rejected_ratio).detach()
 
 
 def dpo_loss(
@@ -31,35 +72,10 @@ def dpo_loss(
     *,
     num_examples: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """DPO-family loss of ``[B]`` completion log-probs (summed over completion tokens).
-
-    With ``h = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)``:
-
-    * ``sigmoid``: ``-(1 - eps) log sigma(beta h) - eps log sigma(-beta h)``, eps = ``label_smoothing``
-      (conservative DPO; eps = 0 is the paper's Eq. 7);
-    * ``hinge``: ``relu(1 - beta h)``;
-    * ``ipo``: ``(h_bar - 1 / (2 beta))^2``, where ``h_bar`` divides each log-ratio by its completion length
-      (``chosen_lengths``/``rejected_lengths``, then required).
-
-    Returns:
-        The batch-mean loss (divided by ``num_examples``, default B) and the detached implicit rewards
-        ``beta (policy - ref)`` of the chosen and rejected completions.
-    """
-    chosen_ratio, rejected_ratio = policy_chosen - ref_chosen.detach(), policy_rejected - ref_rejected.detach()
-    if loss_type == "sigmoid":
-        h = chosen_ratio - rejected_ratio
-        losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
-    elif loss_type == "hinge":
-        losses = torch.relu(1 - beta * (chosen_ratio - rejected_ratio))
-    elif loss_type == "ipo":
-        if chosen_lengths is None or rejected_lengths is None:
-            raise ValueError("loss_type='ipo' needs chosen_lengths and rejected_lengths")
-        h_bar = chosen_ratio / chosen_lengths - rejected_ratio / rejected_lengths
-        losses = (h_bar - 1 / (2 * beta)) ** 2
-    else:
-        raise ValueError(f"unknown loss_type {loss_type!r}; expected sigmoid, hinge or ipo")
-    count = num_examples if num_examples is not None else policy_chosen.shape[0]
-    return losses.sum() / count, (beta * chosen_ratio).detach(), (beta * rejected_ratio).detach()
+    """:func:`dpo_losses` summed and divided by ``num_examples`` (default B: the batch mean), with the rewards."""
+    args = (beta, loss_type, label_smoothing, chosen_lengths, rejected_lengths)
+    losses, chosen, rejected = dpo_losses(policy_chosen, policy_rejected, ref_chosen, ref_rejected, *args)
+    return reduce_losses(losses, "examples", num_examples=num_examples), chosen, rejected
 
 
 def preference_diagnostics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -91,7 +107,7 @@ class DPO(Objective):
         policy = (inputs.logps * inputs.mask).sum(-1)
         ref = (inputs.ref_logps * inputs.mask).sum(-1)
         lengths = inputs.mask.sum(-1)
-        loss, chosen, rejected = dpo_loss(
+        losses, chosen, rejected = dpo_losses(
             policy[:, 0],
             policy[:, 1],
             ref[:, 0],
@@ -101,8 +117,7 @@ class DPO(Objective):
             self.label_smoothing,
             lengths[:, 0],
             lengths[:, 1],
-            num_examples=inputs.num_examples,
         )
         # TRL's logps/chosen and logps/rejected: the policy's summed completion log-probs.
         logps = {"logps/chosen": policy[:, 0].detach(), "logps/rejected": policy[:, 1].detach()}
-        return ObjectiveOutput(loss, preference_diagnostics(chosen, rejected) | logps)
+        return ObjectiveOutput(losses, "examples", preference_diagnostics(chosen, rejected) | logps)

@@ -9,7 +9,51 @@ from __future__ import annotations
 import torch
 
 from sft_research.frozen.inputs import ReferenceLogprobs
-from sft_research.objectives.base import Normalization, Objective, ObjectiveInputs, ObjectiveOutput, normalize_token_losses
+from sft_research.objectives.base import Normalization, Objective, ObjectiveInputs, ObjectiveOutput, reduce_losses
+
+
+def iw_sft_token_losses(
+    logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    mask: torch.Tensor,
+    temperature: float = 1.0,
+    max_weight: float = 16.0,
+    token_level: bool = False,
+    token_clip: float = 0.8,
+    quality: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The iw-SFT loss ``J = E_{tau in D+}[ sg(q(tau)/pi_ref(tau)) log p(tau; theta) ]`` with q the current policy, per
+    token.
+
+    Sequence level (the paper's LLM setting, official code ``sum_over_time=True``)::
+
+        w_i = clip(exp(temperature * mean_{t in mask_i}(logps - ref_logps)), 0, max_weight)     (no gradient)
+        loss_it = Q_i * w_i * mask_it * (-logps_it)
+
+    Token level (``sum_over_time=False``): ``w_it = clip(exp(logps_it - ref_logps_it), 1 - token_clip, 1 + token_clip)``,
+    multiplied per token. Q is the optional per-example quality (iw-SFT(Q)). Unlike the official code, whose
+    ``[B, T, 1] *= [B, 1]`` broadcast is only right at batch size 1, the weights are applied per example for any
+    batch size.
+
+    Args:
+        logps, ref_logps: ``[B, T]`` label-token log-probs under the policy and the frozen reference.
+        mask: ``[B, T]`` bool, true on completion tokens.
+
+    Returns:
+        The ``[B, T]`` per-token losses and the detached weights (``[B]``, or ``[B, T]`` at token level).
+    """
+    with torch.no_grad():
+        log_ratio = (logps - ref_logps) * mask
+        if token_level:
+            weights = torch.exp(log_ratio).clamp(1 - token_clip, 1 + token_clip) * mask
+        else:
+            mean_log_ratio = log_ratio.sum(-1) / mask.sum(-1).clamp(min=1)
+            weights = torch.exp(temperature * mean_log_ratio).clamp(0, max_weight)
+    token_nll = -logps * mask
+    weighted = token_nll * weights if token_level else token_nll * weights[:, None]
+    if quality is not None:
+        weighted = weighted * quality[:, None]
+    return weighted, weights
 
 
 def iw_sft_loss(
@@ -26,39 +70,12 @@ def iw_sft_loss(
     normalize: Normalization = "tokens",
     num_examples: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The iw-SFT loss ``J = E_{tau in D+}[ sg(q(tau)/pi_ref(tau)) log p(tau; theta) ]`` with q the current policy.
-
-    Sequence level (the paper's LLM setting, official code ``sum_over_time=True``)::
-
-        w_i = clip(exp(temperature * mean_{t in mask_i}(logps - ref_logps)), 0, max_weight)     (no gradient)
-        loss = sum_i Q_i * w_i * sum_{t in mask_i}(-logps_it) / N
-
-    Token level (``sum_over_time=False``): ``w_it = clip(exp(logps_it - ref_logps_it), 1 - token_clip, 1 + token_clip)``,
-    multiplied per token. N is the number of completion tokens (``num_tokens``, default ``mask.sum()``), and Q the
-    optional per-example quality scores (iw-SFT(Q)). ``normalize="sequences"`` takes each sequence's weighted
-    token-mean and averages over sequences instead (:func:`normalize_token_losses`): the official run's one sequence
-    per GPU, whose per-device token-means are averaged over GPUs. Unlike the official code, whose ``[B, T, 1] *= [B, 1]`` broadcast
-    is only right at batch size 1, the weights are applied per example for any batch size.
-
-    Args:
-        logps, ref_logps: ``[B, T]`` label-token log-probs under the policy and the frozen reference.
-        mask: ``[B, T]`` bool, true on completion tokens.
-
-    Returns:
-        The scalar loss and the detached weights (``[B]``, or ``[B, T]`` at token level).
-    """
-    with torch.no_grad():
-        log_ratio = (logps - ref_logps) * mask
-        if token_level:
-            weights = torch.exp(log_ratio).clamp(1 - token_clip, 1 + token_clip) * mask
-        else:
-            mean_log_ratio = log_ratio.sum(-1) / mask.sum(-1).clamp(min=1)
-            weights = torch.exp(temperature * mean_log_ratio).clamp(0, max_weight)
-    token_nll = -logps * mask
-    weighted = token_nll * weights if token_level else token_nll * weights[:, None]
-    if quality is not None:
-        weighted = weighted * quality[:, None]
-    return normalize_token_losses(weighted, mask, normalize, num_tokens, num_examples), weights
+    """:func:`iw_sft_token_losses` reduced: ``sum_{i,t} loss_it / N`` with N the completion tokens (``num_tokens``,
+    default ``mask.sum()``); ``normalize="sequences"`` takes each sequence's weighted token-mean and averages over
+    sequences instead (:func:`~sft_research.objectives.base.reduce_losses`): the official run's one sequence per GPU,
+    whose per-device token-means are averaged over GPUs. Returns the scalar loss and the detached weights."""
+    weighted, weights = iw_sft_token_losses(logps, ref_logps, mask, temperature, max_weight, token_level, token_clip, quality)
+    return reduce_losses(weighted, normalize, mask, num_tokens, num_examples), weights
 
 
 class IwSFT(Objective):
@@ -75,6 +92,7 @@ class IwSFT(Objective):
     """
 
     frozen_inputs = (ReferenceLogprobs(),)
+    logs_nll = True
     spread_diagnostics = ("iw/weight",)
 
     def __init__(
@@ -91,18 +109,9 @@ class IwSFT(Objective):
 
     def __call__(self, inputs: ObjectiveInputs) -> ObjectiveOutput:
         logps, ref_logps, mask = inputs.logps[:, 0], inputs.ref_logps[:, 0], inputs.mask[:, 0]
-        loss, weights = iw_sft_loss(
-            logps,
-            ref_logps,
-            mask,
-            self.temperature,
-            self.max_weight,
-            self.token_level,
-            self.token_clip,
-            quality=inputs.quality if self.use_quality else None,
-            num_tokens=inputs.num_tokens,
-            normalize=self.normalize,
-            num_examples=inputs.num_examples,
+        quality = inputs.quality if self.use_quality else None
+        losses, weights = iw_sft_token_losses(
+            logps, ref_logps, mask, self.temperature, self.max_weight, self.token_level, self.token_clip, quality
         )
         tokens = mask.sum(-1).clamp(min=1)
         if self.token_level:
@@ -110,5 +119,4 @@ class IwSFT(Objective):
             weight, clipped = weights.sum(-1) / tokens, (bounds & mask).sum(-1) / tokens
         else:
             weight, clipped = weights, (weights >= self.max_weight).float()
-        nll = -(logps.detach() * mask).sum(-1) / tokens
-        return ObjectiveOutput(loss, {"iw/weight": weight, "iw/clipped_fraction": clipped, "nll": nll})
+        return ObjectiveOutput(losses, self.normalize, {"iw/weight": weight, "iw/clipped_fraction": clipped})

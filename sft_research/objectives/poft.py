@@ -10,7 +10,28 @@ import torch
 import torch.nn.functional as F
 
 from sft_research.frozen.inputs import BaselineScores
-from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput
+from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput, reduce_losses
+
+
+def poft_losses(
+    logps: torch.Tensor, mask: torch.Tensor, baseline_score: torch.Tensor, beta: float = 1.0, gamma: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Bradley-Terry loss that the target model beats the baselines on the same SFT pair (x, y), per example::
+
+        r_theta_i = mean_{t in mask_i} logps_it                  (length-normalised log-likelihood of y)
+        loss_i = -log sigmoid(beta * (r_theta_i - baseline_score_i) + gamma)
+
+    ``baseline_score`` is ``r_bar = (1/M) sum_j r_j``, the baseline models' mean length-normalised log-likelihood of
+    the same response. The paper has beta = 1 and gamma = 0; the official code hard-codes the same.
+
+    Returns:
+        The ``[B]`` losses and the detached effective weight ``sigmoid(baseline_score - r_theta)``: the factor PoFT
+        puts on each example's SFT gradient.
+    """
+    r_theta = (logps * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    baseline_score = baseline_score.detach()
+    losses = F.softplus(-(beta * (r_theta - baseline_score) + gamma))
+    return losses, torch.sigmoid(baseline_score - r_theta).detach()
 
 
 def poft_loss(
@@ -22,23 +43,9 @@ def poft_loss(
     *,
     num_examples: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The Bradley-Terry loss that the target model beats the baselines on the same SFT pair (x, y)::
-
-        r_theta_i = mean_{t in mask_i} logps_it                  (length-normalised log-likelihood of y)
-        loss = mean_i -log sigmoid(beta * (r_theta_i - baseline_score_i) + gamma)
-
-    ``baseline_score`` is ``r_bar = (1/M) sum_j r_j``, the baseline models' mean length-normalised log-likelihood of
-    the same response. The paper has beta = 1 and gamma = 0; the official code hard-codes the same.
-
-    Returns:
-        The loss (divided by ``num_examples``, default B, so micro-batches add up to the batch mean) and the detached
-        effective weight ``sigmoid(baseline_score - r_theta)``: the factor PoFT puts on each example's SFT gradient.
-    """
-    r_theta = (logps * mask).sum(-1) / mask.sum(-1).clamp(min=1)
-    baseline_score = baseline_score.detach()
-    losses = F.softplus(-(beta * (r_theta - baseline_score) + gamma))
-    effective_weight = torch.sigmoid(baseline_score - r_theta).detach()
-    return losses.sum() / (num_examples if num_examples is not None else logps.shape[0]), effective_weight
+    """:func:`poft_losses` summed and divided by ``num_examples`` (default B: the batch mean), with the weights."""
+    losses, effective_weight = poft_losses(logps, mask, baseline_score, beta, gamma)
+    return reduce_losses(losses, "examples", num_examples=num_examples), effective_weight
 
 
 class PoFT(Objective):
@@ -65,9 +72,12 @@ class PoFT(Objective):
 
     def __call__(self, inputs: ObjectiveInputs) -> ObjectiveOutput:
         logps, mask = inputs.logps[:, 0], inputs.mask[:, 0]
-        loss, weight = poft_loss(logps, mask, inputs.baseline_score, self.beta, self.gamma, num_examples=inputs.num_examples)
+        losses, weight = poft_losses(logps, mask, inputs.baseline_score, self.beta, self.gamma)
         r_theta = ((logps * mask).sum(-1) / mask.sum(-1).clamp(min=1)).detach()
-        return ObjectiveOutput(
-            loss,
-            {"poft/effective_weight": weight, "poft/reward": r_theta, "poft/baseline_score": inputs.baseline_score, "nll": -r_theta},
-        )
+        diagnostics = {
+            "poft/effective_weight": weight,
+            "poft/reward": r_theta,
+            "poft/baseline_score": inputs.baseline_score,
+            "nll": -r_theta,
+        }
+        return ObjectiveOutput(losses, "examples", diagnostics)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from sft_research.objectives.base import Normalization, Objective, ObjectiveInputs, ObjectiveOutput, normalize_token_losses
+from sft_research.objectives.base import Normalization, Objective, ObjectiveInputs, ObjectiveOutput, reduce_losses
+
+
+def sft_token_losses(logps: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """``[B, T]`` per-token terms ``-w_i * mask_it * logps_it`` of the SFT loss (see :func:`sft_loss`)."""
+    token_nll = -(logps * mask)
+    if weights is not None:
+        token_nll = token_nll * weights[:, None]
+    return token_nll
 
 
 def sft_loss(
@@ -19,21 +27,17 @@ def sft_loss(
     """Mean negative log-likelihood of the completion tokens.
 
     ``L = -sum_{i,t} w_i * mask_it * logps_it / N``, with N the number of completion tokens (``normalize="sequences"``:
-    each sequence's mean, averaged over sequences; see :func:`normalize_token_losses`). With ``weights`` (``[B]``) each
-    example's tokens are scaled by its weight: SFT on quality-scored data, ``E[Q(tau) log p(tau)]`` in
-    Qin & Springenberg (2025), arXiv 2507.12856, Sec. 3.
+    each sequence's mean, averaged over sequences; see :func:`~sft_research.objectives.base.reduce_losses`). With
+    ``weights`` (``[B]``) each example's tokens are scaled by its weight: SFT on quality-scored data,
+    ``E[Q(tau) log p(tau)]`` in Qin & Springenberg (2025), arXiv 2507.12856, Sec. 3.
 
     Args:
         logps: ``[B, T]`` label-token log-probs (position t scores token t+1).
         mask: ``[B, T]`` bool, true on completion tokens.
         weights: optional ``[B]`` per-example weights.
-        num_tokens, num_examples: N and the number of examples of the whole optimizer batch (defaults: this
-            micro-batch's), so that the sum of micro-batch gradients equals the full-batch gradient.
+        num_tokens, num_examples: N and the number of examples (defaults: this batch's).
     """
-    token_nll = -(logps * mask)
-    if weights is not None:
-        token_nll = token_nll * weights[:, None]
-    return normalize_token_losses(token_nll, mask, normalize, num_tokens, num_examples)
+    return reduce_losses(sft_token_losses(logps, mask, weights), normalize, mask, num_tokens, num_examples)
 
 
 class SFT(Objective):
@@ -44,16 +48,12 @@ class SFT(Objective):
         normalize: ``tokens`` (every token of the batch counts the same) or ``sequences`` (every sequence does).
     """
 
+    logs_nll = True
+
     def __init__(self, use_quality: bool = False, normalize: Normalization = "tokens"):
         self.use_quality, self.normalize = use_quality, normalize
 
     def __call__(self, inputs: ObjectiveInputs) -> ObjectiveOutput:
-        logps, mask = inputs.logps[:, 0], inputs.mask[:, 0]
         weights = inputs.quality if self.use_quality else None
-        loss = sft_loss(logps, mask, weights, inputs.num_tokens, normalize=self.normalize, num_examples=inputs.num_examples)
-        with torch.no_grad():
-            nll = -(logps * mask).sum(-1) / mask.sum(-1).clamp(min=1)
-        diagnostics = {"nll": nll}
-        if weights is not None:
-            diagnostics["quality"] = weights
-        return ObjectiveOutput(loss, diagnostics)
+        diagnostics = {"quality": weights} if weights is not None else {}
+        return ObjectiveOutput(sft_token_losses(inputs.logps[:, 0], inputs.mask[:, 0], weights), self.normalize, diagnostics)

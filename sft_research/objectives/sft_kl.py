@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Literal
 
 from sft_research.frozen.distributions import FullDistribution
-from sft_research.objectives.base import Normalization, Objective, ObjectiveInputs, ObjectiveOutput, normalize_token_losses
+from sft_research.objectives.base import Normalization, Objective, ObjectiveInputs, ObjectiveOutput
 from sft_research.objectives.distillation import TeacherDivergence
-from sft_research.objectives.sft import sft_loss
+from sft_research.objectives.sft import sft_token_losses
 
 
 class SFTWithKL(Objective):
@@ -28,6 +28,7 @@ class SFTWithKL(Objective):
         normalize: ``tokens`` or ``sequences``, for both terms.
     """
 
+    logs_nll = True
     spread_diagnostics = ("kl/base",)
 
     def __init__(self, kl_weight: float = 0.1, direction: Literal["reverse", "forward"] = "reverse", normalize: Normalization = "tokens"):
@@ -41,7 +42,6 @@ class SFTWithKL(Objective):
     def __call__(self, inputs: ObjectiveInputs) -> ObjectiveOutput:
         logps, mask = inputs.logps[:, 0], inputs.mask[:, 0]
         kl = inputs.outputs["kl/base"][:, 0] * mask
-        nll = sft_loss(logps, mask, num_tokens=inputs.num_tokens, normalize=self.normalize, num_examples=inputs.num_examples)
-        loss = nll + self.kl_weight * normalize_token_losses(kl, mask, self.normalize, inputs.num_tokens, inputs.num_examples)
-        tokens = mask.sum(-1).clamp(min=1)
-        return ObjectiveOutput(loss, {"nll": -(logps.detach() * mask).sum(-1) / tokens, "kl/base": kl.detach().sum(-1) / tokens})
+        # The KL is reduced apart and added with its weight: the NLL term stays SFT's loss, to its last bit.
+        diagnostics = {"kl/base": kl.detach().sum(-1) / mask.sum(-1).clamp(min=1)}
+        return ObjectiveOutput(sft_token_losses(logps, mask), self.normalize, diagnostics, penalties=((self.kl_weight, kl),))

@@ -1,8 +1,9 @@
 """One LightningModule that trains any objective.
 
 It asks the objective what it needs (frozen inputs, outputs of the policy's output layer), computes them, splits each
-optimizer batch into micro-batches (normalising by the whole batch's counts, so the split never changes the
-gradient), and logs the loss, the objective's diagnostics, the learning rate and the gradient norm. Checks before the
+optimizer batch into micro-batches, reduces the objective's unreduced losses with the whole batch's counts (so the
+split never changes the gradient), and logs the loss, the objective's diagnostics, the learning rate and the gradient
+norm. Checks before the
 first step, RNG states, throughput and the compute record are callbacks (:mod:`sft_research.train.callbacks`); the export
 of the final model is :mod:`sft_research.train.export`; frozen inputs run through :mod:`sft_research.frozen.runner`.
 """
@@ -27,7 +28,7 @@ from sft_research.model.fsdp import check_fsdp_policy, clip_grad_norm, finish_fs
 from sft_research.model.generation import GenerationConfig, generate
 from sft_research.model.loading import ModelConfig, load_model
 from sft_research.model.output_layer import LabelLogprobs
-from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput
+from sft_research.objectives.base import BatchLoss, Objective, ObjectiveInputs, run_objective
 from sft_research.objectives.sft import SFT, sft_loss
 from sft_research.train.callbacks import ComputeRecord, Preflight, ResumeHint, RNGState, StaleUpdates, Throughput
 from sft_research.train.callbacks.preflight import check_batch_and_records
@@ -130,10 +131,10 @@ class FineTuningModule(L.LightningModule):
         optimizer, scheduler = build_optimizer(self.model, self.optimizer_config, self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def micro_loss(self, micro: dict, num_tokens: torch.Tensor, num_examples: torch.Tensor, stage: str) -> ObjectiveOutput:
-        """A micro-batch's loss: its frozen inputs gathered (those run on the fly computed now), its tensors cut to
-        the lengths known on the host, then the policy's outputs and the objective, compiled as one function when
-        ``execution.compile``."""
+    def micro_loss(self, micro: dict, num_tokens: torch.Tensor, num_examples: torch.Tensor, stage: str) -> BatchLoss:
+        """A micro-batch's share of the batch loss (``num_tokens`` and ``num_examples`` count the whole batch): its
+        frozen inputs gathered (those run on the fly computed now), its tensors cut to the lengths known on the host,
+        then the policy's outputs, the objective and the reduction, compiled as one function when ``execution.compile``."""
         frozen = batch_frozen(micro)
         if self.frozen is not None and any(self.frozen.on_the_fly(f) for f in self.objective.frozen_inputs):
             examples = [self.examples[stage][i] for i in micro["example_ids"]]
@@ -144,11 +145,11 @@ class FineTuningModule(L.LightningModule):
         tensors, frozen = trimmed(micro, frozen, self.execution, completion_only=not self.objective.reads_outside_mask)
         return self.compute_loss(tensors, frozen, num_tokens, num_examples)
 
-    def objective_loss(self, tensors: dict, frozen: dict, num_tokens: torch.Tensor, num_examples: torch.Tensor) -> ObjectiveOutput:
+    def objective_loss(self, tensors: dict, frozen: dict, num_tokens: torch.Tensor, num_examples: torch.Tensor) -> BatchLoss:
         reads = {read: frozen_tensor(frozen, read) for output in self.objective.position_outputs for read in output.reads}
         outputs = batch_outputs(self.model, tensors, (LabelLogprobs(), *self.objective.position_outputs), reads, self.execution)
-        inputs = ObjectiveInputs(outputs.pop("logps"), tensors["loss_mask"], tensors["quality"], num_tokens, num_examples, frozen, outputs)
-        return self.objective(inputs)
+        inputs = ObjectiveInputs(outputs.pop("logps"), tensors["loss_mask"], tensors["quality"], frozen, outputs)
+        return run_objective(self.objective, inputs, num_tokens, num_examples)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         """One optimizer step over the batch's micro-batches. It waits for the device once, to check that the loss and
