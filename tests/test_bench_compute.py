@@ -103,6 +103,7 @@ def test_counts_come_from_the_newest_finished_attempt(fitted, tmp_path):
         fit_compute(fit)
 
 
+@pytest.mark.slow
 def test_on_the_fly_frozen_models_are_counted_on_every_batch(tmp_path):
     """Run on every batch, the reference scores every sequence trained on."""
     data = write_jsonl(tmp_path / "train.jsonl", ROWS)

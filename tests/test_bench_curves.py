@@ -70,6 +70,7 @@ def test_mean_curves_average_seeds_point_by_point():
         mean_curves([row("sft", 0, [(0.2, 1.0)], (0.4, 3.0)), row("sft", 1, [], (0.6, 5.0))], base.values, ["sft"])
 
 
+@pytest.mark.slow
 def test_a_fit_writes_its_points_where_the_harness_reads_them(tmp_path):
     """8 steps, points after steps 2, 4 and 8: the models after steps 2 and 4; the end is the fit's own final model."""
     data = write_jsonl(tmp_path / "sums.jsonl", SFT_ROWS)

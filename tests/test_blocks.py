@@ -79,6 +79,7 @@ def test_in_a_block_each_conversation_has_the_log_probs_it_has_alone(tiny_model_
     assert packed[6] == 0 and tensors["loss_mask"][0, 0].tolist() == [True] * 6 + [False] + [True] * 4
 
 
+@pytest.mark.slow
 def test_the_batch_counts_blocks_as_the_handbooks_sft_does(tmp_path):
     """1000 conversations rendered with the Zephyr template, blocks of 64 tokens, batch 128 (16 per device on 8 GPUs):
     TRL's blocks token for token, and accelerate's steps per epoch with the same tokens in every step (the epoch's

@@ -66,6 +66,7 @@ def test_a_bad_conversational_record_names_its_row_and_field(fields, field, mess
         parse_record(RawRecord("d.jsonl", 1, fields))
 
 
+@pytest.mark.slow
 def test_sft_trains_on_a_file_of_conversational_records(tiny_model_dir, tmp_path, private_cache):
     rows = [{"prompt": HISTORY, "completion": [{"role": "assistant", "content": str(2 * n)}]} for n in range(8)]
     path = write_jsonl(tmp_path / "conversational.jsonl", rows)

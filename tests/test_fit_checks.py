@@ -49,6 +49,7 @@ def test_a_setting_that_cannot_work_stops_before_any_model_loads(tiny_model_dir,
     assert not list(tmp_path.rglob("version_*")), "no run folder is left behind"
 
 
+@pytest.mark.slow
 def test_validate_without_held_out_data_stops_and_validate_needs_no_training_data(tiny_model_dir, tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
     args = [
@@ -69,12 +70,14 @@ def test_validate_without_held_out_data_stops_and_validate_needs_no_training_dat
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["validate_0", "validate_1", "version_0"], "evaluations take no version"
 
 
+@pytest.mark.slow
 def test_a_batch_larger_than_the_data_warns(tiny_model_dir, tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS[:3])
     with pytest.warns(UserWarning, match=r"data.batch_size 4 is larger than the 3 training examples: every step trains on all of them"):
         main(["fit", *file_fit_args(tiny_model_dir, path, tmp_path, 1)])
 
 
+@pytest.mark.slow
 def test_a_lora_fit_with_activation_checkpointing_prints_no_warning(tiny_model_dir, tmp_path):
     """What a run prints: its own lines (data, model, outputs), nothing from the libraries it does not act on."""
     import subprocess

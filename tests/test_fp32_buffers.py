@@ -115,6 +115,7 @@ def copy_in_float32(causal_lm):
     return copy.eval()
 
 
+@pytest.mark.slow
 def test_bf16_true_keeps_inv_freq_float32(long_rope_model, tmp_path):
     module = fit_one_step(long_rope_model, tmp_path, "bf16-true", "bfloat16")
     assert next(module.model.parameters()).dtype == torch.bfloat16, "Lightning cast the module to bf16"
@@ -122,6 +123,7 @@ def test_bf16_true_keeps_inv_freq_float32(long_rope_model, tmp_path):
     check_rope(module.model.eval())
 
 
+@pytest.mark.slow
 def test_fsdp_bf16_mixed_keeps_inv_freq_float32(long_rope_model, tmp_path):
     """FSDP's mixed precision casts buffers to its buffer_dtype (bf16 under Lightning's bf16-mixed); one CPU process
     under gloo, with the rehearsals' CPU FSDP strategy."""

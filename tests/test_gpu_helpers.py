@@ -31,6 +31,7 @@ def test_the_gpu_tests_modules_build_on_the_current_api(tiny_model_dir, tmp_path
     assert module.optimizer_config.max_grad_norm is None
 
 
+@pytest.mark.slow
 def test_the_fsdp_tests_validation_capture_runs(tiny_model_dir, tmp_path):
     from sft_research.data import FileDataset, SFTDataModule
     from sft_research.model.loading import ModelConfig

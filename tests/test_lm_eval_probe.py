@@ -149,6 +149,7 @@ def test_a_changed_model_changes_the_real_items_only(measured, probe, model, con
     assert probe.compare(values, measured)["lm_eval_accuracy_change"] == [v - m for v, m in zip(values, measured)]
 
 
+@pytest.mark.slow
 def test_an_unknown_task_or_a_missing_folder_is_one_clear_line(task_folder, probe, model, context):
     with pytest.raises(ConfigError, match=r"^LmEvalProbe: tasks: 'arc_eazy' is not an lm-eval task; did you mean \['arc_easy'"):
         LmEvalProbe(tasks=["arc_eazy"]).measure(model, context)
@@ -176,6 +177,7 @@ def test_groups_expand_in_name_order_after_the_tasks_named():
     assert _task_order(["mmlu", "arc_easy"], samples, {"mmlu": ["mmlu_b", "mmlu_a"]}) == ["mmlu_a", "mmlu_b", "arc_easy", "tagged"]
 
 
+@pytest.mark.slow
 def test_importing_the_harness_or_building_the_probe_leaves_lm_eval_unimported():
     """A subprocess: lm-eval is already imported here by the tests above."""
     code = (

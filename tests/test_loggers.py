@@ -9,6 +9,7 @@ from tests.conftest import SFT_ROWS, file_fit_args, write_jsonl
 pytestmark = pytest.mark.usefixtures("private_cache")
 
 
+@pytest.mark.slow
 def test_a_fit_logs_to_weights_and_biases_offline(tiny_model_dir, tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_SILENT", "true")

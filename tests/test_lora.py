@@ -89,6 +89,7 @@ def test_the_adapter_validates_merges_and_agrees_with_the_trained_model(trained,
         main(["merge", str(merged), str(tmp_path / "again")])
 
 
+@pytest.mark.slow
 def test_an_adapter_is_a_dpo_reference_and_a_start_for_a_further_lora_run(trained, tmp_path):
     cli, _, _ = trained
     adapter = model_dir(cli.model)
@@ -115,6 +116,7 @@ def test_an_adapter_is_a_dpo_reference_and_a_start_for_a_further_lora_run(traine
     torch.testing.assert_close(label_logprobs(load_model(ModelConfig(str(second))), tokenizer), expected, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_merge_at_the_end_of_fit_saves_full_weights(tiny_model_dir, tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
     cli = run("fit", tiny_model_dir, path, tmp_path, *LORA, "--model.pretrained.lora.merge=true", steps=2)
@@ -127,6 +129,7 @@ def test_merge_at_the_end_of_fit_saves_full_weights(tiny_model_dir, tmp_path):
     assert not torch.allclose(base, expected, atol=1e-3), "the adapters were trained and merged in"
 
 
+@pytest.mark.slow
 def test_an_adapter_of_an_embedded_model_loads_in_peft_alone_and_names_its_base_portably(tmp_path):
     """peft's and transformers' own loaders read adapter_config.json's base (the converted model's folder); this
     framework reads the portable name beside it, which resolves on any machine."""
@@ -177,6 +180,7 @@ def test_an_adapter_whose_base_is_gone_is_a_clear_error(trained, tmp_path):
         load_model(ModelConfig(str(moved)))
 
 
+@pytest.mark.slow
 def test_a_bf16_lora_run_exports_its_adapter_in_bf16(trained, tiny_model_dir, tmp_path):
     """After bf16 training the adapter and the module trained beside it are saved in bf16, the same tensors as fp32
     training saves."""
@@ -198,6 +202,7 @@ def rebase(adapter: Path, base: Path) -> None:
     (adapter / "sft_research_base.json").write_text(json.dumps({"base_model": str(base)}))
 
 
+@pytest.mark.slow
 def test_a_lora_training_state_holds_the_trained_tensors_and_resumes(tiny_model_dir, tmp_path):
     """The checkpoint leaves the frozen base weights out (the start model has them) and a run resumed from it goes on
     with the same adapters: its first loss is the loss the uninterrupted run logged at that step."""

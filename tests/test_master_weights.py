@@ -89,6 +89,7 @@ def check_masters_moved_as_adamw(record) -> None:
     assert (change - wanted).norm() <= 0.01 * wanted.norm(), "the accumulated change is fp32 AdamW's"
 
 
+@pytest.mark.slow
 def test_bf16_weights_keep_their_updates_at_lr_5e_7_through_float32_masters(tiny_model_dir, tmp_path):
     module, record, stale = bf16_run(tiny_model_dir, tmp_path, master_weights=True)
     assert isinstance(module.trainer.optimizers[0], MasterWeights)
@@ -99,6 +100,7 @@ def test_bf16_weights_keep_their_updates_at_lr_5e_7_through_float32_masters(tiny
     assert len(stale) == STEPS and max(stale) < 0.05, f"logged stale-update fractions {stale}"
 
 
+@pytest.mark.slow
 def test_without_masters_most_bf16_updates_round_away_and_the_run_warns(tiny_model_dir, tmp_path):
     """The defect the masters fix, seen by the run itself: the fraction logged and a warning naming lr and precision."""
     with pytest.warns(UserWarning) as warned:

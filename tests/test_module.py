@@ -42,6 +42,7 @@ def first_step_gradients(model_dir, data_path, micro_batch_size, objective, root
     return capture.gradients[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", [SFT(), SFT(use_quality=True)], ids=["sft", "sft_quality"])
 def test_four_micro_batches_give_the_full_batch_gradient(tiny_model_dir, tmp_path, objective):
     path = write_jsonl(tmp_path / "d.jsonl", ROWS)
@@ -58,6 +59,7 @@ def test_four_micro_batches_give_the_full_batch_gradient(tiny_model_dir, tmp_pat
     [{"packing": True}, {"logprob_chunk_size": 3}, {"logprob_chunk_size": None}],
     ids=["packed", "chunked-logprobs", "full-logits"],
 )
+@pytest.mark.slow
 def test_packing_and_chunked_logprobs_give_the_same_gradient(tiny_model_dir, tmp_path, options):
     path = write_jsonl(tmp_path / "d.jsonl", ROWS)
     reference = first_step_gradients(tiny_model_dir, path, None, SFT(), tmp_path, packing=False, logprob_chunk_size=None)
@@ -93,6 +95,7 @@ def read_metrics(log_dir):
         return list(csv.DictReader(file))
 
 
+@pytest.mark.slow
 def test_fit_from_the_cli_logs_and_saves_a_reloadable_checkpoint(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -154,6 +157,7 @@ def test_fit_from_the_cli_logs_and_saves_a_reloadable_checkpoint(tiny_model_dir,
         assert not torch.allclose(sequence_logprobs(original, ids, attention), sequence_logprobs(reloaded, ids, attention))
 
 
+@pytest.mark.slow
 def test_a_fit_without_logger_or_save_dir_writes_under_runs_and_says_where(tiny_model_dir, tmp_path, monkeypatch, capsys):
     path = write_jsonl(tmp_path / "d.jsonl", ROWS)
     work = tmp_path / "work"

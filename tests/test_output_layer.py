@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from sft_research.model.output_layer import LabelLogprobs, PositionOutput, TokenLogprobs, chunked_label_logprobs, output_layer
@@ -81,6 +82,7 @@ def test_the_bf16_output_layer_against_a_float64_reference():
     torch.testing.assert_close(weight.grad.double(), w64.grad, rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.slow
 def test_the_compiled_bf16_output_layer_keeps_no_float32_logits():
     """Compiled, the float32 log-sum-exp and softmax read the bf16 logits of a chunk in their own kernels: no buffer
     of float32 logits (or of their gradient) is allocated, forward or backward, and the values are the eager ones."""

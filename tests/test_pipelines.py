@@ -33,6 +33,7 @@ def train_rows(log_dir):
         return [row for row in csv.DictReader(file) if row.get("train/loss")]
 
 
+@pytest.mark.slow
 def test_sft_then_dpo_pipeline_and_resume(tiny_model_dir, tmp_path, capsys):
     sft_data = write_jsonl(tmp_path / "sft.jsonl", SFT_ROWS)
     pairs = write_jsonl(tmp_path / "pairs.jsonl", PAIR_ROWS)

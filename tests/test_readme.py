@@ -9,6 +9,7 @@ import pytest
 from tests.conftest import readme_block
 
 
+@pytest.mark.slow
 def test_the_readme_objective_example_runs_as_written(tiny_model_dir, tmp_path, monkeypatch):
     from sft_research.cli.main import main
 

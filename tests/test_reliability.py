@@ -39,6 +39,7 @@ class PoisonAfterFirstEpoch(L.Callback):
         self.data.train_examples[5].quality = math.nan
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_stops_with_step_ids_and_diagnostics_and_keeps_the_last_checkpoint(tiny_model_dir, tmp_path):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -60,6 +61,7 @@ def test_nonfinite_loss_stops_with_step_ids_and_diagnostics_and_keeps_the_last_c
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values()), "the last checkpoint is intact"
 
 
+@pytest.mark.slow
 def test_nonfinite_batches_can_be_skipped_and_are_counted(tiny_model_dir, tmp_path):
     data = poisoned_data(tiny_model_dir, tmp_path)
     module = FineTuningModule(ModelConfig(str(tiny_model_dir)), SFT(use_quality=True), OptimizerConfig(lr=1e-3), on_nonfinite="skip")

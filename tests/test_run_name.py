@@ -32,6 +32,7 @@ def test_default_name_is_objective_and_data(objective, train, expected):
     assert run_name(parse_fit(config)) == expected
 
 
+@pytest.mark.slow
 def test_a_dpo_fit_logs_under_its_own_name_unless_told(tmp_path, private_cache):
     pairs = write_jsonl(tmp_path / "pairs.jsonl", PAIR_ROWS)
     # file_fit_args ends with the logger's save_dir and the default root folder, which the TensorBoard run replaces.
@@ -52,6 +53,7 @@ def test_a_dpo_fit_logs_under_its_own_name_unless_told(tmp_path, private_cache):
     assert list((tensorboard / "dpo-pairs.jsonl" / "version_0").glob("events.out.tfevents.*")), "TensorBoard files it there too"
 
 
+@pytest.mark.slow
 def test_runs_on_files_of_other_formats_land_apart_and_their_configs_repeat_them_from_anywhere(tmp_path, private_cache, monkeypatch):
     """pc.jsonl and pc.csv name two runs; each config.yaml holds absolute paths, and records the hyperparameters."""
     import csv

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.usefixtures("private_cache")
 ROOT = Path(__file__).parents[1]
 
 
+@pytest.mark.slow
 def test_a_fit_writes_what_ran_beside_its_config(tiny_model_dir, tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
     main(["fit", *file_fit_args(tiny_model_dir, path, tmp_path, 1)])
@@ -56,6 +57,7 @@ def test_a_models_identity_is_its_name_and_where_it_came_from(tiny_model_dir, tm
     }
 
 
+@pytest.mark.slow
 def test_a_fit_without_its_final_model_says_what_it_wrote(tiny_model_dir, tmp_path, caplog):
     path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
     with caplog.at_level(logging.INFO):

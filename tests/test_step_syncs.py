@@ -75,6 +75,7 @@ def train(model_dir, rows_path, root, objective, steps: int, callbacks, **execut
     return module
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sft_packed", "dpo_padded"])
 def test_a_training_step_waits_for_the_device_once(tiny_model_dir, tmp_path, kind):
     """The finiteness check before the optimizer step; nothing else (the stale-update measurement of the first 10
@@ -87,6 +88,7 @@ def test_a_training_step_waits_for_the_device_once(tiny_model_dir, tmp_path, kin
     assert counter.per_step == [2 if dpo else 1] * 4
 
 
+@pytest.mark.slow
 def test_compiled_steps_give_the_eager_losses_with_one_graph_per_batch_shape(tiny_model_dir, tmp_path):
     from torch._dynamo.utils import counters
 
