@@ -1,6 +1,7 @@
 """The command line as a TRL user meets it: every command listed, each command's own help (kept, so that it answers
 without importing torch), and parse errors said first with the option most likely meant."""
 
+import re
 import subprocess
 import sys
 
@@ -71,3 +72,29 @@ def test_a_yaml_key_trl_users_write_is_explained(tmp_path):
     config.write_text("model:\n  learning_rate: 1.0e-5\n")
     with pytest.raises(ConfigError, match=r"does not accept option 'model.learning_rate'; did you mean --model.optimizer.lr\?"):
         main(["fit", f"--config={config}"])
+
+
+@pytest.mark.parametrize("command", ["fit", "validate", "test"])
+def test_the_help_leaves_out_the_trainer_options_this_module_replaces_or_no_command_reads(command, capsys):
+    main([command, "--help"])
+    shown = capsys.readouterr().out
+    assert "--trainer.max_steps" in shown and "--trainer.precision" in shown and "--model.optimizer.max_grad_norm" in shown
+    for option in ("accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm", "limit_predict_batches"):
+        assert option not in shown
+
+
+def test_a_trainer_option_left_out_of_the_help_is_still_answered_with_what_to_use(tmp_path):
+    from sft_research.fit.cli import parse_fit
+
+    micro = "set data.micro_batch_size instead: the optimizer batch (data.batch_size) is split into micro-batches of that size"
+    for args in (["--trainer.accumulate_grad_batches=2"], ["--trainer.accumulate_grad_batches", "2"]):
+        with pytest.raises(ConfigError, match="^" + re.escape(f"--trainer.accumulate_grad_batches 2: not used by this module; {micro}")):
+            main(["fit", *args])
+    config = tmp_path / "c.yaml"
+    config.write_text("trainer:\n  gradient_clip_val: 0.5\n")
+    clip = "--trainer.gradient_clip_val 0.5: not used by this module; set model.optimizer.max_grad_norm instead: the module clips"
+    for args in ([f"--config={config}"], ["--config", str(config)]):
+        with pytest.raises(ConfigError, match="^" + re.escape(clip)):
+            main(["validate", *args])
+    with pytest.raises(ConfigError, match=r"^--trainer.limit_predict_batches 3: not used by this module; sft-research has no predict"):
+        parse_fit({"trainer": {"limit_predict_batches": 3}})

@@ -21,7 +21,7 @@ from lightning.pytorch.cli import LightningCLI
 from sft_research.checkpoints.names import model_config
 from sft_research.data.datamodule import SFTDataModule
 from sft_research.fit.log_filters import quiet_lightning
-from sft_research.fit.parse import parse_or_explain
+from sft_research.fit.parse import REPLACED_TRAINER_OPTIONS, parse_or_explain
 from sft_research.fit.resume import find_last_checkpoint
 from sft_research.fit.run_folders import evaluation_version, remove_if_empty, run_name
 from sft_research.runs.csv_logger import RunCSVLogger
@@ -48,6 +48,16 @@ class FitCLI(LightningCLI):
     def subcommands() -> dict[str, set[str]]:
         # predict would run the module's forward, which this module does not define for inference.
         return {name: keys for name, keys in LightningCLI.subcommands().items() if name != "predict"}
+
+    def add_core_arguments_to_parser(self, parser) -> None:
+        # LightningCLI's own, but the Trainer's options that this module replaces or that no command reads are left out
+        # (of --help too); typing one gets the line that says what to use instead (fit/parse.py).
+        parser.add_class_arguments(
+            self.trainer_class, "trainer", fail_untyped=False, instantiate=False, sub_configs=True, skip=set(REPLACED_TRAINER_OPTIONS)
+        )
+        parser.set_defaults({f"trainer.{key}": value for key, value in self.trainer_defaults.items() if key != "callbacks"})
+        parser.add_lightning_class_args(self._model_class, "model", subclass_mode=self.subclass_mode_model)
+        parser.add_lightning_class_args(self._datamodule_class, "data", subclass_mode=self.subclass_mode_data)
 
     def add_arguments_to_parser(self, parser) -> None:
         # The data must be tokenized by the model's own tokenizer.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from pathlib import Path
 
 from sft_research.errors import ConfigError
 
@@ -63,6 +64,15 @@ TRL_NAMES = {
     "completion_only_loss": "data.completion_only_loss",
     "chat_template_path": "data.chat_template",
 }
+# Lightning's options that the module replaces (it steps its optimizer itself, micro-batch by micro-batch) or that no
+# command reads: they are left out of the parser, so of --help (fit/cli.py), and typing one says what to use instead.
+REPLACED_TRAINER_OPTIONS = {
+    "accumulate_grad_batches": "set data.micro_batch_size instead: the optimizer batch (data.batch_size) is split into micro-batches "
+    "of that size, their gradients accumulated",
+    "gradient_clip_val": "set model.optimizer.max_grad_norm instead: the module clips the gradient norm itself",
+    "gradient_clip_algorithm": "the module clips the gradient's norm (model.optimizer.max_grad_norm)",
+    "limit_predict_batches": "sft-research has no predict command (validate and test evaluate held-out data)",
+}
 # Where argparse and jsonargparse name the option they could not take.
 UNKNOWN = (r"unrecognized arguments: (\S+)", r"does not accept (?:nested key|option) '([^']+)'", r"Key '([^']+)' is not expected")
 
@@ -97,7 +107,44 @@ def parse_or_explain(parser, args, subcommand: str):
     try:
         return parser.parse_object(args) if isinstance(args, dict) else parser.parse_args(args)
     except ArgumentError as error:
-        raise parse_error(subcommand, str(error), known_options(parser, subcommand)) from None
+        replaced = replaced_option(str(error), args, subcommand)
+        raise replaced or parse_error(subcommand, str(error), known_options(parser, subcommand)) from None
+
+
+def replaced_option(message: str, args, subcommand: str) -> ConfigError | None:
+    """The one line for a Trainer option of :data:`REPLACED_TRAINER_OPTIONS` that ``message`` says was not taken."""
+    named = re.findall(r"\btrainer\.(\w+)(?:=(\S+))?", message)  # --trainer.x=1, 'fit.trainer.x'
+    named += [(option, "") for option in re.findall(r"Group 'trainer' does not accept (?:nested key|option) '(\w+)'", message)]
+    for option, value in named:
+        if option in REPLACED_TRAINER_OPTIONS:
+            value = value or given_value(args, f"trainer.{option}", subcommand)
+            shown = f"--trainer.{option}" + (f" {value}" if value not in ("", None) else "")
+            return ConfigError(f"{shown}: not used by this module; {REPLACED_TRAINER_OPTIONS[option]}")
+    return None
+
+
+def given_value(args, key: str, subcommand: str):
+    """The value ``args`` (a command line or a config dict) gives the dotted ``key``, where it can be read back; else None."""
+    import yaml
+
+    if isinstance(args, dict):
+        configs = [args.get(subcommand), args] if subcommand else [args]
+    else:
+        for i, word in enumerate(args):
+            if word == f"--{key}" and i + 1 < len(args):
+                return args[i + 1]
+        files = [args[i + 1] for i, word in enumerate(args[:-1]) if word == "--config"]
+        files += [word.partition("=")[2] for word in args if word.startswith("--config=")]
+        configs = []
+        for file in files:
+            loaded = yaml.safe_load(Path(file).read_text())
+            configs += [loaded.get(subcommand), loaded] if subcommand and isinstance(loaded, dict) else [loaded]
+    for config in configs:
+        for part in key.split("."):
+            config = config.get(part) if isinstance(config, dict) else None
+        if config is not None:
+            return config
+    return None
 
 
 def known_options(parser, subcommand: str) -> list[str]:

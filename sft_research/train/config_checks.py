@@ -1,5 +1,5 @@
-"""Settings of a fit config checked before anything loads: Trainer options that this module does in its own way,
-runs that would train nothing, a micro-batch larger than a process's share, and everything that needs the model's
+"""Settings of a fit config checked before anything loads: runs that would train nothing, a weights' dtype that the
+precision does not hold, a micro-batch larger than a process's share, and everything that needs the model's
 architecture (read from its config.json, never its weights): lengths the model cannot take, LoRA settings peft would
 refuse after loading the model, an FSDP wrap policy that misses the model's class. Each stops the command with one
 line that names the setting and what to use instead.
@@ -13,17 +13,6 @@ import importlib
 from collections.abc import Callable
 
 from sft_research.errors import ConfigError
-
-# Lightning's options that the module replaces (it steps its optimizer itself, micro-batch by micro-batch).
-REPLACED_TRAINER_OPTIONS = {
-    "accumulate_grad_batches": (
-        1,
-        "set data.micro_batch_size instead: the optimizer batch (data.batch_size) is split into micro-batches of that "
-        "size, their gradients accumulated",
-    ),
-    "gradient_clip_val": (None, "set model.optimizer.max_grad_norm instead: the module clips the gradient norm itself"),
-    "gradient_clip_algorithm": (None, "the module clips the gradient's norm (model.optimizer.max_grad_norm)"),
-}
 
 # The dtype the weights are held in under each of Lightning's precisions: the "true" ones hold them in the dtype they
 # compute in; the mixed ones (and 32, 64) keep float32 weights.
@@ -43,10 +32,6 @@ def check_fit_config(subcommand: str, config, model_config: Callable[[str], dict
 def check_settings(subcommand: str, config) -> None:
     """The checks that need nothing but the config."""
     trainer, data = config.trainer, config.data
-    for option, (default, instead) in REPLACED_TRAINER_OPTIONS.items():
-        value = trainer.get(option)
-        if value is not None and value != default:
-            raise ConfigError(f"--trainer.{option} {value}: not used by this module; {instead}")
     for option, unit in (("max_steps", "optimizer steps"), ("max_epochs", "epochs")):
         value = trainer.get(option)
         if value is not None and value < -1:  # else Lightning stops in its loop, 40 lines of traceback
