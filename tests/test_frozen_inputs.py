@@ -7,8 +7,11 @@ import torch
 
 from sft_research.data import FileDataset, SFTDataModule
 from sft_research.frozen import FrozenContext, FrozenInput, TopKQuantity
+from sft_research.frozen import cache as frozen_cache
+from sft_research.frozen.cache import frozen_label_logprobs
 from sft_research.frozen.runner import FrozenConfig
 from sft_research.model.loading import ModelConfig, load_model
+from sft_research.model.logprobs import sequence_logprobs
 from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput
 from sft_research.objectives.sft import sft_token_losses
 from sft_research.train.module import FineTuningModule
@@ -75,3 +78,31 @@ def test_an_objective_declares_a_new_frozen_quantity_and_receives_it(mode, tiny_
         torch.testing.assert_close(first.frozen["reference_top_k"]["logps"][row, 0, :n], values, rtol=0, atol=1e-5)
         assert torch.equal(first.frozen["reference_top_k"]["ids"][row, 0, :n], token_ids)
         assert not first.frozen["reference_top_k"]["logps"][row, 0, n:].any()
+
+
+def test_frozen_logprobs_are_cached_checked_and_reused(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("SFT_RESEARCH_CACHE", str(tmp_path / "cache"))
+    path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
+    data = SFTDataModule(FileDataset(str(path)), tokenizer=str(tiny_model_dir))
+    data.setup("fit")
+    config = ModelConfig(str(tiny_model_dir))
+    first = frozen_label_logprobs(config, data.train_examples, data.tokenizer.pad_token_id, batch_size=5)
+    model = load_model(config).eval()
+    for example, logps in zip(data.train_examples, first):
+        ids = torch.tensor([example.sequences[0].input_ids])
+        with torch.no_grad():
+            expected = sequence_logprobs(model, ids, torch.ones_like(ids))
+        torch.testing.assert_close(logps, expected, rtol=0, atol=1e-5)
+    (cached,) = list((tmp_path / "cache" / "frozen").glob("*.safetensors"))
+
+    monkeypatch.setattr(frozen_cache, "load_model", lambda *a, **k: pytest.fail("the cache should have been used"))
+    again = frozen_label_logprobs(config, data.train_examples, data.tokenizer.pad_token_id, batch_size=3)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    monkeypatch.undo()
+    monkeypatch.setenv("SFT_RESEARCH_CACHE", str(tmp_path / "cache"))
+
+    cached.write_bytes(cached.read_bytes()[:100])  # a write killed half-way is never trusted
+    repaired = frozen_label_logprobs(config, data.train_examples, data.tokenizer.pad_token_id)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(first, repaired))
+    assert cached.stat().st_size > 100
+    assert not [p for p in cached.parent.iterdir() if p.name.startswith(".")], "no temporary files left"

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sft_research.model.output_layer import LabelLogprobs, PositionOutput, TokenLogprobs, chunked_label_logprobs, output_layer
+from sft_research.model.output_layer import Entropy, LabelLogprobs, MeanLogprob, TokenLogprobs, chunked_label_logprobs, output_layer
 
 
 def reference(hidden, weight, labels):
@@ -27,28 +27,27 @@ def test_chunked_matches_full_values_and_gradients():
         hidden.grad, weight.grad = None, None
 
 
-class Entropy(PositionOutput):
-    name = "entropy"
-
-    def __call__(self, logprobs, labels, frozen):
-        return -(logprobs.exp() * logprobs).sum(-1)
-
-
 def test_other_outputs_chunked_match_full_values_and_gradients():
-    """Log-probs at given token ids and a reduction over the vocabulary, chunk by chunk, against autograd on the full
-    logits; integer ids stay integers."""
+    """Log-probs at given token ids and the shipped reductions over the vocabulary (entropy, mean log-prob), chunk by
+    chunk, against autograd on the full logits; integer ids stay integers."""
     g = torch.Generator().manual_seed(1)
     hidden = torch.randn(29, 8, generator=g, requires_grad=True)
     weight = torch.randn(53, 8, generator=g, requires_grad=True)
     labels = torch.randint(0, 53, (29,), generator=g)
     ids = torch.randint(0, 53, (29, 4), generator=g)
-    upstream = {"logps": torch.randn(29, generator=g), "at_ids": torch.randn(29, 4, generator=g), "entropy": torch.randn(29, generator=g)}
-    outputs = (LabelLogprobs(), TokenLogprobs("at_ids", ids="teacher.ids"), Entropy())
+    upstream = {
+        "logps": torch.randn(29, generator=g),
+        "at_ids": torch.randn(29, 4, generator=g),
+        "entropy": torch.randn(29, generator=g),
+        "mean_logprob": torch.randn(29, generator=g),
+    }
+    outputs = (LabelLogprobs(), TokenLogprobs("at_ids", ids="teacher.ids"), Entropy(), MeanLogprob())
     full = torch.log_softmax(hidden @ weight.T, -1)
     expected = {
         "logps": full.gather(-1, labels[:, None]).squeeze(-1),
         "at_ids": full.gather(-1, ids),
         "entropy": -(full.exp() * full).sum(-1),
+        "mean_logprob": full.sum(-1) / 53,
     }
     sum((expected[k] * upstream[k]).sum() for k in expected).backward()
     wanted = hidden.grad.clone(), weight.grad.clone()
@@ -60,6 +59,22 @@ def test_other_outputs_chunked_match_full_values_and_gradients():
         sum((got[k] * upstream[k]).sum() for k in got).backward()
         torch.testing.assert_close(hidden.grad, wanted[0], rtol=0, atol=1e-5)
         torch.testing.assert_close(weight.grad, wanted[1], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [None, 4])
+def test_a_diagnostic_output_has_no_gradient_and_leaves_the_others_alone(chunk):
+    """``grad=False``: the value is the same, computed without gradients; the gradient is that of the label log-probs
+    alone."""
+    g = torch.Generator().manual_seed(3)
+    hidden = torch.randn(11, 8, generator=g, requires_grad=True)
+    weight = torch.randn(17, 8, generator=g, requires_grad=True)
+    labels = torch.randint(0, 17, (11,), generator=g)
+    got = output_layer(hidden, weight, labels, (LabelLogprobs(), Entropy("h", grad=False)), chunk_size=chunk)
+    torch.testing.assert_close(got["h"], output_layer(hidden, weight, labels, (Entropy("h"),), chunk_size=chunk)["h"])
+    assert not got["h"].requires_grad and got["logps"].requires_grad
+    (with_diagnostic,) = torch.autograd.grad(got["logps"].sum(), weight)
+    (alone,) = torch.autograd.grad(output_layer(hidden, weight, labels, chunk_size=chunk)["logps"].sum(), weight)
+    torch.testing.assert_close(with_diagnostic, alone, rtol=0, atol=1e-6)
 
 
 def test_the_bf16_output_layer_against_a_float64_reference():

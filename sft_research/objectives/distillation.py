@@ -69,7 +69,7 @@ class Distillation(Objective):
             once and cached. That is a lower bound of the whole distributions' divergence, for every ``beta``
             (merging tokens into one never raises an f-divergence: the data-processing inequality), equal only
             where the policy's tail is the teacher's scaled; e.g. 0.327 against 0.537 at beta 0.5, k 5 and 50 tokens
-            (random logits of scale 2, ``tests/test_distillation_top_k.py``). It is not GKD's loss: TRL's
+            (random logits of scale 2, ``tests/objectives/test_distillation.py``). It is not GKD's loss: TRL's
             ``generalized_jsd_loss`` has no top-k form.
         normalize: ``tokens`` or ``sequences`` (:func:`~sft_research.objectives.base.reduce_losses`).
     """

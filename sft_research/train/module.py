@@ -3,9 +3,9 @@
 It asks the objective what it needs (frozen inputs, outputs of the policy's output layer), computes them, splits each
 optimizer batch into micro-batches, reduces the objective's unreduced losses with the whole batch's counts (so the
 split never changes the gradient), and logs the loss, the objective's diagnostics, the learning rate and the gradient
-norm. Checks before the
-first step, RNG states, throughput and the compute record are callbacks (:mod:`sft_research.train.callbacks`); the export
-of the final model is :mod:`sft_research.train.export`; frozen inputs run through :mod:`sft_research.frozen.runner`.
+norm. Checks before the first step, RNG states, throughput and the compute record are callbacks
+(:mod:`sft_research.train.callbacks`); the export of the final model is :mod:`sft_research.train.export`; frozen
+inputs run through :mod:`sft_research.frozen.runner`.
 """
 
 from __future__ import annotations

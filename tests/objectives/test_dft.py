@@ -1,17 +1,16 @@
 """DFT's loss against values computed by hand, its gradient in closed form, and a CLI fit (micro-batches:
-tests/test_objective_contract.py)."""
+tests/objectives/test_contract.py)."""
 
-import csv
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from sft_research.cli.main import main
 from sft_research.objectives import DFT, ObjectiveInputs, dft_loss, sft_loss
 from sft_research.objectives.base import run_objective
-from tests.conftest import file_fit_args, write_jsonl
+from tests.conftest import write_jsonl
+from tests.objectives.conftest import fit_from_cli
 
 PROBS = [[0.5, 0.25, 0.8], [0.1, 0.9, 0.6]]
 MASK = [[True, True, False], [True, False, True]]
@@ -78,21 +77,11 @@ def test_dft_objective_diagnostics_are_per_example():
     assert not any(value.requires_grad for value in output.diagnostics.values())
 
 
-def test_dft_trains_a_tiny_model_from_the_cli(tiny_model_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("SFT_RESEARCH_CACHE", str(tmp_path / "cache"))
+@pytest.mark.slow
+def test_dft_trains_a_tiny_model_from_the_cli(tiny_model_dir, tmp_path):
     rows = [{"prompt": f"{a} + {b} =", "completion": str(a + b)} for a, b in zip(range(1, 13), range(20, 8, -1))]
     path = write_jsonl(tmp_path / "d.jsonl", rows)
-    cli = main(
-        [
-            "fit",
-            *file_fit_args(tiny_model_dir, path, tmp_path, steps=6),
-            "--model.objective=sft_research.objectives.DFT",
-            "--model.optimizer.lr=1e-2",
-            "--data.micro_batch_size=2",
-        ]
-    )
-    with open(cli.trainer.logger.log_dir + "/metrics.csv") as file:
-        logged = [row for row in csv.DictReader(file) if row.get("train/loss")]
+    _, logged = fit_from_cli(tiny_model_dir, path, tmp_path, "sft_research.objectives.DFT", steps=6, lr=1e-2)
     assert len(logged) == 6
     probs = [float(row["train/dft/token_prob"]) for row in logged]
     assert all(

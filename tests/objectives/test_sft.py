@@ -1,7 +1,12 @@
+"""SFT's loss against values computed by hand, its quality weights, and plain-text records trained from the CLI."""
+
+import pytest
 import torch
 
 from sft_research.objectives import SFT, ObjectiveInputs, sft_loss
 from sft_research.objectives.base import run_objective
+from tests.conftest import write_jsonl
+from tests.objectives.conftest import fit_from_cli
 
 
 def random_inputs(seed=0, b=4, t=7):
@@ -57,3 +62,14 @@ def test_objective_uses_quality_only_when_asked():
     out = run_objective(SFT(use_quality=True), inputs, mask.sum(), 4)
     torch.testing.assert_close(out.loss, sft_loss(logps, mask, quality))
     assert set(out.diagnostics) == {"nll", "quality"} and out.diagnostics["nll"].shape == (4,)
+
+
+@pytest.mark.slow
+def test_plain_text_records_train_every_token(tiny_model_dir, tmp_path, tiny_tokenizer):
+    rows = [{"text": "the quick brown fox jumps over the lazy dog"}, {"text": "What is the capital of France? Paris."}]
+    path = write_jsonl(tmp_path / "d.jsonl", rows * 4)
+    cli, logged = fit_from_cli(tiny_model_dir, path, tmp_path, "sft_research.objectives.SFT", steps=2)
+    (sequence,) = cli.datamodule.train_examples[0].sequences
+    assert tiny_tokenizer.decode(sequence.input_ids) == rows[0]["text"] + tiny_tokenizer.eos_token
+    assert all(sequence.completion_mask), "every token is a target (the first has no context and is never scored)"
+    assert len(logged) == 2 and float(logged[1]["train/loss"]) < float(logged[0]["train/loss"])
