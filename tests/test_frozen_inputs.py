@@ -52,7 +52,7 @@ def test_an_objective_declares_a_new_frozen_quantity_and_receives_it(mode, tiny_
     module = FineTuningModule(
         ModelConfig(str(tiny_model_dir)), objective, OptimizerConfig(lr=1e-3), micro_batch_size=2, frozen=FrozenConfig(mode=mode)
     )
-    data = SFTDataModule(FileDataset(str(path)), tokenizer=str(tiny_model_dir), batch_size=4)
+    data = SFTDataModule(FileDataset(str(path)), tokenizer=str(tiny_model_dir), batch_size=4, micro_batch_size=2)
     trainer = L.Trainer(
         max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path
     )

@@ -84,7 +84,14 @@ def gpu_module(model_dir, root, dtype="float32", attention="sdpa", lr=1e-3, **ex
 def fit(model_dir, data_path, root, steps=1, dtype="float32", precision="32-true", attention="sdpa", lr=1e-3, **execution):
     L.seed_everything(0)
     module = gpu_module(model_dir, root, dtype, attention, lr, **execution)
-    data = SFTDataModule(FileDataset(str(data_path)), tokenizer=str(model_dir), batch_size=8, max_length=512)
+    data = SFTDataModule(
+        FileDataset(str(data_path)),
+        tokenizer=str(model_dir),
+        batch_size=8,
+        max_length=512,
+        pack=module.execution.packing,
+        pad_to_bucket=module.execution.compile,
+    )
     recorder = Recorder()
     trainer = quiet_trainer(root, max_steps=steps, accelerator=ACCELERATOR, devices=1, precision=precision, callbacks=[recorder])
     trainer.fit(module, data)
@@ -238,7 +245,13 @@ def check_inv_freq_every_step(model_dir: Path, root: Path, accelerator: str, com
     module = FineTuningModule(
         ModelConfig(str(model_dir), dtype="bfloat16"), SFT(), OptimizerConfig(lr=1e-5), execution=ExecutionConfig(compile=compile_step)
     )
-    data = SFTDataModule(FileDataset(str(write_jsonl(root / "d.jsonl", ROWS))), tokenizer=str(model_dir), batch_size=4)
+    data = SFTDataModule(
+        FileDataset(str(write_jsonl(root / "d.jsonl", ROWS))),
+        tokenizer=str(model_dir),
+        batch_size=4,
+        pack=module.execution.packing,
+        pad_to_bucket=module.execution.compile,
+    )
     watch = RotaryWatch()
     trainer = quiet_trainer(root, accelerator=accelerator, devices=1, precision="bf16-true", max_steps=steps, callbacks=[watch, *callbacks])
     trainer.fit(module, data)
@@ -377,7 +390,15 @@ def test_fsdp_on_one_gpu_trains_and_exports_a_checkpoint_with_the_modules_logpro
         execution=ExecutionConfig(**config["model"].get("execution", {})),
     )
     module.captured = []
-    data = SFTDataModule(FileDataset(str(path)), val=FileDataset(str(path)), tokenizer=str(tiny_model_dir), batch_size=4, eval_batch_size=4)
+    data = SFTDataModule(
+        FileDataset(str(path)),
+        val=FileDataset(str(path)),
+        tokenizer=str(tiny_model_dir),
+        batch_size=4,
+        eval_batch_size=4,
+        pack=module.execution.packing,
+        pad_to_bucket=module.execution.compile,
+    )
     steps = 3
     trainer = quiet_trainer(
         tmp_path,

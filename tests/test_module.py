@@ -35,7 +35,14 @@ def first_step_gradients(model_dir, data_path, micro_batch_size, objective, root
         micro_batch_size=micro_batch_size,
         execution=ExecutionConfig(**options),
     )
-    data = SFTDataModule(FileDataset(str(data_path)), tokenizer=str(model_dir), batch_size=8)
+    data = SFTDataModule(
+        FileDataset(str(data_path)),
+        tokenizer=str(model_dir),
+        batch_size=8,
+        micro_batch_size=micro_batch_size,
+        pack=module.execution.packing,
+        pad_to_bucket=module.execution.compile,
+    )
     capture = GradientCapture()
     trainer = quiet_trainer(root, max_steps=1, callbacks=[capture])
     trainer.fit(module, data)

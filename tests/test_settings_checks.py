@@ -97,3 +97,41 @@ def test_a_dtype_the_precision_does_not_hold_is_refused_in_one_line():
     )
     with pytest.raises(ConfigError, match="--model.pretrained.dtype float32 with --trainer.precision bf16-true"):
         parse_fit({"trainer": {"precision": "bf16-true"}, "model": {"pretrained": {"dtype": "float32"}}, "data": {"train": train}})
+
+
+def test_the_command_line_links_the_data_loaders_layout_to_the_modules_settings():
+    from sft_research.errors import ConfigError
+    from sft_research.fit.cli import parse_fit
+
+    fit = {"model": {"execution": {"packing": True, "compile": True}}, "data": {"train": FILE_DATA, "micro_batch_size": 2}}
+    data = parse_fit(fit).data
+    assert (data.pack, data.pad_to_bucket, data.micro_batch_size) == (True, True, 2)
+    data = parse_fit({"data": {"train": FILE_DATA}}).data
+    assert (data.pack, data.pad_to_bucket, data.micro_batch_size) == (False, False, None)
+    from sft_research.cli.main import main
+
+    with pytest.raises(ConfigError, match='Linked "data.pack" must be given via "model.execution.packing"'):
+        main(["fit", "--data.pack=true"])
+
+
+def test_a_data_module_built_in_python_for_another_layout_than_the_modules_is_refused():
+    from sft_research.data import FileDataset, SFTDataModule
+    from sft_research.data.datamodule import check_batch_layout
+    from sft_research.errors import ConfigError
+    from sft_research.model.execution import ExecutionConfig
+    from sft_research.model.loading import ModelConfig
+    from sft_research.train.module import FineTuningModule
+
+    module = FineTuningModule(ModelConfig(), micro_batch_size=2, execution=ExecutionConfig(packing=True))
+    check_batch_layout(SFTDataModule(FileDataset("d.jsonl"), micro_batch_size=2, pack=True), module)
+    with pytest.raises(ConfigError) as error:
+        check_batch_layout(SFTDataModule(FileDataset("d.jsonl"), micro_batch_size=2), module)
+    assert str(error.value) == (
+        "SFTDataModule needs pack=True (not False), as the module's micro_batch_size, execution.packing and execution.compile: "
+        "the command line links them; pass them when building both in Python"
+    )
+    with pytest.raises(ConfigError, match=r"needs micro_batch_size=2 \(not None\), pad_to_bucket=True \(not False\)"):
+        check_batch_layout(
+            SFTDataModule(FileDataset("d.jsonl"), pack=True),
+            FineTuningModule(ModelConfig(), micro_batch_size=2, execution=ExecutionConfig(packing=True, compile=True)),
+        )

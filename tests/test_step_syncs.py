@@ -68,7 +68,13 @@ def train(model_dir, rows_path, root, objective, steps: int, callbacks, **execut
         execution=ExecutionConfig(**execution),
         save_dir=str(root / "hf_model"),
     )
-    data = SFTDataModule(FileDataset(str(rows_path)), tokenizer=str(model_dir), batch_size=4)
+    data = SFTDataModule(
+        FileDataset(str(rows_path)),
+        tokenizer=str(model_dir),
+        batch_size=4,
+        pack=module.execution.packing,
+        pad_to_bucket=module.execution.compile,
+    )
     # Logging every 100 steps: the measured steps log nothing.
     trainer = quiet_trainer(root, precision="bf16-true", max_steps=steps, log_every_n_steps=100, callbacks=callbacks)
     trainer.fit(module, data)

@@ -78,7 +78,7 @@ def main() -> None:
         OptimizerConfig(lr=args.lr, warmup_ratio=0.0, max_grad_norm=args.max_grad_norm),
         execution=ExecutionConfig(compile=args.compile),
     )
-    data = SFTDataModule(FileDataset(args.data), tokenizer=args.model, batch_size=4)
+    data = SFTDataModule(FileDataset(args.data), tokenizer=args.model, batch_size=4, pad_to_bucket=args.compile)
     record = Record()
     callbacks: list[L.Callback] = [record]
     if args.save_states:

@@ -230,6 +230,8 @@ def run_ours(job: dict) -> dict:
         prompt_format="plain",
         max_length=job["max_length"],
         batch_size=job["batch"] // (2 if dpo else 1),
+        pack=module.execution.packing,
+        pad_to_bucket=module.execution.compile,
     )
     trainer = L.Trainer(
         max_steps=job["steps"] + (StepProfiler.STEPS if profiler else 0),

@@ -215,7 +215,13 @@ def run(objective: str, args, folder: Path, model_dir: Path) -> dict:
         save_dir=str(folder / objective / "hf_model"),
     )
     data = SFTDataModule(
-        FileDataset(str(data_path)), tokenizer=str(model_dir), prompt_format="plain", max_length=4096, batch_size=batch // (2 if dpo else 1)
+        FileDataset(str(data_path)),
+        tokenizer=str(model_dir),
+        prompt_format="plain",
+        max_length=4096,
+        batch_size=batch // (2 if dpo else 1),
+        pack=not dpo,
+        pad_to_bucket=args.compile,
     )
     steps = Steps(args.sync_debug, json.loads((model_dir / "config.json").read_text())["vocab_size"], args.compile)
     trainer = L.Trainer(

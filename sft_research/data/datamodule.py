@@ -59,6 +59,9 @@ class SFTDataModule(L.LightningDataModule):
         batch_size: examples per optimizer step, across all processes (each takes its share): the global batch.
         micro_batch_size: examples per forward and backward pass within each process's share, whose gradients are
             accumulated (None: the whole share at once); the CLI hands it to the module, which splits the batch.
+        pack: make the packed layouts of the module's packed forward pass on the host (``model.execution.packing``,
+            which the CLI links here, as it links the two below).
+        pad_to_bucket: pad lengths to a few sizes, each a compiled graph of its own (``model.execution.compile``).
         eval_batch_size: prompts per generation batch.
         max_eval_prompts: evaluate only the first n held-out prompts.
         num_workers: data-loader worker processes.
@@ -87,6 +90,8 @@ class SFTDataModule(L.LightningDataModule):
         chat_template: str | None = None,
         batch_size: int = 8,
         micro_batch_size: int | None = None,
+        pack: bool = False,
+        pad_to_bucket: bool = False,
         eval_batch_size: int = 32,
         max_eval_prompts: int | None = None,
         num_workers: int = 0,
@@ -125,7 +130,7 @@ class SFTDataModule(L.LightningDataModule):
         self.max_eval_prompts = max_eval_prompts
         self.num_workers = num_workers
         self.record_kind = record_kind
-        self.pack = self.pad_to_bucket = False  # the model's packing and compilation, set by the training module
+        self.pack, self.pad_to_bucket = pack, pad_to_bucket
         self.tokenizer = None
         self.train_examples: list[TokenizedExample] | None = None
         self.resume_batches = 0  # batches of the epoch already consumed, set when resuming from a checkpoint
@@ -140,6 +145,8 @@ class SFTDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         from sft_research.checkpoints.names import load_tokenizer
 
+        if self.trainer is not None:
+            check_batch_layout(self, self.trainer.lightning_module)
         if self.pack_into_blocks and self.trainer is not None:
             check_blocks(self.trainer.lightning_module)
         if self.tokenizer is None:
@@ -263,8 +270,7 @@ class SFTDataModule(L.LightningDataModule):
 
     def collate(self, micro_batch_size: int | None):
         """The collate function of training-kind batches: padded, with host-made packed layouts when the model packs
-        (``pack``) and lengths rounded to a few sizes when it is compiled (``pad_to_bucket``); the training module
-        sets both from its own settings before any data loader is made."""
+        (``pack``) and lengths rounded to a few sizes when it is compiled (``pad_to_bucket``)."""
         return partial(
             collate_examples,
             pad_token_id=self.tokenizer.pad_token_id,
@@ -294,6 +300,22 @@ class SFTDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader | list:
         return self.val_dataloader()
+
+
+def check_batch_layout(data: SFTDataModule, module) -> None:
+    """The data loader splits, packs and pads its batches as the module runs them: the command line links the
+    settings; a data module built in Python with others is refused rather than collating batches the module cannot run."""
+    execution = getattr(module, "execution", None)
+    if execution is None:
+        return
+    wanted = {"micro_batch_size": module.micro_batch_size, "pack": execution.packing, "pad_to_bucket": execution.compile}
+    given = {"micro_batch_size": data.micro_batch_size, "pack": data.pack, "pad_to_bucket": data.pad_to_bucket}
+    if given != wanted:
+        shown = ", ".join(f"{key}={wanted[key]} (not {given[key]})" for key in wanted if given[key] != wanted[key])
+        raise ConfigError(
+            f"SFTDataModule needs {shown}, as the module's micro_batch_size, execution.packing and execution.compile: "
+            "the command line links them; pass them when building both in Python"
+        )
 
 
 def check_blocks(module) -> None:

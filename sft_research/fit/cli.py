@@ -64,6 +64,9 @@ class FitCLI(LightningCLI):
         parser.link_arguments("model.pretrained.name_or_path", "data.tokenizer")
         # The batch settings sit together under data: the global batch and the micro-batch the module splits it into.
         parser.link_arguments("data.micro_batch_size", "model.micro_batch_size")
+        # The data loader packs and pads its batches as the module runs them.
+        parser.link_arguments("model.execution.packing", "data.pack")
+        parser.link_arguments("model.execution.compile", "data.pad_to_bucket")
         # Rows that hold both an SFT record and a preference pair are read as what the objective trains on.
         parser.link_arguments("model.objective", "data.record_kind", compute_fn=record_kind_of)
         parser.add_argument(

@@ -99,8 +99,6 @@ class FineTuningModule(L.LightningModule):
         data = self.trainer.datamodule
         # The data's tokenizer carries a configured chat template: generate with it and save it with the model.
         self.tokenizer = getattr(data, "tokenizer", None) or self.tokenizer
-        if data is not None:  # the data loader splits, packs and pads its batches as this module runs them
-            data.micro_batch_size, data.pack, data.pad_to_bucket = self.micro_batch_size, self.execution.packing, self.execution.compile
         if stage == "fit":
             check_batch_and_records(self, data)
             check_shared_prefix(self.execution, self.objective, self.trainer.world_size, self.pretrained.gradient_checkpointing)
