@@ -16,7 +16,7 @@ from sft_research.bench.probes import GeneralTextProbe, HeldOutSkillsProbe, KLPr
 from sft_research.bench.report import summarize, summary_csv, summary_markdown
 from sft_research.bench.stats import Estimate
 from sft_research.checkpoints.embedded import TINY_MODEL
-from sft_research.data import FileDataset, SFTDataModule
+from sft_research.data import FileDataset, LengthConfig, SFTDataModule
 from sft_research.fit.run import run_fit
 from sft_research.frozen.cache import sequences_fingerprint
 from sft_research.runs.run_record import git_commit
@@ -58,12 +58,12 @@ def fitted(tmp_path_factory):
         "data": {
             "train": {"class_path": "sft_research.data.FileDataset", "init_args": {"path": str(data)}},
             "batch_size": 4,
-            "max_length": 64,
+            "lengths": {"max_length": 64},
         },
     }
     run_fit(config, tmp / "run" / "fit")
     batches = [json.loads(line) for line in record.read_text().splitlines()]
-    examples = SFTDataModule(FileDataset(str(data)), tokenizer=TINY_MODEL, max_length=64)
+    examples = SFTDataModule(FileDataset(str(data)), tokenizer=TINY_MODEL, lengths=LengthConfig(max_length=64))
     examples.setup("fit")
     return tmp / "run", batches, {example.example_id: example for example in examples.train_examples}
 
@@ -117,7 +117,7 @@ def test_on_the_fly_frozen_models_are_counted_on_every_batch(tmp_path):
         "data": {
             "train": {"class_path": "sft_research.data.FileDataset", "init_args": {"path": str(data)}},
             "batch_size": 4,
-            "max_length": 64,
+            "lengths": {"max_length": 64},
         },
     }
     run_fit(config, tmp_path / "fit")

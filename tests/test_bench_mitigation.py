@@ -11,7 +11,7 @@ from jsonargparse import ArgumentParser
 from sft_research.bench import GeneralTextProbe, LoRAArm, ObjectiveArm, ProbeContext, ReplayArm, Suite, TaskSpec
 from sft_research.checkpoints.embedded import TINY_MODEL
 from sft_research.checkpoints.names import load_tokenizer
-from sft_research.data import DataSource, Mixture, RawRecord, SFTDataModule, TextChunks
+from sft_research.data import DataSource, LengthConfig, Mixture, RawRecord, SFTDataModule, TextChunks
 from sft_research.data.mixture import read_text
 from sft_research.data.records import Text, parse_record
 from sft_research.data.sampler import ResumableShuffleSampler
@@ -62,7 +62,9 @@ def test_mixture_is_seeded_and_checks_its_fraction():
 
 
 def test_mixed_records_train_as_sft_and_language_modelling():
-    data = SFTDataModule(Mixture(TASK, TextChunks(NOVEL, TINY_MODEL, chunk_tokens=32), 0.25), tokenizer=TINY_MODEL, max_length=128)
+    data = SFTDataModule(
+        Mixture(TASK, TextChunks(NOVEL, TINY_MODEL, chunk_tokens=32), 0.25), tokenizer=TINY_MODEL, lengths=LengthConfig(max_length=128)
+    )
     data.setup("fit")
     examples = data.train_examples
     text = [e for e in examples if isinstance(parse_record(e.raw), Text)]

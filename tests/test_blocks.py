@@ -1,4 +1,4 @@
-"""``data.pack_into_blocks``: the alignment-handbook's SFT batch of blocks. The blocks hold exactly the tokens TRL 0.9.6's
+"""``data.lengths.pack_into_blocks``: the alignment-handbook's SFT batch of blocks. The blocks hold exactly the tokens TRL 0.9.6's
 ``ConstantLengthDataset`` packs, an epoch has the recipe's steps and every step its tokens (the fixture written by the
 real TRL and accelerate, ``bash benchmarks/trl_0_9_fixture.sh``), and each conversation in a block sees only itself."""
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from sft_research.data import FileDataset, SFTDataModule
+from sft_research.data import FileDataset, LengthConfig, SFTDataModule, TemplateConfig
 from sft_research.data.batch_layout import packed_layout
 from sft_research.data.blocks import pack_blocks
 from sft_research.data.collate import collate_examples, micro_batches
@@ -90,14 +90,15 @@ def test_the_batch_counts_blocks_as_the_handbooks_sft_does(tmp_path):
     data = SFTDataModule(
         FileDataset(str(path)),
         tokenizer=FIXTURE["tokenizer"],
-        chat_template=str(REPO / FIXTURE["chat_template"]),
-        max_length=expected["block_length"],
-        completion_only_loss=False,
-        add_special_tokens=True,
-        auto_insert_empty_system_msg=True,
-        pack_into_blocks=True,
         batch_size=expected["per_device_batch"] * expected["processes"],
         micro_batch_size=expected["per_device_batch"],
+        template=TemplateConfig(
+            chat_template=str(REPO / FIXTURE["chat_template"]),
+            completion_only_loss=False,
+            add_special_tokens=True,
+            auto_insert_empty_system_msg=True,
+        ),
+        lengths=LengthConfig(max_length=expected["block_length"], pack_into_blocks=True),
     )
     data.setup("fit")
     blocks = [block.sequences[0].input_ids for block in data.train_examples]
@@ -115,10 +116,10 @@ def test_blocks_need_the_packed_forward_and_an_objective_reading_no_frozen_model
         return SimpleNamespace(execution=ExecutionConfig(packing=packing), objective=objective)
 
     check_blocks(module(True, SFT()))
-    with pytest.raises(ConfigError, match="data.pack_into_blocks needs model.execution.packing: true"):
+    with pytest.raises(ConfigError, match="^data.lengths.pack_into_blocks needs model.execution.packing: true"):
         check_blocks(module(False, SFT()))
     for objective in (SFT(use_quality=True), IwSFT()):
         with pytest.raises(ConfigError, match=f"{type(objective).__name__} reads a frozen model or quality scores"):
             check_blocks(module(True, objective))
     with pytest.raises(ConfigError, match="joins SFT records into blocks: the objective trains on preference pairs"):
-        SFTDataModule(FileDataset("pairs.jsonl"), pack_into_blocks=True, record_kind="preference")
+        SFTDataModule(FileDataset("pairs.jsonl"), record_kind="preference", lengths=LengthConfig(pack_into_blocks=True))

@@ -57,7 +57,7 @@ def three_stages(tiny_model_dir, tmp_path, last: dict) -> dict:
         ("records", DataError, r"stage 'last': .*sft.jsonl: DPO trains on preference records \(prompt/chosen/rejected\), but this"),
         # LoRA targets that the model (stage 2's, which does not exist yet: read as the model it started from) lacks.
         ("lora", ConfigError, r"stage 'last': --model.pretrained.lora.target_modules: \['qkv'\] match no module of <stage dpo> \(from "),
-        ("length", ConfigError, r"stage 'last': --data.max_length 4096: <stage dpo> \(from .*\) takes at most 2048 positions"),
+        ("length", ConfigError, r"stage 'last': --data.lengths.max_length 4096: <stage dpo> \(from .*\) takes at most 2048 positions"),
         ("reference", ModelLoadError, r"stage 'last': no-such-org/no-such-reference: its config.json could not be read"),
         ("schema", DataError, r"stage 'last': .*bad.jsonl, row 1: no known fields: expected 'messages'"),
     ],
@@ -75,7 +75,7 @@ def test_a_defect_in_the_last_stage_stops_the_pipeline_before_the_first_stage_st
     elif defect == "lora":
         last["model"]["pretrained"]["lora"] = {"r": 4, "target_modules": ["q_proj", "qkv"]}
     elif defect == "length":
-        last["data"]["max_length"] = 4096
+        last["data"]["lengths"] = {"max_length": 4096}
     elif defect == "reference":
         last["model"]["frozen"] = {"reference": "no-such-org/no-such-reference"}
     elif defect == "schema":
@@ -160,13 +160,13 @@ def test_a_later_stage_reads_the_chat_template_an_earlier_stage_saved_with_its_m
     template.write_text(CHATML_TEMPLATE)
     pairs = write_jsonl(tmp_path / "pairs.jsonl", PAIR_ROWS)
     pipeline = three_stages(base, tmp_path, fit(base, "sft_research.objectives.DPO", pairs))
-    pipeline["stages"][0]["init_args"]["fit"]["data"]["chat_template"] = str(template)
+    pipeline["stages"][0]["init_args"]["fit"]["data"]["template"] = {"chat_template": str(template)}
     config = tmp_path / "pipeline.yaml"
     config.write_text(yaml.safe_dump(pipeline))
     from sft_research.pipelines.stages import build_pipeline
 
     build_pipeline([f"--config={config}"]).check()
-    del pipeline["stages"][0]["init_args"]["fit"]["data"]["chat_template"]
+    del pipeline["stages"][0]["init_args"]["fit"]["data"]["template"]
     config.write_text(yaml.safe_dump(pipeline))
     with pytest.raises(ConfigError, match=r"^stage 'sft': .*base: its tokenizer has no chat template"):
         build_pipeline([f"--config={config}"]).check()

@@ -49,7 +49,7 @@ def test_a_commands_help_is_kept_and_served_without_building_its_parser(tmp_path
             ["--learning_rate", "1e-5"],
             r"^unrecognized arguments: --learning_rate 1e-5; did you mean --model.optimizer.lr\?; sft-research fit --help",
         ),
-        (["--max_seq_length", "512"], r"did you mean --data.max_length\?"),
+        (["--max_seq_length", "512"], r"did you mean --data.lengths.max_length\?"),
         (["--trainer.max_step", "2"], r"unrecognized arguments: --trainer.max_step 2; did you mean --trainer.max_steps\?"),
         (["--optimizer.lr", "1e-4"], r"did you mean --model.optimizer.lr\?"),
         (
@@ -98,3 +98,27 @@ def test_a_trainer_option_left_out_of_the_help_is_still_answered_with_what_to_us
             main(["validate", *args])
     with pytest.raises(ConfigError, match=r"^--trainer.limit_predict_batches 3: not used by this module; sft-research has no predict"):
         parse_fit({"trainer": {"limit_predict_batches": 3}})
+
+
+def test_a_data_option_of_its_old_flat_name_stops_in_one_line_naming_the_new_one(tmp_path):
+    import dataclasses
+
+    from sft_research.data.options import LengthConfig, TemplateConfig
+    from sft_research.fit.cli import parse_fit
+    from sft_research.fit.parse import MOVED_DATA_OPTIONS
+
+    grouped = {f"data.template.{f.name}" for f in dataclasses.fields(TemplateConfig)} | {
+        f"data.lengths.{f.name}" for f in dataclasses.fields(LengthConfig)
+    }
+    assert set(MOVED_DATA_OPTIONS.values()) == grouped, "every grouped option is found by its old name"
+    line = "--data.max_length is now --data.lengths.max_length (the data options are grouped: data.template, data.lengths)"
+    for args in (["--data.max_length=256"], ["--data.max_length", "256"]):
+        with pytest.raises(ConfigError) as error:
+            main(["fit", *args])
+        assert str(error.value) == line
+    config = tmp_path / "c.yaml"
+    config.write_text("data:\n  chat_template: t.jinja\n")
+    with pytest.raises(ConfigError, match=r"^--data.chat_template is now --data.template.chat_template \(the data options are grouped"):
+        main(["validate", f"--config={config}"])
+    with pytest.raises(ConfigError, match=r"^--data.pack_into_blocks is now --data.lengths.pack_into_blocks "):
+        parse_fit({"data": {"pack_into_blocks": True}})

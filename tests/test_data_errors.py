@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from sft_research.data import DataError, FileDataset, SFTDataModule
+from sft_research.data import DataError, FileDataset, LengthConfig, SFTDataModule
 from tests.conftest import file_fit_args, write_jsonl
 
 GOOD = {"prompt": "1 + 1 =", "completion": "2"}
@@ -66,23 +66,24 @@ def test_empty_completion(tiny_model_dir, tmp_path):
 @pytest.mark.parametrize("truncation", ["error", "truncate_completion"])
 def test_over_long_prompt_is_an_error(tiny_model_dir, tmp_path, truncation):
     path = write_jsonl(tmp_path / "d.jsonl", [GOOD, {"prompt": "fox " * 50, "completion": "2"}])
-    expect_error(tiny_model_dir, path, r"row 2, field 'prompt': .*over max_length=24", max_length=24, truncation=truncation)
+    lengths = LengthConfig(max_length=24, truncation=truncation)
+    expect_error(tiny_model_dir, path, r"row 2, field 'prompt': .*over max_length=24", lengths=lengths)
 
 
 def test_over_long_prompt_dropped_or_truncated_is_counted(tiny_model_dir, tmp_path, caplog):
     path = write_jsonl(tmp_path / "d.jsonl", [GOOD, {"prompt": "fox " * 50, "completion": "2"}])
     with pytest.warns(UserWarning, match="0 examples truncated and 1 dropped"):
-        data = load(tiny_model_dir, path, max_length=24, truncation="drop")
+        data = load(tiny_model_dir, path, lengths=LengthConfig(max_length=24, truncation="drop"))
     assert len(data.train_examples) == 1 and data.chat_tokenizer.report.dropped == ["row 2"]
     with pytest.warns(UserWarning, match="1 examples truncated and 0 dropped"):
-        data = load(tiny_model_dir, path, max_length=24, truncation="truncate_prompt")
+        data = load(tiny_model_dir, path, lengths=LengthConfig(max_length=24, truncation="truncate_prompt"))
     assert len(data.train_examples) == 2 and data.chat_tokenizer.report.truncated == ["row 2"]
 
 
 def test_every_example_dropped_is_an_error(tiny_model_dir, tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "fox " * 50, "completion": "2"}])
     with pytest.warns(UserWarning):
-        expect_error(tiny_model_dir, path, r"every example was dropped", max_length=24, truncation="drop")
+        expect_error(tiny_model_dir, path, r"every example was dropped", lengths=LengthConfig(max_length=24, truncation="drop"))
 
 
 @pytest.mark.parametrize(

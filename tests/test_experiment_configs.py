@@ -54,12 +54,12 @@ def test_full_scale_configs_build_for_their_world_size_as_their_paper_note_says(
         callbacks = [c.class_path for c in parsed.trainer.callbacks or []]
         assert "lightning.pytorch.callbacks.ModelCheckpoint" in callbacks, "a full-scale run keeps a last training state"
         if parsed.model.pretrained.name_or_path in BASE_MODELS:
-            assert parsed.data.chat_template, "a base model needs the chat template its recipe uses"
+            assert parsed.data.template.chat_template, "a base model needs the chat template its recipe uses"
 
 
 @pytest.mark.parametrize("template", sorted(Path(__file__).parents[1].glob("experiments/templates/*.jinja")), ids=lambda p: p.name)
 def test_shipped_chat_templates_render_prefix_by_prefix(template, tiny_model_dir, tmp_path):
-    from sft_research.data import FileDataset, SFTDataModule
+    from sft_research.data import FileDataset, SFTDataModule, TemplateConfig
     from tests.conftest import write_jsonl
 
     rows = [
@@ -72,7 +72,7 @@ def test_shipped_chat_templates_render_prefix_by_prefix(template, tiny_model_dir
         }
     ]
     path = write_jsonl(tmp_path / "d.jsonl", rows)
-    data = SFTDataModule(FileDataset(str(path)), tokenizer=str(tiny_model_dir), chat_template=str(template))
+    data = SFTDataModule(FileDataset(str(path)), tokenizer=str(tiny_model_dir), template=TemplateConfig(chat_template=str(template)))
     data.setup("fit")
     (example,) = data.train_examples
     sequence = example.sequences[0]

@@ -33,7 +33,10 @@ def no_model_load(monkeypatch):
         ("--trainer.max_steps=0", r"--trainer.max_steps 0: nothing would be trained; `sft-research validate` evaluates a model"),
         ("--trainer.max_steps=-5", r"^--trainer.max_steps -5: the optimizer steps to train, or -1 for no limit$"),
         ("--trainer.max_epochs=-2", r"^--trainer.max_epochs -2: the epochs to train, or -1 for no limit$"),
-        ("--data.max_length=100000", r"--data.max_length 100000: .* takes at most 2048 positions \(max_position_embeddings\)"),
+        (
+            "--data.lengths.max_length=100000",
+            r"--data.lengths.max_length 100000: .* takes at most 2048 positions \(max_position_embeddings\)",
+        ),
         ("--model.pretrained.lora.r=0", r"--model.pretrained.lora.r 0: the adapters' rank must be at least 1"),
         ("--model.pretrained.lora.dropout=1.5", r"--model.pretrained.lora.dropout 1.5: must be in \[0, 1\)"),
         (
@@ -132,7 +135,7 @@ def hub_cache_with_config(root, repo_id: str, config: dict, monkeypatch):
             r"--model.pretrained.lora.target_modules: \['query_key_value'\] match no module of some-org/tiny-llama; "
             r"its linear layers are \['down_proj', 'gate_proj', 'k_proj', 'lm_head', 'o_proj', 'q_proj', 'up_proj', 'v_proj'\]",
         ),
-        (["--data.max_length=4096"], r"--data.max_length 4096: some-org/tiny-llama takes at most 2048 positions"),
+        (["--data.lengths.max_length=4096"], r"--data.lengths.max_length 4096: some-org/tiny-llama takes at most 2048 positions"),
     ],
 )
 def test_a_hub_model_is_checked_from_its_config_in_the_hub_cache_before_any_weights_load(
@@ -175,7 +178,10 @@ def test_the_same_hub_model_passes_the_checks_when_its_settings_fit(tiny_model_d
     path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
     config = {
         "model": {"pretrained": {"name_or_path": "some-org/tiny-llama", "lora": {"r": 4, "target_modules": ["q_proj", "v_proj"]}}},
-        "data": {"train": {"class_path": "sft_research.data.FileDataset", "init_args": {"path": str(path)}}, "max_length": 2048},
+        "data": {
+            "train": {"class_path": "sft_research.data.FileDataset", "init_args": {"path": str(path)}},
+            "lengths": {"max_length": 2048},
+        },
     }
     from sft_research.checkpoints.names import model_config
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sft_research.data import DataError, FileDataset, SFTDataModule
+from sft_research.data import DataError, FileDataset, LengthConfig, SFTDataModule
 
 FIELDS = ["prompt", "completion", "messages", "chosen", "rejected", "quality", "other"]
 scalars = st.one_of(
@@ -27,7 +27,7 @@ records = st.lists(st.dictionaries(st.sampled_from(FIELDS), values, min_size=1, 
 
 
 def load(tiny_model_dir, path):
-    data = SFTDataModule(FileDataset(str(path)), tokenizer=str(tiny_model_dir), max_length=64, truncation="error")
+    data = SFTDataModule(FileDataset(str(path)), tokenizer=str(tiny_model_dir), lengths=LengthConfig(max_length=64, truncation="error"))
     data.setup("fit")
     return data
 

@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import Callback
 
 from sft_research.checkpoints.tiny import CORPUS, build_tiny_checkpoint
 from sft_research.cli.main import main
-from sft_research.data import FileDataset, SFTDataModule
+from sft_research.data import FileDataset, LengthConfig, SFTDataModule
 from sft_research.data.collate import micro_batches
 from sft_research.model.execution import ExecutionConfig, batch_outputs, trimmed
 from sft_research.model.loading import ModelConfig
@@ -88,9 +88,9 @@ def fit(model_dir, data_path, root, steps=1, dtype="float32", precision="32-true
         FileDataset(str(data_path)),
         tokenizer=str(model_dir),
         batch_size=8,
-        max_length=512,
         pack=module.execution.packing,
         pad_to_bucket=module.execution.compile,
+        lengths=LengthConfig(max_length=512),
     )
     recorder = Recorder()
     trainer = quiet_trainer(root, max_steps=steps, accelerator=ACCELERATOR, devices=1, precision=precision, callbacks=[recorder])

@@ -15,9 +15,9 @@ def test_data_command_marks_trained_tokens_and_reports(tiny_model_dir, tmp_path,
             f"--model.pretrained.name_or_path={tiny_model_dir}",
             "--data.train=sft_research.data.FileDataset",
             f"--data.train.path={path}",
-            "--data.max_length=40",
-            "--data.truncation=truncate_prompt",
-            "--data.max_prompt_length=20",
+            "--data.lengths.max_length=40",
+            "--data.lengths.truncation=truncate_prompt",
+            "--data.lengths.max_prompt_length=20",
         ]
     )
     assert text == capsys.readouterr().out.rstrip("\n")

@@ -33,8 +33,9 @@ def test_a_fit_says_so_in_one_line_before_the_model_loads(untemplated, tmp_path,
     monkeypatch.setattr("sft_research.train.module.load_model", lambda *args, **kwargs: pytest.fail("the model was loaded"))
     path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
     (line,) = run(monkeypatch, capsys, ["fit", *file_fit_args(untemplated, path, tmp_path, 1)])
-    assert line.startswith(f"sft-research: error: {untemplated}: its tokenizer has no chat template, which data.prompt_format 'chat'")
-    assert "set data.chat_template (a Jinja file, or the template itself), or data.prompt_format plain" in line
+    said = f"sft-research: error: {untemplated}: its tokenizer has no chat template, which data.template.prompt_format 'chat'"
+    assert line.startswith(said)
+    assert "set data.template.chat_template (a Jinja file, or the template itself), or data.template.prompt_format plain" in line
 
 
 def test_a_rehearsal_says_so_once_before_its_processes_start(untemplated, tmp_path, monkeypatch, capsys, private_cache):

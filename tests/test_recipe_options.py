@@ -6,7 +6,7 @@ import logging
 import pytest
 import yaml
 
-from sft_research.data import FileDataset, SFTDataModule
+from sft_research.data import FileDataset, LengthConfig, SFTDataModule, TemplateConfig
 from sft_research.data.records import parse_record
 from sft_research.data.sources import RawRecord
 from sft_research.data.tokenize import ChatTokenizer
@@ -62,8 +62,8 @@ def test_the_loss_on_every_token(tiny_tokenizer):
     everything = render(tiny_tokenizer, fields, completion_only_loss=False)
     assert everything.completion_mask == [True] * len(everything.input_ids)
     assert everything.input_ids == render(tiny_tokenizer, fields).input_ids
-    with pytest.raises(ConfigError, match="completion_only_loss=false is for SFT records"):
-        SFTDataModule(FileDataset("pairs.jsonl"), completion_only_loss=False, record_kind="preference")
+    with pytest.raises(ConfigError, match="^data.template.completion_only_loss=false is for SFT records"):
+        SFTDataModule(FileDataset("pairs.jsonl"), record_kind="preference", template=TemplateConfig(completion_only_loss=False))
 
 
 def test_humaneval_contaminated_records_are_left_out_and_counted(tiny_model_dir, tmp_path, caplog):
@@ -74,11 +74,13 @@ def test_humaneval_contaminated_records_are_left_out_and_counted(tiny_model_dir,
     rows = [*SFT_ROWS[:3], {"prompt": "Write the function.", "completion": "  ".join(leaked.upper().split()), "quality": 1.0}, SFT_ROWS[3]]
     path = write_jsonl(tmp_path / "d.jsonl", rows)
     with caplog.at_level(logging.INFO):
-        data = SFTDataModule(FileDataset(str(path)), tokenizer=str(tiny_model_dir), decontaminate_humaneval=True, max_length=4096)
+        data = SFTDataModule(
+            FileDataset(str(path)), tokenizer=str(tiny_model_dir), decontaminate_humaneval=True, lengths=LengthConfig(max_length=4096)
+        )
         data.setup("fit")
     assert [e.raw.row for e in data.train_examples] == [1, 2, 3, 5]
     assert "1 of 5 records left out as HumanEval-contaminated (row 4)" in caplog.text
-    data = SFTDataModule(FileDataset(str(path)), tokenizer=str(tiny_model_dir), max_length=4096)
+    data = SFTDataModule(FileDataset(str(path)), tokenizer=str(tiny_model_dir), lengths=LengthConfig(max_length=4096))
     data.setup("fit")
     assert len(data.train_examples) == 5, "only when asked"
 
@@ -98,7 +100,9 @@ def test_a_pairs_humaneval_filter_reads_its_chosen_answer_only(tiny_model_dir, t
     ]
     path = write_jsonl(tmp_path / "pairs.jsonl", rows)
     with caplog.at_level(logging.INFO):
-        data = SFTDataModule(FileDataset(str(path)), tokenizer=str(tiny_model_dir), decontaminate_humaneval=True, max_length=4096)
+        data = SFTDataModule(
+            FileDataset(str(path)), tokenizer=str(tiny_model_dir), decontaminate_humaneval=True, lengths=LengthConfig(max_length=4096)
+        )
         data.setup("fit")
     assert [e.raw.row for e in data.train_examples] == [1, 2, 3]
     assert "1 of 4 records left out as HumanEval-contaminated (row 4)" in caplog.text

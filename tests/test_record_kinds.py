@@ -3,7 +3,7 @@ pair) are read as what the objective trains on, without a rename; an unresolved 
 
 import pytest
 
-from sft_research.data import FileDataset, SFTDataModule
+from sft_research.data import FileDataset, LengthConfig, SFTDataModule
 from sft_research.data.records import Conversation, Preference, parse_record
 from sft_research.data.sources import RawRecord
 from sft_research.errors import DataError
@@ -14,7 +14,12 @@ ULTRAFEEDBACK = str(DATASETS / "HuggingFaceH4--ultrafeedback_binarized")
 
 
 def examples(tiny_model_dir, kind):
-    data = SFTDataModule(FileDataset(ULTRAFEEDBACK, split="train_prefs"), tokenizer=str(tiny_model_dir), max_length=4096, record_kind=kind)
+    data = SFTDataModule(
+        FileDataset(ULTRAFEEDBACK, split="train_prefs"),
+        tokenizer=str(tiny_model_dir),
+        record_kind=kind,
+        lengths=LengthConfig(max_length=4096),
+    )
     data.setup("fit")
     return data
 

@@ -94,7 +94,7 @@ MAY_CHANGE = (
     "data.batch_size",
     "data.micro_batch_size",
     "data.max_eval_prompts",
-    "data.max_length",  # the block length of a config that packs blocks (plan.scale_blocks)
+    "data.lengths.max_length",  # the block length of a config that packs blocks (plan.scale_blocks)
     "data.train.init_args.path",
     "data.val.init_args.path",
     "data.train.init_args.train_size",
@@ -268,7 +268,7 @@ def test_a_rehearsal_of_a_model_given_by_its_config_runs_and_says_its_length_err
     result = rehearse(path, tmp_path / "out", given, f"--tokenizer=other-org/not-cached={tiny_model_dir}", HF_HUB_OFFLINE="1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "the models' own tokenizers counted the tokens above" in result.stdout
-    config["data"]["max_length"] = 8
+    config["data"]["lengths"] = {"max_length": 8}
     path.write_text(yaml.safe_dump(config))
     result = rehearse(path, tmp_path / "short", given, HF_HUB_OFFLINE="1")
     assert result.returncode == 2

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sft_research.checkpoints.names import load_tokenizer
-from sft_research.data import FileDataset, SFTDataModule
+from sft_research.data import FileDataset, LengthConfig, SFTDataModule
 from sft_research.data.records import parse_record
 from sft_research.data.sources import RawRecord
 from sft_research.data.tokenize import ChatTokenizer
@@ -69,8 +69,8 @@ def test_the_fixture_cuts_the_prompt_the_answers_and_a_pair_of_exactly_max_lengt
 def test_the_retired_name_stops_in_one_line_naming_its_replacements(smollm2):
     with pytest.raises(ValueError, match="truncation 'trl_dpo' was no single trainer's rule: use 'trl_0_9' .* or 'spin'"):
         ChatTokenizer(smollm2, truncation="trl_dpo")
-    with pytest.raises(ConfigError, match="^data.truncation 'trl_dpo' was no single trainer's rule: use 'trl_0_9'") as error:
-        SFTDataModule(FileDataset("pairs.jsonl"), truncation="trl_dpo")
+    with pytest.raises(ConfigError, match="^data.lengths.truncation 'trl_dpo' was no single trainer's rule: use 'trl_0_9'") as error:
+        SFTDataModule(FileDataset("pairs.jsonl"), lengths=LengthConfig(truncation="trl_dpo"))
     assert "\n" not in str(error.value)
 
 

@@ -185,7 +185,7 @@ def run_ours(job: dict) -> dict:
     import lightning as L
     import torch
 
-    from sft_research.data import FileDataset, SFTDataModule
+    from sft_research.data import FileDataset, LengthConfig, SFTDataModule, TemplateConfig
     from sft_research.model.execution import ExecutionConfig
     from sft_research.model.loading import ModelConfig
     from sft_research.objectives import DPO, SFT
@@ -227,11 +227,11 @@ def run_ours(job: dict) -> dict:
     data = SFTDataModule(
         FileDataset(job["pairs" if dpo else "sft"]),
         tokenizer=job["model"],
-        prompt_format="plain",
-        max_length=job["max_length"],
         batch_size=job["batch"] // (2 if dpo else 1),
         pack=module.execution.packing,
         pad_to_bucket=module.execution.compile,
+        template=TemplateConfig(prompt_format="plain"),
+        lengths=LengthConfig(max_length=job["max_length"]),
     )
     trainer = L.Trainer(
         max_steps=job["steps"] + (StepProfiler.STEPS if profiler else 0),

@@ -192,7 +192,7 @@ def write_data(folder: Path, pairs: bool, batch: int, scale: int) -> Path:
 
 
 def run(objective: str, args, folder: Path, model_dir: Path) -> dict:
-    from sft_research.data import FileDataset, SFTDataModule
+    from sft_research.data import FileDataset, LengthConfig, SFTDataModule, TemplateConfig
     from sft_research.data.sampler import ResumableShuffleSampler
     from sft_research.model.execution import ExecutionConfig
     from sft_research.model.loading import ModelConfig
@@ -217,11 +217,11 @@ def run(objective: str, args, folder: Path, model_dir: Path) -> dict:
     data = SFTDataModule(
         FileDataset(str(data_path)),
         tokenizer=str(model_dir),
-        prompt_format="plain",
-        max_length=4096,
         batch_size=batch // (2 if dpo else 1),
         pack=not dpo,
         pad_to_bucket=args.compile,
+        template=TemplateConfig(prompt_format="plain"),
+        lengths=LengthConfig(max_length=4096),
     )
     steps = Steps(args.sync_debug, json.loads((model_dir / "config.json").read_text())["vocab_size"], args.compile)
     trainer = L.Trainer(

@@ -126,7 +126,7 @@ class Suite:
             },
             "data": {
                 "train": self.task.source(),
-                "max_length": budget.max_length,
+                "lengths": {"max_length": budget.max_length},
                 "batch_size": budget.batch_size,
                 "micro_batch_size": budget.micro_batch_size,
                 "eval_batch_size": self.eval_batch_size,

@@ -44,7 +44,7 @@ def data_report(data) -> str:
         [
             f"{data.train_source.name}: {len(examples)} examples kept, {len(report.truncated)} truncated "
             f"(prompt cut in {len(report.prompt_cut)}, completion cut in {len(report.completion_cut)}), "
-            f"{len(report.dropped)} dropped; max_length {data.max_length}, truncation {data.truncation!r}",
+            f"{len(report.dropped)} dropped; max_length {data.lengths.max_length}, truncation {data.lengths.truncation!r}",
             f"sequence tokens: {spread(lengths)}",
             f"trained tokens per sequence: {spread(trained)}",
         ]

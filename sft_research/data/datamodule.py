@@ -13,11 +13,12 @@ from torch.utils.data import DataLoader
 
 from sft_research.checkpoints.embedded import DEFAULT_MODEL
 from sft_research.data.collate import collate_examples, collate_prompts
+from sft_research.data.options import LengthConfig, TemplateConfig
 from sft_research.data.records import Preference, RecordKind, Text, parse_record, record_kind
 from sft_research.data.sampler import ResumableShuffleSampler
 from sft_research.data.sources import DataSource
 from sft_research.data.task import VerifiableTask
-from sft_research.data.tokenize import RETIRED, ChatTokenizer, PromptFormat, TokenizedExample, Truncation, TruncationReport
+from sft_research.data.tokenize import RETIRED, ChatTokenizer, TokenizedExample, TruncationReport
 from sft_research.data.untrained import report_untrained
 from sft_research.errors import ConfigError, DataError
 
@@ -31,31 +32,16 @@ class SFTDataModule(L.LightningDataModule):
         val: held-out data. A task is evaluated by generation and its verifier; other sources by their loss.
             Defaults to the training task's held-out split when ``train`` is a task.
         tokenizer: the tokenizer's hub id or folder; the CLI links it to the model's.
-        prompt_format: ``chat`` (the tokenizer's chat template) or ``plain`` (prompt + completion + EOS).
-        max_length: longest training sequence, in tokens.
-        truncation: what to do with longer examples (see :class:`~sft_research.data.tokenize.ChatTokenizer`).
-        max_prompt_length: under ``truncation`` ``truncate_prompt``, ``trl_0_9`` or ``spin``, the prompt tokens kept
-            at most when an example is too long (None: half of ``max_length``).
-        completion_only_loss: the loss covers completions and assistant turns (TRL's ``completion_only_loss`` and
-            ``assistant_only_loss``); false: every token of the rendered conversation (the alignment-handbook's SFT).
-        add_special_tokens: tokenize rendered conversations with the tokenizer's special tokens: BOS first for Llama
-            and Mistral tokenizers (the alignment-handbook's SFT, TRL's DPO), whatever the chat template writes.
-        auto_insert_empty_system_msg: give conversations without a system turn an empty one first when the chat
-            template knows a system role (the alignment-handbook's option of this name).
+        template: how records are rendered into tokens and which the loss covers (``data.template.prompt_format``,
+            ``chat_template``, ``add_special_tokens``, ``auto_insert_empty_system_msg``, ``completion_only_loss``).
+        lengths: how long sequences may be (``data.lengths.max_length``, ``truncation``, ``max_prompt_length``,
+            ``pack_into_blocks``).
         decontaminate_humaneval: leave out the records whose rendered text contains a HumanEval docstring or
             solution (the alignment-handbook's filter of this name), counted and reported; of a preference pair, the
             chosen answer's text, as the handbook's DPO filters it.
-        pack_into_blocks: join the tokenized conversations, each followed by an EOS, and cut them into blocks of
-            ``max_length`` tokens, which the batch then counts, as TRL 0.9.6's ``SFTTrainer(packing=True)`` (the
-            alignment-handbook's SFT; :mod:`sft_research.data.blocks`): a conversation may run on into the next block
-            and none is truncated. Attention stays inside each conversation (needs ``model.execution.packing``). The
-            last batch of an epoch is filled with the first blocks again, as accelerate fills the handbook's. For SFT
-            records and objectives that read no frozen model and no quality score.
         val_fraction: hold out this fraction of the training records (at least one), drawn with ``split_seed``, as
             the validation data (scored with the objective's own loss); only without ``val`` and for file data.
         split_seed: the seed of that draw.
-        chat_template: a Jinja chat template, or the path of a file holding one, for tokenizers that have none (base
-            models such as Mistral-7B-v0.1) or to replace theirs; it is saved with the fine-tuned model.
         batch_size: examples per optimizer step, across all processes (each takes its share): the global batch.
         micro_batch_size: examples per forward and backward pass within each process's share, whose gradients are
             accumulated (None: the whole share at once); the CLI hands it to the module, which splits the batch.
@@ -76,18 +62,11 @@ class SFTDataModule(L.LightningDataModule):
         train: DataSource | None = None,
         val: DataSource | None = None,
         tokenizer: str = DEFAULT_MODEL,
-        prompt_format: PromptFormat = "chat",
-        max_length: int = 1024,
-        truncation: Truncation = "error",
-        max_prompt_length: int | None = None,
-        completion_only_loss: bool = True,
-        add_special_tokens: bool = False,
-        auto_insert_empty_system_msg: bool = False,
+        template: TemplateConfig = TemplateConfig(),
+        lengths: LengthConfig = LengthConfig(),
         decontaminate_humaneval: bool = False,
-        pack_into_blocks: bool = False,
         val_fraction: float = 0.0,
         split_seed: int = 0,
-        chat_template: str | None = None,
         batch_size: int = 8,
         micro_batch_size: int | None = None,
         pack: bool = False,
@@ -98,33 +77,28 @@ class SFTDataModule(L.LightningDataModule):
         record_kind: RecordKind | None = None,
     ):
         super().__init__()
-        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("max_length", max_length)):
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("lengths.max_length", lengths.max_length)):
             if value < 1:
                 raise ConfigError(f"data.{name} must be at least 1, got {value}")
-        if truncation in RETIRED:
-            raise ConfigError(f"data.{RETIRED[truncation]}")
-        if pack_into_blocks and record_kind == "preference":
-            raise ConfigError("data.pack_into_blocks joins SFT records into blocks: the objective trains on preference pairs")
-        if record_kind == "preference" and not completion_only_loss:
+        if lengths.truncation in RETIRED:
+            raise ConfigError(f"data.lengths.{RETIRED[lengths.truncation]}")
+        if lengths.pack_into_blocks and record_kind == "preference":
+            raise ConfigError("data.lengths.pack_into_blocks joins SFT records into blocks: the objective trains on preference pairs")
+        if record_kind == "preference" and not template.completion_only_loss:
             raise ConfigError(
-                "data.completion_only_loss=false is for SFT records: the objective trains on preference pairs, whose loss reads the answers"
+                "data.template.completion_only_loss=false is for SFT records: the objective trains on preference pairs, "
+                "whose loss reads the answers"
             )
         self.train_source = train
         self.val_source = val if val is not None else (train if isinstance(train, VerifiableTask) else None)
         self.tokenizer_name = tokenizer
-        self.prompt_format = prompt_format
-        self.max_length = max_length
-        self.truncation = truncation
-        self.max_prompt_length = max_prompt_length
-        self.completion_only_loss, self.add_special_tokens = completion_only_loss, add_special_tokens
-        self.auto_insert_empty_system_msg = auto_insert_empty_system_msg
-        self.decontaminate_humaneval, self.pack_into_blocks = decontaminate_humaneval, pack_into_blocks
+        self.template, self.lengths = template, lengths
+        self.decontaminate_humaneval = decontaminate_humaneval
         if not 0 <= val_fraction < 1:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
         if val_fraction and (val is not None or isinstance(train, VerifiableTask)):
             raise ConfigError("data.val_fraction holds out training records of a file source: not beside data.val, nor for a task")
         self.val_fraction, self.split_seed = val_fraction, split_seed
-        self.chat_template = chat_template
         self.batch_size, self.micro_batch_size = batch_size, micro_batch_size
         self.eval_batch_size = eval_batch_size
         self.max_eval_prompts = max_eval_prompts
@@ -147,22 +121,23 @@ class SFTDataModule(L.LightningDataModule):
 
         if self.trainer is not None:
             check_batch_layout(self, self.trainer.lightning_module)
-        if self.pack_into_blocks and self.trainer is not None:
+        if self.lengths.pack_into_blocks and self.trainer is not None:
             check_blocks(self.trainer.lightning_module)
         if self.tokenizer is None:
             self.tokenizer = load_tokenizer(self.tokenizer_name)
-            if self.chat_template is not None:
-                self.tokenizer.chat_template = read_chat_template(self.chat_template)
+            template, lengths = self.template, self.lengths
+            if template.chat_template is not None:
+                self.tokenizer.chat_template = read_chat_template(template.chat_template)
             self.chat_tokenizer = ChatTokenizer(
                 self.tokenizer,
-                self.prompt_format,
+                template.prompt_format,
                 # Blocks take conversations of any length, as TRL's: one longer than a block runs on into the next.
-                2**31 - 1 if self.pack_into_blocks else self.max_length,
-                self.truncation,
-                self.max_prompt_length,
-                self.completion_only_loss,
-                self.add_special_tokens,
-                self.auto_insert_empty_system_msg,
+                2**31 - 1 if lengths.pack_into_blocks else lengths.max_length,
+                lengths.truncation,
+                lengths.max_prompt_length,
+                template.completion_only_loss,
+                template.add_special_tokens,
+                template.auto_insert_empty_system_msg,
             )
         if self.val_fraction and self.train_examples is None:
             train, held_out = self.held_out_split(self.train_source.records())
@@ -215,25 +190,26 @@ class SFTDataModule(L.LightningDataModule):
         truncated, dropped = len(report.truncated), len(report.dropped)
         rank_zero_info(f"{name}: {len(kept)} of {len(records)} examples kept; {report.summary()}")
         if truncated or dropped:
-            rank_zero_warn(f"{name}: {truncated} examples truncated and {dropped} dropped (truncation={self.truncation!r})")
+            rank_zero_warn(f"{name}: {truncated} examples truncated and {dropped} dropped (truncation={self.lengths.truncation!r})")
         if not kept:
-            raise DataError(name, f"every example was dropped as longer than max_length={self.max_length}")
-        return self.blocks(name, kept) if self.pack_into_blocks else kept
+            raise DataError(name, f"every example was dropped as longer than max_length={self.lengths.max_length}")
+        return self.blocks(name, kept) if self.lengths.pack_into_blocks else kept
 
     def blocks(self, name: str, examples: list[TokenizedExample]) -> list[TokenizedExample]:
         """``examples`` joined and cut into blocks of ``max_length`` tokens (:func:`~sft_research.data.blocks.pack_blocks`)."""
         from sft_research.data.blocks import buffer_characters, pack_blocks
 
         if len(examples[0].sequences) != 1:
-            raise DataError(name, "data.pack_into_blocks joins SFT or text records; this source holds preference pairs")
+            raise DataError(name, "data.lengths.pack_into_blocks joins SFT or text records; this source holds preference pairs")
         # TRL sizes its buffers by the characters of the rendered texts.
         texts = [e.record.text if isinstance(e.record, Text) else self.chat_tokenizer.rendered_text(e.record.messages)[0] for e in examples]
         characters = [len(text) for text in texts]
-        blocks = pack_blocks(examples, characters, self.max_length, self.tokenizer.eos_token_id, buffer_characters(self.max_length))
+        length = self.lengths.max_length
+        blocks = pack_blocks(examples, characters, length, self.tokenizer.eos_token_id, buffer_characters(length))
         if not blocks:
             tokens = sum(len(example.sequences[0].input_ids) + 1 for example in examples)
-            raise DataError(name, f"its {tokens} tokens fill no block of max_length={self.max_length} (data.pack_into_blocks)")
-        rank_zero_info(f"{name}: {len(examples)} examples packed into {len(blocks)} blocks of {self.max_length} tokens")
+            raise DataError(name, f"its {tokens} tokens fill no block of max_length={length} (data.lengths.pack_into_blocks)")
+        rank_zero_info(f"{name}: {len(examples)} examples packed into {len(blocks)} blocks of {length} tokens")
         return blocks
 
     def decontaminated(self, name: str, records: list, parsed: list) -> tuple[list, list]:
@@ -254,7 +230,7 @@ class SFTDataModule(L.LightningDataModule):
         skip, self.resume_batches = self.resume_batches, 0
         # Seeded by seed_everything's seed and the epoch alone, so a resumed run sees the same order.
         examples = self.train_examples
-        if self.pack_into_blocks:
+        if self.lengths.pack_into_blocks:
             # accelerate (even_batches, the handbook's Trainer) fills the epoch's last batch with its first blocks:
             # every step trains on a full batch of blocks.
             examples = examples + [examples[i % len(examples)] for i in range(-len(examples) % self.batch_size)]
@@ -324,10 +300,14 @@ def check_blocks(module) -> None:
     passes run on whole sequences) nor a quality score (a block has none of its own)."""
     objective = getattr(module, "objective", None)
     if not getattr(getattr(module, "execution", None), "packing", False):
-        raise ConfigError("data.pack_into_blocks needs model.execution.packing: true, which keeps attention inside each conversation")
+        raise ConfigError(
+            "data.lengths.pack_into_blocks needs model.execution.packing: true, which keeps attention inside each conversation"
+        )
     if objective is not None and (objective.frozen_inputs or getattr(objective, "use_quality", False)):
         name = type(objective).__name__
-        raise ConfigError(f"data.pack_into_blocks trains on blocks of several conversations: {name} reads a frozen model or quality scores")
+        raise ConfigError(
+            f"data.lengths.pack_into_blocks trains on blocks of several conversations: {name} reads a frozen model or quality scores"
+        )
 
 
 def read_chat_template(template: str) -> str:

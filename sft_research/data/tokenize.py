@@ -30,8 +30,8 @@ RETIRED = {
 def no_chat_template(model: str) -> str:
     """The error of a model whose tokenizer has no chat template, where the data are rendered as chat."""
     return (
-        f"{model}: its tokenizer has no chat template, which data.prompt_format 'chat' (the default) renders conversations "
-        "with: set data.chat_template (a Jinja file, or the template itself), or data.prompt_format plain"
+        f"{model}: its tokenizer has no chat template, which data.template.prompt_format 'chat' (the default) renders "
+        "conversations with: set data.template.chat_template (a Jinja file, or the template itself), or data.template.prompt_format plain"
     )
 
 

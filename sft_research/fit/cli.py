@@ -193,7 +193,9 @@ def with_absolute_paths(config) -> None:
         init = getattr(source, "init_args", None)
         if init is not None and init.get("path") is not None:
             init.path = absolute(init.path)
-    config.data.chat_template = absolute(config.data.get("chat_template"))
+    template = config.data.get("template")
+    if template is not None:
+        template.chat_template = absolute(template.get("chat_template"))
     pretrained, frozen = config.model.get("pretrained"), config.model.get("frozen")
     if pretrained is not None:
         pretrained.name_or_path = absolute(pretrained.get("name_or_path"))

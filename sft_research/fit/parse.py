@@ -13,10 +13,10 @@ from sft_research.errors import ConfigError
 TRL_NAMES = {
     "learning_rate": "model.optimizer.lr",
     "lr": "model.optimizer.lr",
-    "max_seq_length": "data.max_length",
-    "max_length": "data.max_length",
-    "max_prompt_length": "data.max_prompt_length",
-    "truncation_mode": "data.truncation",
+    "max_seq_length": "data.lengths.max_length",
+    "max_length": "data.lengths.max_length",
+    "max_prompt_length": "data.lengths.max_prompt_length",
+    "truncation_mode": "data.lengths.truncation",
     "per_device_train_batch_size": "data.batch_size (the global batch)",
     "train_batch_size": "data.batch_size",
     "batch_size": "data.batch_size",
@@ -61,8 +61,14 @@ TRL_NAMES = {
     "lora_dropout": "model.pretrained.lora.dropout",
     "lora_target_modules": "model.pretrained.lora.target_modules",
     "report_to": "trainer.logger",
-    "completion_only_loss": "data.completion_only_loss",
-    "chat_template_path": "data.chat_template",
+    "completion_only_loss": "data.template.completion_only_loss",
+    "chat_template_path": "data.template.chat_template",
+}
+# The data module's options that moved into its groups (sft_research.data.options), by their old flat name.
+TEMPLATE_OPTIONS = ("prompt_format", "chat_template", "add_special_tokens", "auto_insert_empty_system_msg", "completion_only_loss")
+MOVED_DATA_OPTIONS = {
+    **{name: f"data.template.{name}" for name in TEMPLATE_OPTIONS},
+    **{name: f"data.lengths.{name}" for name in ("max_length", "truncation", "max_prompt_length", "pack_into_blocks")},
 }
 # Lightning's options that the module replaces (it steps its optimizer itself, micro-batch by micro-batch) or that no
 # command reads: they are left out of the parser, so of --help (fit/cli.py), and typing one says what to use instead.
@@ -107,7 +113,7 @@ def parse_or_explain(parser, args, subcommand: str):
     try:
         return parser.parse_object(args) if isinstance(args, dict) else parser.parse_args(args)
     except ArgumentError as error:
-        replaced = replaced_option(str(error), args, subcommand)
+        replaced = replaced_option(str(error), args, subcommand) or moved_option(str(error))
         raise replaced or parse_error(subcommand, str(error), known_options(parser, subcommand)) from None
 
 
@@ -120,6 +126,17 @@ def replaced_option(message: str, args, subcommand: str) -> ConfigError | None:
             value = value or given_value(args, f"trainer.{option}", subcommand)
             shown = f"--trainer.{option}" + (f" {value}" if value not in ("", None) else "")
             return ConfigError(f"{shown}: not used by this module; {REPLACED_TRAINER_OPTIONS[option]}")
+    return None
+
+
+def moved_option(message: str) -> ConfigError | None:
+    """The one line for a data option of its old flat name (``data.max_length``) that ``message`` says was not taken."""
+    named = re.findall(r"\bdata\.(\w+)", message)
+    named += re.findall(r"Group 'data' does not accept (?:nested key|option) '(\w+)'", message)
+    for option in named:
+        if option in MOVED_DATA_OPTIONS:
+            grouped = "the data options are grouped: data.template, data.lengths"
+            return ConfigError(f"--data.{option} is now --{MOVED_DATA_OPTIONS[option]} ({grouped})")
     return None
 
 

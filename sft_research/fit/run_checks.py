@@ -28,7 +28,7 @@ class ModelFiles:
             architecture and tokenizer (the one that stage starts from).
         configs: config.json contents by model name, read in place of its files (a rehearsal's stand-ins: the real
             model's).
-        chat_templates: the chat template (``data.chat_template``) that an earlier stage's fit saves with its model.
+        chat_templates: the chat template (``data.template.chat_template``) that an earlier stage's fit saves with its model.
     """
 
     aliases: dict[str, str] = field(default_factory=dict)
@@ -82,11 +82,11 @@ def check_fit(config: dict, files: ModelFiles, records: RecordKind | None = None
 
 
 def check_chat_template(parsed, files: ModelFiles) -> None:
-    """Data rendered as chat (``data.prompt_format``, the default) have a template: ``data.chat_template``, or the
-    model's tokenizer's own."""
-    data = parsed.data
+    """Data rendered as chat (``data.template.prompt_format``, the default) have a template:
+    ``data.template.chat_template``, or the model's tokenizer's own."""
+    template = parsed.data.template
     name = parsed.model.pretrained.name_or_path
-    if data.get("prompt_format", "chat") == "chat" and data.get("chat_template") is None:
+    if template.prompt_format == "chat" and template.chat_template is None:
         if not getattr(files.tokenizer(name), "chat_template", None):
             raise ConfigError(no_chat_template(files.shown(name)))
 
@@ -111,8 +111,8 @@ def check_records(parsed, objective, records: RecordKind | None) -> None:
     from sft_research.data.datamodule import read_chat_template
 
     data = parsed.data
-    if data.get("chat_template") is not None:
-        read_chat_template(data.chat_template)
+    if data.template.chat_template is not None:
+        read_chat_template(data.template.chat_template)
     wanted = records or ("preference" if objective.sequences_per_example == 2 else "sft")
     for key in ("train", "val"):
         if data.get(key) is None or (key == "val" and is_task(data.val)):
@@ -167,7 +167,7 @@ def check_frozen(parsed, objective, files: ModelFiles) -> None:
     for role, name, _ in frozen_models(objective, reference):
         architecture = files.config(name)
         if role != "baseline":  # baselines read the data through their own tokenizer, at any length
-            check_max_length(name, architecture, parsed.data.get("max_length"))
+            check_max_length(name, architecture, parsed.data.lengths.max_length)
         if role == "reference" and files.real(name) != files.real(policy):
             ours, theirs = files.tokenizer(policy), files.tokenizer(name)
             if ours.get_vocab() != theirs.get_vocab():

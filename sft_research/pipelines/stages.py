@@ -211,7 +211,7 @@ class Pipeline:
             if own:
                 pretrained = (own[0].config.get("model") or {}).get("pretrained") or {}
                 files.aliases[placeholder(stage.name)] = pretrained.get("name_or_path", DEFAULT_MODEL)
-                template = (own[0].config.get("data") or {}).get("chat_template")
+                template = ((own[0].config.get("data") or {}).get("template") or {}).get("chat_template")
                 if template is not None:  # saved with the stage's model, which later stages start from
                     files.chat_templates[placeholder(stage.name)] = template
         return fits, files

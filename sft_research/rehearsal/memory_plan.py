@@ -99,7 +99,7 @@ def fit_shape(parsed, files: ModelFiles) -> FitShape:
         micro_batch=micro,
         accumulation=max(1, share // micro),
         sequences=2 if record_kind_of(model.objective) == "preference" else 1,
-        length=data.max_length,
+        length=data.lengths.max_length,
         checkpointing=pretrained.gradient_checkpointing,
         packing=model.execution.packing,
         flex_attention=pretrained.attn_implementation == "flex_attention",

@@ -28,7 +28,7 @@ STEPS = 2  # optimizer steps per fit, with validation (where the config has any)
 MAX_NEW_TOKENS = 8  # generated tokens at most, in evaluation and in IRFT's sampling
 EVAL_PROMPTS = 8  # held-out task prompts evaluated at most
 TASK_ITEMS = 16  # training items of a generated task (reasoning-gym) at most
-BLOCK_LENGTH = 256  # tokens per block where a config packs conversations into blocks (data.pack_into_blocks)
+BLOCK_LENGTH = 256  # tokens per block where a config packs conversations into blocks (data.lengths.pack_into_blocks)
 
 
 @dataclass
@@ -177,10 +177,11 @@ def scale_length(result: Plan, trainer: dict[str, Any], where: str) -> None:
 
 def scale_blocks(result: Plan, data: dict[str, Any], where: str) -> None:
     """Blocks of a few hundred tokens: a schema fixture's rows hold too few tokens to fill one of a real run's length."""
-    before = data.get("max_length", 1024)
-    if data.get("pack_into_blocks") and before > BLOCK_LENGTH:
-        data["max_length"] = BLOCK_LENGTH
-        result.note(where, "block length (data.pack_into_blocks)", before, BLOCK_LENGTH)
+    lengths = data.get("lengths") or {}
+    before = lengths.get("max_length", 1024)
+    if lengths.get("pack_into_blocks") and before > BLOCK_LENGTH:
+        lengths["max_length"] = BLOCK_LENGTH
+        result.note(where, "block length (data.lengths.pack_into_blocks)", before, BLOCK_LENGTH)
 
 
 def log_as_stand_in(result: Plan, trainer: dict[str, Any], where: str) -> None:

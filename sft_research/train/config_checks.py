@@ -98,10 +98,10 @@ def is_task(source) -> bool:
 
 
 def check_architecture(config, name: str, architecture: dict) -> None:
-    """The checks that need the model's architecture, from its config.json (``architecture``): ``data.max_length``
+    """The checks that need the model's architecture, from its config.json (``architecture``): ``data.lengths.max_length``
     against its positions, LoRA against its modules, and the FSDP wrap policy against its class."""
     pretrained = config.model.pretrained
-    check_max_length(name, architecture, config.data.get("max_length"))
+    check_max_length(name, architecture, config.data.lengths.max_length)
     check_lora(name, architecture, pretrained.get("lora"))
     strategy = fsdp_strategy(config.trainer.get("strategy"))
     if strategy is not None:
@@ -110,7 +110,7 @@ def check_architecture(config, name: str, architecture: dict) -> None:
         check_fsdp_policy(strategy, (architecture.get("architectures") or [None])[0], pretrained.get("lora") is not None)
 
 
-def check_max_length(name: str, architecture: dict, max_length: int | None, setting: str = "--data.max_length") -> None:
+def check_max_length(name: str, architecture: dict, max_length: int | None, setting: str = "--data.lengths.max_length") -> None:
     positions = architecture.get("max_position_embeddings")
     if max_length is not None and positions is not None and max_length > positions:
         raise ConfigError(f"{setting} {max_length}: {name} takes at most {positions} positions (max_position_embeddings)")

@@ -18,9 +18,9 @@ model's step holds on the CPU):
   makes of it in each layer;
 * the optimizer step's float32 copies of the gradients (for the masters);
 * frozen models (reference, baselines, teacher): every process loads each one whole, and runs it without gradients
-  at ``model.frozen.batch_size`` sequences of ``data.max_length``.
+  at ``model.frozen.batch_size`` sequences of ``data.lengths.max_length``.
 
-Sequences are counted at ``data.max_length``: the plan is for the longest batch. The CUDA context and the caching
+Sequences are counted at ``data.lengths.max_length``: the plan is for the longest batch. The CUDA context and the caching
 allocator's fragmentation (often a few GiB) are not counted.
 """
 
@@ -147,7 +147,7 @@ class FitShape:
         micro_batch: examples per forward and backward pass.
         accumulation: micro-batches per optimizer step in a process.
         sequences: sequences per example (2 for preference pairs).
-        length: tokens per sequence (``data.max_length``).
+        length: tokens per sequence (``data.lengths.max_length``).
         checkpointing: activation checkpointing.
         packing: padding-free packing (``model.execution.packing``).
         flex_attention: packing's document mask is a FlexAttention block mask (else a dense mask for SDPA).

@@ -61,7 +61,13 @@ def first_step(model_dir, reference, data_path, objective, root, **execution):
         frozen=FrozenConfig(reference=str(reference)),
         execution=execution,
     )
-    data = SFTDataModule(FileDataset(str(data_path)), tokenizer=str(model_dir), batch_size=8)
+    data = SFTDataModule(
+        FileDataset(str(data_path)),
+        tokenizer=str(model_dir),
+        batch_size=8,
+        pack=module.execution.packing,
+        pad_to_bucket=module.execution.compile,
+    )
     data.pack = execution.packing  # the command line links the two; in Python they are set alike
     capture = FirstStep()
     trainer = quiet_trainer(root, max_steps=1, callbacks=[capture])

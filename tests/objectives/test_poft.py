@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sft_research.checkpoints.tiny import ZEPHYR_STYLE_TEMPLATE, build_tiny_checkpoint
-from sft_research.data import FileDataset, SFTDataModule
+from sft_research.data import FileDataset, LengthConfig, SFTDataModule
 from sft_research.model.loading import ModelConfig, load_model
 from sft_research.model.logprobs import sequence_logprobs
 from sft_research.objectives import poft_loss
@@ -125,7 +125,9 @@ def test_baselines_score_the_part_of_a_cut_response_that_the_target_trains_on(ti
         {"prompt": "2 + 2 =", "completion": "4"},
     ]
     path = write_jsonl(tmp_path / "d.jsonl", rows)
-    data = SFTDataModule(FileDataset(str(path)), tokenizer=str(tiny_model_dir), max_length=40, truncation="truncate_completion")
+    data = SFTDataModule(
+        FileDataset(str(path)), tokenizer=str(tiny_model_dir), lengths=LengthConfig(max_length=40, truncation="truncate_completion")
+    )
     data.setup("fit")
     cut, whole = data.train_examples
     kept = cut.sequences[0].kept_characters
