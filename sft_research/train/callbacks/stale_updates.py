@@ -51,6 +51,6 @@ class StaleUpdates(L.Callback):
             rank_zero_warn(
                 f"{fraction.item():.0%} of the trained weights with a non-zero gradient did not change at step "
                 f"{self.step} (precision {trainer.precision}, lr {self.lr:.3g}): the updates round away in the "
-                "weights' dtype. Keep float32 master weights (model.optimizer.master_weights: true), or load the "
-                "model in float32 (model.pretrained.dtype) and train in bf16-mixed"
+                "weights' dtype. Keep float32 master weights (model.optimizer.master_weights: true), or train in "
+                "bf16-mixed, whose weights are float32 (model.pretrained.dtype follows trainer.precision)"
             )
