@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from sft_research.fit.cli import build_fit
+from sft_research.fit.lightning_cli import build_fit
 from sft_research.frozen import FrozenContext
 from sft_research.frozen.cache import frozen_label_logprobs, mean_completion_logprob
 

@@ -84,7 +84,7 @@ def test_the_help_leaves_out_the_trainer_options_this_module_replaces_or_no_comm
 
 
 def test_a_trainer_option_left_out_of_the_help_is_still_answered_with_what_to_use(tmp_path):
-    from sft_research.fit.cli import parse_fit
+    from sft_research.fit.lightning_cli import parse_fit
 
     micro = "set data.micro_batch_size instead: the optimizer batch (data.batch_size) is split into micro-batches of that size"
     for args in (["--trainer.accumulate_grad_batches=2"], ["--trainer.accumulate_grad_batches", "2"]):
@@ -104,7 +104,7 @@ def test_a_data_option_of_its_old_flat_name_stops_in_one_line_naming_the_new_one
     import dataclasses
 
     from sft_research.data.options import LengthConfig, TemplateConfig
-    from sft_research.fit.cli import parse_fit
+    from sft_research.fit.lightning_cli import parse_fit
     from sft_research.fit.parse import MOVED_DATA_OPTIONS
 
     grouped = {f"data.template.{f.name}" for f in dataclasses.fields(TemplateConfig)} | {

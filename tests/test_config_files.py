@@ -30,7 +30,7 @@ def test_every_command_names_the_broken_file(tmp_path, monkeypatch, capsys, comm
 
 
 def test_a_fit_started_from_python_names_it_too(tmp_path):
-    from sft_research.fit.cli import FitCLI, cli_arguments
+    from sft_research.fit.lightning_cli import FitCLI, cli_arguments
 
     broken = tmp_path / "broken.yaml"
     broken.write_text(BROKEN)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sft_research.fit.cli import parse_fit
+from sft_research.fit.lightning_cli import parse_fit
 
 FULL_SCALE = sorted(Path(__file__).parents[1].glob("experiments/*/full_scale.yaml"))
 BASE_MODELS = ("mistralai/Mistral-7B-v0.1", "meta-llama/Meta-Llama-3-8B")  # no chat template of their own

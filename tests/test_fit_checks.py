@@ -171,7 +171,7 @@ def test_the_same_hub_model_passes_the_checks_when_its_settings_fit(tiny_model_d
     (which the cache, holding no weights, then cannot give)."""
     import json
 
-    from sft_research.fit.cli import parse_fit
+    from sft_research.fit.lightning_cli import parse_fit
     from sft_research.train.config_checks import check_fit_config
 
     hub_cache_with_config(tmp_path / "hub", "some-org/tiny-llama", json.loads((tiny_model_dir / "config.json").read_text()), monkeypatch)
@@ -192,7 +192,7 @@ def test_the_same_hub_model_passes_the_checks_when_its_settings_fit(tiny_model_d
 def test_minus_one_is_no_limit_and_a_negative_step_count_is_one_line(tiny_model_dir, tmp_path, monkeypatch, capsys):
     """Lightning's -1 (no limit) parses; -5 after a space on the command line is one line, not a traceback."""
     from sft_research.cli.main import console
-    from sft_research.fit.cli import parse_fit
+    from sft_research.fit.lightning_cli import parse_fit
 
     path = write_jsonl(tmp_path / "d.jsonl", SFT_ROWS)
     config = {

@@ -7,7 +7,7 @@ from sft_research.data import FileDataset, LengthConfig, SFTDataModule
 from sft_research.data.records import Conversation, Preference, parse_record
 from sft_research.data.sources import RawRecord
 from sft_research.errors import DataError
-from sft_research.fit.cli import parse_fit
+from sft_research.fit.lightning_cli import parse_fit
 from sft_research.rehearsal.fixtures import DATASETS
 
 ULTRAFEEDBACK = str(DATASETS / "HuggingFaceH4--ultrafeedback_binarized")

@@ -166,7 +166,7 @@ def test_a_micro_batch_over_a_process_share_is_the_same_error_in_the_rehearsal_a
     """8 examples over 8 GPUs leave 1 a process: a micro-batch of 2 stops both with the real run's line (the
     rehearsal used to say "data.batch_size must be at least 1, got 0" after shrinking the batch)."""
     from sft_research.errors import ConfigError
-    from sft_research.fit.cli import parse_fit
+    from sft_research.fit.lightning_cli import parse_fit
 
     config = yaml.safe_load((REPO / "experiments/iw_sft/full_scale.yaml").read_text())
     config["data"]["micro_batch_size"] = 2

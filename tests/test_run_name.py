@@ -4,7 +4,7 @@ objectives land apart; a name given in the config wins."""
 import pytest
 
 from sft_research.cli.main import main
-from sft_research.fit.cli import parse_fit
+from sft_research.fit.lightning_cli import parse_fit
 from sft_research.fit.run_folders import run_name
 from tests.conftest import PAIR_ROWS, file_fit_args, write_jsonl
 

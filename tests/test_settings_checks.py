@@ -76,7 +76,7 @@ FILE_DATA = {"class_path": "sft_research.data.FileDataset", "init_args": {"path"
     [(None, "float32"), ("32-true", "float32"), ("bf16-mixed", "float32"), ("bf16-true", "bfloat16"), ("16-true", "float16")],
 )
 def test_the_weights_dtype_follows_the_precision(precision, dtype):
-    from sft_research.fit.cli import parse_fit
+    from sft_research.fit.lightning_cli import parse_fit
 
     fit = {"trainer": {} if precision is None else {"precision": precision}, "data": {"train": FILE_DATA}}
     assert parse_fit(fit).model.pretrained.dtype == dtype
@@ -86,7 +86,7 @@ def test_the_weights_dtype_follows_the_precision(precision, dtype):
 
 def test_a_dtype_the_precision_does_not_hold_is_refused_in_one_line():
     from sft_research.errors import ConfigError
-    from sft_research.fit.cli import parse_fit
+    from sft_research.fit.lightning_cli import parse_fit
 
     train = FILE_DATA
     with pytest.raises(ConfigError) as error:
@@ -101,7 +101,7 @@ def test_a_dtype_the_precision_does_not_hold_is_refused_in_one_line():
 
 def test_the_command_line_links_the_data_loaders_layout_to_the_modules_settings():
     from sft_research.errors import ConfigError
-    from sft_research.fit.cli import parse_fit
+    from sft_research.fit.lightning_cli import parse_fit
 
     fit = {"model": {"execution": {"packing": True, "compile": True}}, "data": {"train": FILE_DATA, "micro_batch_size": 2}}
     data = parse_fit(fit).data

@@ -10,7 +10,7 @@ import statistics
 from itertools import groupby
 
 from sft_research.data.tokenize import Sequence, TokenizedExample
-from sft_research.fit.cli import FitCLI, cli_arguments
+from sft_research.fit.lightning_cli import FitCLI, cli_arguments
 
 OPEN, CLOSE = "⟦", "⟧"
 

@@ -1,4 +1,4 @@
-"""The ``sft-research`` command: dispatches to a fit (``fit``/``validate``/``test``, :mod:`sft_research.fit.cli`), a
+"""The ``sft-research`` command: dispatches to a fit (``fit``/``validate``/``test``, :mod:`sft_research.fit.lightning_cli`), a
 pipeline, a benchmark suite, or a tool. Heavy modules (torch, Lightning) are imported by the subcommand that needs
 them, so that ``sft-research --help`` answers at once."""
 
@@ -121,7 +121,7 @@ def dispatch(argv: list[str]):
         from sft_research.cli.merge import merge_main
 
         return merge_main(argv[1:])
-    from sft_research.fit.cli import FitCLI, cli_arguments
+    from sft_research.fit.lightning_cli import FitCLI, cli_arguments
 
     return FitCLI(**cli_arguments(argv, run=True))
 

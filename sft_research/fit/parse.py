@@ -71,7 +71,7 @@ MOVED_DATA_OPTIONS = {
     **{name: f"data.lengths.{name}" for name in ("max_length", "truncation", "max_prompt_length", "pack_into_blocks")},
 }
 # Lightning's options that the module replaces (it steps its optimizer itself, micro-batch by micro-batch) or that no
-# command reads: they are left out of the parser, so of --help (fit/cli.py), and typing one says what to use instead.
+# command reads: they are left out of the parser, so of --help (fit/lightning_cli.py), and typing one says what to use instead.
 REPLACED_TRAINER_OPTIONS = {
     "accumulate_grad_batches": "set data.micro_batch_size instead: the optimizer batch (data.batch_size) is split into micro-batches "
     "of that size, their gradients accumulated",

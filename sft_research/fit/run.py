@@ -11,7 +11,7 @@ import yaml
 
 from sft_research.checkpoints.names import ADAPTER_CONFIG
 from sft_research.checkpoints.training_state import saved_step
-from sft_research.fit.cli import CSV_LOGGER, FitCLI, FitOnlyCLI, cli_arguments
+from sft_research.fit.lightning_cli import CSV_LOGGER, FitCLI, FitOnlyCLI, cli_arguments
 
 
 def in_run_dir(config: dict[str, Any], run_dir: Path, start_model: str | None = None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from sft_research.checkpoints.names import load_tokenizer, model_config
 from sft_research.data.records import Preference, RecordKind, parse_record, record_kind
 from sft_research.data.tokenize import no_chat_template
 from sft_research.errors import ConfigError, DataError
-from sft_research.fit.cli import parse_fit
+from sft_research.fit.lightning_cli import parse_fit
 from sft_research.train.config_checks import check_architecture, check_max_length, is_task
 
 FIRST_ROWS = 16  # rows of each data source read before training: enough to see its schema and record kind

@@ -27,7 +27,7 @@ from sft_research.data.collate import collate_prompts
 from sft_research.data.records import Conversation
 from sft_research.data.sources import DataSource, RawRecord
 from sft_research.errors import DataError
-from sft_research.fit.cli import build_fit, parse_fit
+from sft_research.fit.lightning_cli import build_fit, parse_fit
 from sft_research.fit.run import is_done, run_fit
 from sft_research.frozen.shares import Shares
 from sft_research.model.generation import GenerationConfig, GenerationCount, Generations, generate_with_status

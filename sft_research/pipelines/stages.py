@@ -1,6 +1,6 @@
 """Multi-stage runs (SFT then DPO; IRFT rounds) from one YAML, one stage after another, resumable.
 
-Each stage is an ordinary fit (:mod:`sft_research.fit.cli`) whose config sits inline in the pipeline YAML and is checked by
+Each stage is an ordinary fit (:mod:`sft_research.fit.lightning_cli`) whose config sits inline in the pipeline YAML and is checked by
 the same parser. A stage writes its config, logs and final Hugging Face checkpoint under ``<output_dir>/<name>/``; a
 stage whose checkpoint is there is done and is skipped when the pipeline runs again.
 """
@@ -20,7 +20,7 @@ from sft_research.checkpoints.embedded import DEFAULT_MODEL
 from sft_research.checkpoints.names import ModelLoadError
 from sft_research.data.records import RecordKind
 from sft_research.errors import ConfigError, DataError
-from sft_research.fit.cli import parse_fit
+from sft_research.fit.lightning_cli import parse_fit
 from sft_research.fit.run import is_done, run_fit
 from sft_research.fit.run_checks import ModelFiles, check_fit
 from sft_research.train.curve_points import add_curve_points, curve_points

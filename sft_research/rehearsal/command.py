@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from sft_research.errors import DataError
-from sft_research.fit.cli import FitCLI, cli_arguments
+from sft_research.fit.lightning_cli import FitCLI, cli_arguments
 from sft_research.fit.run import in_run_dir, is_done
 from sft_research.fit.run_checks import ModelFiles, check_fit
 from sft_research.pipelines.stages import build_pipeline

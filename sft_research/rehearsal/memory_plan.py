@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from sft_research.errors import ConfigError
-from sft_research.fit.cli import parse_fit, record_kind_of
+from sft_research.fit.lightning_cli import parse_fit, record_kind_of
 from sft_research.fit.run_checks import ModelFiles, built, frozen_models
 from sft_research.train.config_checks import configured_processes, fsdp_strategy
 from sft_research.train.memory import (

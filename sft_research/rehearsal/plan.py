@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sft_research.checkpoints.embedded import DEFAULT_MODEL
-from sft_research.fit.cli import CSV_LOGGER
+from sft_research.fit.lightning_cli import CSV_LOGGER
 from sft_research.rehearsal.fixtures import fixture
 from sft_research.rehearsal.logger import STAND_IN_METRICS
 from sft_research.rehearsal.resume_check import keep_every_state

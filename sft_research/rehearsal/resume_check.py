@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import yaml
 
-from sft_research.fit.cli import FitOnlyCLI, cli_arguments
+from sft_research.fit.lightning_cli import FitOnlyCLI, cli_arguments
 from sft_research.fit.run import in_run_dir
 
 STATE_AFTER_STEP_1 = "step=1.ckpt"
