@@ -133,6 +133,18 @@ def quiet_trainer(root, **options):
     return L.Trainer(**(quiet | {"default_root_dir": root} | options))
 
 
+def module_data(module, model_dir, data_path, batch_size: int, **options):
+    """The data module of a fit of ``module`` in code on a JSON-lines file, packing and padding its batches as the
+    module's execution runs them: the command line links the two, a fit in code must set them alike."""
+    from sft_research.data import FileDataset, SFTDataModule
+
+    execution = module.execution
+    source = FileDataset(str(data_path))
+    return SFTDataModule(
+        source, tokenizer=str(model_dir), batch_size=batch_size, pack=execution.packing, pad_to_bucket=execution.compile, **options
+    )
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path

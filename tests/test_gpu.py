@@ -26,7 +26,7 @@ from sft_research.runs.csv_logger import RunCSVLogger
 from sft_research.train.master_weights import MasterWeights
 from sft_research.train.module import FineTuningModule
 from sft_research.train.optim import OptimizerConfig
-from tests.conftest import PAIR_ROWS, ROWS, SFT_ROWS, quiet_trainer, write_jsonl
+from tests.conftest import PAIR_ROWS, ROWS, SFT_ROWS, module_data, quiet_trainer, write_jsonl
 from tests.test_fp32_buffers import POSITIONS, attention_output, build_long_rope_model, copy_in_float32, exact_inv_freq
 from tests.test_master_weights import LR, STEPS, Record, check_masters_moved_as_adamw
 
@@ -84,14 +84,7 @@ def gpu_module(model_dir, root, dtype="float32", attention="sdpa", lr=1e-3, **ex
 def fit(model_dir, data_path, root, steps=1, dtype="float32", precision="32-true", attention="sdpa", lr=1e-3, **execution):
     L.seed_everything(0)
     module = gpu_module(model_dir, root, dtype, attention, lr, **execution)
-    data = SFTDataModule(
-        FileDataset(str(data_path)),
-        tokenizer=str(model_dir),
-        batch_size=8,
-        pack=module.execution.packing,
-        pad_to_bucket=module.execution.compile,
-        lengths=LengthConfig(max_length=512),
-    )
+    data = module_data(module, model_dir, data_path, batch_size=8, lengths=LengthConfig(max_length=512))
     recorder = Recorder()
     trainer = quiet_trainer(root, max_steps=steps, accelerator=ACCELERATOR, devices=1, precision=precision, callbacks=[recorder])
     trainer.fit(module, data)

@@ -77,6 +77,12 @@ def test_a_diagnostic_output_has_no_gradient_and_leaves_the_others_alone(chunk):
     torch.testing.assert_close(with_diagnostic, alone, rtol=0, atol=1e-6)
 
 
+def test_a_vocabulary_reduction_is_named_after_its_class_unless_renamed():
+    renamed = MeanLogprob("smoothing", grad=False)
+    assert (renamed.name, renamed.grad) == ("smoothing", False)
+    assert [(o.name, o.grad) for o in (Entropy(), MeanLogprob())] == [("entropy", True), ("mean_logprob", True)]
+
+
 def test_the_bf16_output_layer_against_a_float64_reference():
     """bf16 operands with float32 accumulation, the log-sum-exp in float32: values and gradients within bf16's
     rounding of a float64 computation on the same (bf16) numbers."""

@@ -9,13 +9,12 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from sft_research.data import FileDataset, SFTDataModule
 from sft_research.model.execution import ExecutionConfig
 from sft_research.model.loading import ModelConfig
 from sft_research.objectives import DPO, SFT
 from sft_research.train.module import FineTuningModule
 from sft_research.train.optim import OptimizerConfig
-from tests.conftest import PAIR_ROWS, SFT_ROWS, quiet_trainer, write_jsonl
+from tests.conftest import PAIR_ROWS, SFT_ROWS, module_data, quiet_trainer, write_jsonl
 
 # Operators whose result the host reads, or whose output shape depends on the data.
 SYNCING = {"_local_scalar_dense", "nonzero", "masked_select", "unique_dim", "_unique2", "unique_consecutive", "is_nonzero", "equal"}
@@ -68,13 +67,7 @@ def train(model_dir, rows_path, root, objective, steps: int, callbacks, **execut
         execution=ExecutionConfig(**execution),
         save_dir=str(root / "hf_model"),
     )
-    data = SFTDataModule(
-        FileDataset(str(rows_path)),
-        tokenizer=str(model_dir),
-        batch_size=4,
-        pack=module.execution.packing,
-        pad_to_bucket=module.execution.compile,
-    )
+    data = module_data(module, model_dir, rows_path, batch_size=4)
     # Logging every 100 steps: the measured steps log nothing.
     trainer = quiet_trainer(root, precision="bf16-true", max_steps=steps, log_every_n_steps=100, callbacks=callbacks)
     trainer.fit(module, data)

@@ -61,32 +61,33 @@ class TokenLogprobs(PositionOutput):
         return logprobs.gather(-1, frozen[self.ids].long())
 
 
-class Entropy(PositionOutput):
-    """The entropy ``-sum_v p_v log p_v`` of the next-token distribution, over the whole vocabulary (``[n]``).
+class VocabularyReduction(PositionOutput):
+    """A reduction of the next-token distribution over the whole vocabulary, one value per position (``[n]``).
 
     Args:
-        name: the output's name.
+        name: the output's name; by default the class's (``entropy``, ``mean_logprob``).
         grad: False: a diagnostic, without gradients.
     """
 
-    def __init__(self, name: str = "entropy", grad: bool = True):
-        self.name, self.grad = name, grad
+    def __init__(self, name: str | None = None, grad: bool = True):
+        # A second name lets one objective read the same reduction twice, e.g. with and without gradients.
+        self.name, self.grad = name if name is not None else self.name, grad
+
+
+class Entropy(VocabularyReduction):
+    """The entropy ``-sum_v p_v log p_v`` of the next-token distribution (``[n]``)."""
+
+    name = "entropy"
 
     def __call__(self, logprobs: torch.Tensor, labels: torch.Tensor, frozen: dict[str, torch.Tensor]) -> torch.Tensor:
         return -(logprobs.exp() * logprobs).sum(-1)
 
 
-class MeanLogprob(PositionOutput):
+class MeanLogprob(VocabularyReduction):
     """The mean log-prob ``(1/V) sum_v log p_v`` over the whole vocabulary (``[n]``): minus the cross-entropy to the
-    uniform distribution, label smoothing's second term.
+    uniform distribution, label smoothing's second term."""
 
-    Args:
-        name: the output's name.
-        grad: False: a diagnostic, without gradients.
-    """
-
-    def __init__(self, name: str = "mean_logprob", grad: bool = True):
-        self.name, self.grad = name, grad
+    name = "mean_logprob"
 
     def __call__(self, logprobs: torch.Tensor, labels: torch.Tensor, frozen: dict[str, torch.Tensor]) -> torch.Tensor:
         return logprobs.mean(-1)

@@ -1,13 +1,13 @@
 """Training objectives: pure loss functions of tensors, each wrapped by an :class:`Objective` class."""
 
 from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput, reduce_losses
-from sft_research.objectives.dft import DFT, dft_loss
+from sft_research.objectives.dft import DFT, dft_token_losses
 from sft_research.objectives.distillation import Distillation, generalized_jsd
-from sft_research.objectives.dpo import DPO, dpo_loss
-from sft_research.objectives.irft import IRFT, irft_loss
-from sft_research.objectives.iw_sft import IwSFT, iw_sft_loss
-from sft_research.objectives.poft import PoFT, poft_loss
-from sft_research.objectives.sft import SFT, sft_loss
+from sft_research.objectives.dpo import DPO, dpo_losses
+from sft_research.objectives.irft import IRFT
+from sft_research.objectives.iw_sft import IwSFT, iw_sft_token_losses
+from sft_research.objectives.poft import PoFT, poft_losses
+from sft_research.objectives.sft import SFT, sft_token_losses
 from sft_research.objectives.sft_kl import SFTWithKL
 
 __all__ = [
@@ -22,12 +22,11 @@ __all__ = [
     "PoFT",
     "SFT",
     "SFTWithKL",
-    "dft_loss",
-    "dpo_loss",
+    "dft_token_losses",
+    "dpo_losses",
     "generalized_jsd",
-    "irft_loss",
-    "iw_sft_loss",
-    "poft_loss",
+    "iw_sft_token_losses",
+    "poft_losses",
     "reduce_losses",
-    "sft_loss",
+    "sft_token_losses",
 ]

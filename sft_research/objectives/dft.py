@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import torch
 
-from sft_research.objectives.base import Normalization, Objective, ObjectiveInputs, ObjectiveOutput, reduce_losses
+from sft_research.objectives.base import Normalization, Objective, ObjectiveInputs, ObjectiveOutput
 
 
 def dft_token_losses(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The token-level DFT objective ``L_DFT = E_{(x, y*)}[ -sum_t sg(pi(y*_t | y*_<t, x)) log pi(y*_t | y*_<t, x) ]``,
-    per token: ``loss_it = -mask_it * sg(exp(logps_it)) * logps_it`` (``[B, T]``).
+    per token: ``loss_it = -mask_it * sg(exp(logps_it)) * logps_it`` (``[B, T]``); reduced over the batch's completion
+    tokens (:func:`~sft_research.objectives.base.reduce_losses`), ``-sum_{i,t} mask_it * sg(exp(logps_it)) * logps_it / N``.
 
     The SFT gradient ``-grad log p`` is an on-policy policy gradient with the implicit reward ``1 / p``; weighting by
     the detached ``p`` cancels it, so each token's gradient becomes ``-grad p``: bounded, and small on tokens the
@@ -25,20 +26,6 @@ def dft_token_losses(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """
     weights = logps.detach().exp()
     return -(weights * logps * mask)
-
-
-def dft_loss(
-    logps: torch.Tensor,
-    mask: torch.Tensor,
-    num_tokens: torch.Tensor | float | None = None,
-    *,
-    normalize: Normalization = "tokens",
-    num_examples: float | None = None,
-) -> torch.Tensor:
-    """:func:`dft_token_losses` reduced: ``-sum_{i,t} mask_it * sg(exp(logps_it)) * logps_it / N``, N the completion
-    tokens (``num_tokens``, default ``mask.sum()``), or per sequence (``normalize="sequences"``,
-    :func:`~sft_research.objectives.base.reduce_losses`)."""
-    return reduce_losses(dft_token_losses(logps, mask), normalize, mask, num_tokens, num_examples)
 
 
 class DFT(Objective):

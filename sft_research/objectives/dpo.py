@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from sft_research.frozen.inputs import ReferenceLogprobs
-from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput, reduce_losses
+from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput
 
 DPOLossType = Literal["sigmoid", "hinge", "ipo"]
 
@@ -29,7 +29,8 @@ def dpo_losses(
     chosen_lengths: torch.Tensor | None = None,
     rejected_lengths: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """DPO-family ``[B]`` per-example losses of ``[B]`` completion log-probs (summed over completion tokens).
+    """DPO-family ``[B]`` per-example losses of ``[B]`` completion log-probs (summed over completion tokens); the loss
+    is their batch mean (``examples`` in :func:`~sft_research.objectives.base.reduce_losses`).
 
     With ``h = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)``:
 
@@ -57,25 +58,6 @@ def dpo_losses(
     else:
         raise ValueError(f"unknown loss_type {loss_type!r}; expected sigmoid, hinge or ipo")
     return losses, (beta * chosen_ratio).detach(), (beta * rejected_ratio).detach()
-
-
-def dpo_loss(
-    policy_chosen: torch.Tensor,
-    policy_rejected: torch.Tensor,
-    ref_chosen: torch.Tensor,
-    ref_rejected: torch.Tensor,
-    beta: float = 0.1,
-    loss_type: DPOLossType = "sigmoid",
-    label_smoothing: float = 0.0,
-    chosen_lengths: torch.Tensor | None = None,
-    rejected_lengths: torch.Tensor | None = None,
-    *,
-    num_examples: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`dpo_losses` summed and divided by ``num_examples`` (default B: the batch mean), with the rewards."""
-    args = (beta, loss_type, label_smoothing, chosen_lengths, rejected_lengths)
-    losses, chosen, rejected = dpo_losses(policy_chosen, policy_rejected, ref_chosen, ref_rejected, *args)
-    return reduce_losses(losses, "examples", num_examples=num_examples), chosen, rejected
 
 
 def preference_diagnostics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -11,32 +11,17 @@ trains on pairs (demonstration, generation) with pi_t as the frozen reference. T
 
 from __future__ import annotations
 
-import torch
-
-from sft_research.objectives.dpo import DPO, dpo_loss
-
-
-def irft_loss(
-    policy_demo: torch.Tensor,
-    policy_generated: torch.Tensor,
-    round_start_demo: torch.Tensor,
-    round_start_generated: torch.Tensor,
-    beta: float = 0.1,
-    *,
-    num_examples: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``L_t = -log sigma(beta [(log pi_theta - log pi_t)(y_demo) - (log pi_theta - log pi_t)(y_gen)])``.
-
-    The DPO logistic loss with the demonstration as the preferred and the round-start model's own generation as the
-    dispreferred response, and pi_t (the round-start model) as the reference; inputs are ``[B]`` log-probs summed
-    over response tokens. Returns the batch-mean loss and the detached implicit rewards of demo and generation.
-    """
-    return dpo_loss(policy_demo, policy_generated, round_start_demo, round_start_generated, beta, "sigmoid", num_examples=num_examples)
+from sft_research.objectives.dpo import DPO
 
 
 class IRFT(DPO):
-    """The IRFT round loss on (demonstration, generation) pairs; chosen is the demonstration, the reference the
-    round-start model. It is DPO's sigmoid loss on those pairs (:func:`irft_loss`), so it shares DPO's code.
+    """The IRFT round loss on (demonstration, generation) pairs, per pair::
+
+        L_t = -log sigma(beta [(log pi_theta - log pi_t)(y_demo) - (log pi_theta - log pi_t)(y_gen)])
+
+    with log-probs summed over response tokens: the DPO logistic loss (:func:`~sft_research.objectives.dpo.dpo_losses`,
+    ``sigmoid``) with the demonstration as the preferred and the round-start model's own generation as the
+    dispreferred response, and pi_t (the round-start model) as the reference, so it shares DPO's code.
 
     Args:
         beta: the KL strength of the implicit reward (official: 0.1).

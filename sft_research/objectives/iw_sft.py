@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from sft_research.frozen.inputs import ReferenceLogprobs
-from sft_research.objectives.base import Normalization, Objective, ObjectiveInputs, ObjectiveOutput, reduce_losses
+from sft_research.objectives.base import Normalization, Objective, ObjectiveInputs, ObjectiveOutput
 
 
 def iw_sft_token_losses(
@@ -33,7 +33,9 @@ def iw_sft_token_losses(
     Token level (``sum_over_time=False``): ``w_it = clip(exp(logps_it - ref_logps_it), 1 - token_clip, 1 + token_clip)``,
     multiplied per token. Q is the optional per-example quality (iw-SFT(Q)). Unlike the official code, whose
     ``[B, T, 1] *= [B, 1]`` broadcast is only right at batch size 1, the weights are applied per example for any
-    batch size.
+    batch size. The official run reduces them per sequence (``sequences`` in
+    :func:`~sft_research.objectives.base.reduce_losses`): one sequence per GPU, whose per-device token-means are
+    averaged over GPUs.
 
     Args:
         logps, ref_logps: ``[B, T]`` label-token log-probs under the policy and the frozen reference.
@@ -54,28 +56,6 @@ def iw_sft_token_losses(
     if quality is not None:
         weighted = weighted * quality[:, None]
     return weighted, weights
-
-
-def iw_sft_loss(
-    logps: torch.Tensor,
-    ref_logps: torch.Tensor,
-    mask: torch.Tensor,
-    temperature: float = 1.0,
-    max_weight: float = 16.0,
-    token_level: bool = False,
-    token_clip: float = 0.8,
-    *,
-    quality: torch.Tensor | None = None,
-    num_tokens: torch.Tensor | float | None = None,
-    normalize: Normalization = "tokens",
-    num_examples: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`iw_sft_token_losses` reduced: ``sum_{i,t} loss_it / N`` with N the completion tokens (``num_tokens``,
-    default ``mask.sum()``); ``normalize="sequences"`` takes each sequence's weighted token-mean and averages over
-    sequences instead (:func:`~sft_research.objectives.base.reduce_losses`): the official run's one sequence per GPU,
-    whose per-device token-means are averaged over GPUs. Returns the scalar loss and the detached weights."""
-    weighted, weights = iw_sft_token_losses(logps, ref_logps, mask, temperature, max_weight, token_level, token_clip, quality)
-    return reduce_losses(weighted, normalize, mask, num_tokens, num_examples), weights
 
 
 class IwSFT(Objective):

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from sft_research.frozen.inputs import BaselineScores
-from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput, reduce_losses
+from sft_research.objectives.base import Objective, ObjectiveInputs, ObjectiveOutput
 
 
 def poft_losses(
@@ -22,7 +22,8 @@ def poft_losses(
         loss_i = -log sigmoid(beta * (r_theta_i - baseline_score_i) + gamma)
 
     ``baseline_score`` is ``r_bar = (1/M) sum_j r_j``, the baseline models' mean length-normalised log-likelihood of
-    the same response. The paper has beta = 1 and gamma = 0; the official code hard-codes the same.
+    the same response. The paper has beta = 1 and gamma = 0; the official code hard-codes the same. The loss is their
+    batch mean (``examples`` in :func:`~sft_research.objectives.base.reduce_losses`).
 
     Returns:
         The ``[B]`` losses and the detached effective weight ``sigmoid(baseline_score - r_theta)``: the factor PoFT
@@ -32,20 +33,6 @@ def poft_losses(
     baseline_score = baseline_score.detach()
     losses = F.softplus(-(beta * (r_theta - baseline_score) + gamma))
     return losses, torch.sigmoid(baseline_score - r_theta).detach()
-
-
-def poft_loss(
-    logps: torch.Tensor,
-    mask: torch.Tensor,
-    baseline_score: torch.Tensor,
-    beta: float = 1.0,
-    gamma: float = 0.0,
-    *,
-    num_examples: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`poft_losses` summed and divided by ``num_examples`` (default B: the batch mean), with the weights."""
-    losses, effective_weight = poft_losses(logps, mask, baseline_score, beta, gamma)
-    return reduce_losses(losses, "examples", num_examples=num_examples), effective_weight
 
 
 class PoFT(Objective):

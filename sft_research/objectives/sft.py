@@ -4,40 +4,27 @@ from __future__ import annotations
 
 import torch
 
-from sft_research.objectives.base import Normalization, Objective, ObjectiveInputs, ObjectiveOutput, reduce_losses
+from sft_research.objectives.base import Normalization, Objective, ObjectiveInputs, ObjectiveOutput
 
 
 def sft_token_losses(logps: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """``[B, T]`` per-token terms ``-w_i * mask_it * logps_it`` of the SFT loss (see :func:`sft_loss`)."""
-    token_nll = -(logps * mask)
-    if weights is not None:
-        token_nll = token_nll * weights[:, None]
-    return token_nll
+    """The negative log-likelihood of the completion tokens, per token: ``loss_it = -w_i * mask_it * logps_it``
+    (``[B, T]``).
 
-
-def sft_loss(
-    logps: torch.Tensor,
-    mask: torch.Tensor,
-    weights: torch.Tensor | None = None,
-    num_tokens: torch.Tensor | float | None = None,
-    *,
-    normalize: Normalization = "tokens",
-    num_examples: float | None = None,
-) -> torch.Tensor:
-    """Mean negative log-likelihood of the completion tokens.
-
-    ``L = -sum_{i,t} w_i * mask_it * logps_it / N``, with N the number of completion tokens (``normalize="sequences"``:
-    each sequence's mean, averaged over sequences; see :func:`~sft_research.objectives.base.reduce_losses`). With
-    ``weights`` (``[B]``) each example's tokens are scaled by its weight: SFT on quality-scored data,
-    ``E[Q(tau) log p(tau)]`` in Qin & Springenberg (2025), arXiv 2507.12856, Sec. 3.
+    Reduced over the batch's completion tokens (:func:`~sft_research.objectives.base.reduce_losses`), this is
+    ``L = -sum_{i,t} w_i * mask_it * logps_it / N``, N the number of completion tokens (``sequences``: each sequence's
+    mean, averaged over sequences). With ``weights`` (``[B]``) each example's tokens are scaled by its weight: SFT on
+    quality-scored data, ``E[Q(tau) log p(tau)]`` in Qin & Springenberg (2025), arXiv 2507.12856, Sec. 3.
 
     Args:
         logps: ``[B, T]`` label-token log-probs (position t scores token t+1).
         mask: ``[B, T]`` bool, true on completion tokens.
         weights: optional ``[B]`` per-example weights.
-        num_tokens, num_examples: N and the number of examples (defaults: this batch's).
     """
-    return reduce_losses(sft_token_losses(logps, mask, weights), normalize, mask, num_tokens, num_examples)
+    token_nll = -(logps * mask)
+    if weights is not None:
+        token_nll = token_nll * weights[:, None]
+    return token_nll
 
 
 class SFT(Objective):

@@ -28,8 +28,8 @@ from sft_research.model.fsdp import check_fsdp_policy, clip_grad_norm, finish_fs
 from sft_research.model.generation import GenerationConfig, generate
 from sft_research.model.loading import ModelConfig, load_model
 from sft_research.model.output_layer import LabelLogprobs
-from sft_research.objectives.base import BatchLoss, Objective, ObjectiveInputs, run_objective
-from sft_research.objectives.sft import SFT, sft_loss
+from sft_research.objectives.base import BatchLoss, Objective, ObjectiveInputs, reduce_losses, run_objective
+from sft_research.objectives.sft import SFT, sft_token_losses
 from sft_research.train.callbacks import ComputeRecord, Preflight, ResumeHint, RNGState, StaleUpdates, Throughput
 from sft_research.train.callbacks.preflight import check_batch_and_records
 from sft_research.train.callbacks.throughput import logged_step
@@ -238,7 +238,8 @@ class FineTuningModule(L.LightningModule):
             (micro,) = micro_batches(batch, None)
             tensors, _ = trimmed(micro, {}, self.execution, completion_only=True)
             mask = tensors["loss_mask"][:, 0]
-            nll = sft_loss(batch_outputs(self.model, tensors, (LabelLogprobs(),), {}, self.execution)["logps"][:, 0], mask)
+            logps = batch_outputs(self.model, tensors, (LabelLogprobs(),), {}, self.execution)["logps"][:, 0]
+            nll = reduce_losses(sft_token_losses(logps, mask), "tokens", mask)
             loss.update(nll, weight=mask.sum())
             self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=mask.shape[0])
 

@@ -10,13 +10,12 @@ from lightning.pytorch.callbacks import Callback
 
 from sft_research.checkpoints.tiny import build_tiny_checkpoint
 from sft_research.cli.main import main
-from sft_research.data import FileDataset, SFTDataModule
 from sft_research.frozen.runner import FrozenConfig
 from sft_research.model.execution import ExecutionConfig
 from sft_research.model.loading import ModelConfig, load_model
 from sft_research.train.module import FineTuningModule
 from sft_research.train.optim import OptimizerConfig
-from tests.conftest import file_fit_args, quiet_trainer
+from tests.conftest import file_fit_args, module_data, quiet_trainer
 
 
 @pytest.fixture(autouse=True)
@@ -61,14 +60,7 @@ def first_step(model_dir, reference, data_path, objective, root, **execution):
         frozen=FrozenConfig(reference=str(reference)),
         execution=execution,
     )
-    data = SFTDataModule(
-        FileDataset(str(data_path)),
-        tokenizer=str(model_dir),
-        batch_size=8,
-        pack=module.execution.packing,
-        pad_to_bucket=module.execution.compile,
-    )
-    data.pack = execution.packing  # the command line links the two; in Python they are set alike
+    data = module_data(module, model_dir, data_path, batch_size=8)
     capture = FirstStep()
     trainer = quiet_trainer(root, max_steps=1, callbacks=[capture])
     trainer.fit(module, data)

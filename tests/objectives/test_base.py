@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from sft_research.objectives import DPO, SFT, ObjectiveInputs, dft_loss, iw_sft_loss, reduce_losses, sft_loss
+from sft_research.objectives import DPO, SFT, ObjectiveInputs, dft_token_losses, iw_sft_token_losses, reduce_losses, sft_token_losses
 from sft_research.objectives.base import Objective, ObjectiveOutput, run_objective
 from tests.conftest import PAIR_ROWS, SFT_ROWS, write_jsonl
 from tests.objectives.conftest import fit_from_cli
@@ -18,20 +18,22 @@ def test_per_sequence_normalisation_by_hand():
     iw-SFT run's one sequence per GPU); micro-batches with the whole batch's counts add up to either."""
     logps = torch.tensor([[-1.0, 0.0, 0.0], [-2.0, -3.0, -4.0]], dtype=torch.float64, requires_grad=True)
     mask = torch.tensor([[True, False, False], [True, True, True]])
-    assert sft_loss(logps, mask).item() == pytest.approx((1 + 2 + 3 + 4) / 4)
-    assert sft_loss(logps, mask, normalize="sequences").item() == pytest.approx((1 / 1 + (2 + 3 + 4) / 3) / 2)
+    nll = sft_token_losses(logps, mask)
+    assert reduce_losses(nll, "tokens", mask).item() == pytest.approx((1 + 2 + 3 + 4) / 4)
+    assert reduce_losses(nll, "sequences", mask).item() == pytest.approx((1 / 1 + (2 + 3 + 4) / 3) / 2)
     quality = torch.tensor([2.0, 0.5], dtype=torch.float64)
-    assert sft_loss(logps, mask, quality, normalize="sequences").item() == pytest.approx((2 * 1 + 0.5 * 3) / 2)
+    assert reduce_losses(sft_token_losses(logps, mask, quality), "sequences", mask).item() == pytest.approx((2 * 1 + 0.5 * 3) / 2)
     ref = logps.detach() + torch.tensor([[0.5, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
-    loss, weights = iw_sft_loss(logps, ref, mask, normalize="sequences")
+    losses, weights = iw_sft_token_losses(logps, ref, mask)
     w = [math.exp(-0.5), 1.0]
     assert weights.tolist() == pytest.approx(w)
-    assert loss.item() == pytest.approx((w[0] * 1 + w[1] * 3) / 2)
+    assert reduce_losses(losses, "sequences", mask).item() == pytest.approx((w[0] * 1 + w[1] * 3) / 2)
     p = [math.exp(-1), math.exp(-2), math.exp(-3), math.exp(-4)]
-    assert dft_loss(logps, mask, normalize="sequences").item() == pytest.approx((p[0] * 1 + (p[1] * 2 + p[2] * 3 + p[3] * 4) / 3) / 2)
-    halves = sum(sft_loss(logps[i : i + 1], mask[i : i + 1], normalize="sequences", num_examples=2) for i in range(2))
-    assert halves.item() == pytest.approx(sft_loss(logps, mask, normalize="sequences").item())
-    (grad,) = torch.autograd.grad(sft_loss(logps, mask, normalize="sequences"), logps)
+    dft = reduce_losses(dft_token_losses(logps, mask), "sequences", mask)
+    assert dft.item() == pytest.approx((p[0] * 1 + (p[1] * 2 + p[2] * 3 + p[3] * 4) / 3) / 2)
+    halves = sum(reduce_losses(nll[i : i + 1], "sequences", mask[i : i + 1], num_examples=2) for i in range(2))
+    assert halves.item() == pytest.approx(reduce_losses(nll, "sequences", mask).item())
+    (grad,) = torch.autograd.grad(reduce_losses(nll, "sequences", mask), logps)
     torch.testing.assert_close(grad, torch.tensor([[-0.5, 0, 0], [-1 / 6, -1 / 6, -1 / 6]], dtype=torch.float64))
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sft_research.objectives import DFT, ObjectiveInputs, dft_loss, sft_loss
+from sft_research.objectives import DFT, ObjectiveInputs, dft_token_losses, reduce_losses, sft_token_losses
 from sft_research.objectives.base import run_objective
 from tests.conftest import write_jsonl
 from tests.objectives.conftest import fit_from_cli
@@ -31,15 +31,16 @@ def label_logps(logits, labels):
 
 def test_dft_loss_by_hand():
     logps = torch.tensor(PROBS, dtype=torch.float64).log()
-    loss = dft_loss(logps, torch.tensor(MASK))
+    mask = torch.tensor(MASK)
+    losses = dft_token_losses(logps, mask)
     expected = -(0.5 * math.log(0.5) + 0.25 * math.log(0.25) + 0.1 * math.log(0.1) + 0.6 * math.log(0.6)) / 4
-    assert loss.item() == pytest.approx(expected, abs=1e-12)
-    assert dft_loss(logps, torch.tensor(MASK), num_tokens=8).item() == pytest.approx(expected / 2, abs=1e-12)
+    assert reduce_losses(losses, "tokens", mask).item() == pytest.approx(expected, abs=1e-12)
+    assert reduce_losses(losses, "tokens", mask, num_tokens=8).item() == pytest.approx(expected / 2, abs=1e-12)
 
 
 def test_dft_gradient_is_the_probability_scaled_sft_gradient():
     logits, labels, mask = random_batch(0)
-    (dft_grad,) = torch.autograd.grad(dft_loss(label_logps(logits, labels), mask), logits)
+    (dft_grad,) = torch.autograd.grad(reduce_losses(dft_token_losses(label_logps(logits, labels), mask), "tokens", mask), logits)
 
     # Per token, SFT's gradient on the logits is (softmax - onehot) / N; DFT scales each token's by its p_t.
     probs = torch.softmax(logits.detach(), -1)
@@ -62,8 +63,8 @@ def test_dft_gradient_is_the_probability_scaled_sft_gradient():
 def test_dft_is_sft_where_the_model_is_certain():
     logps = torch.zeros(3, 4, dtype=torch.float64, requires_grad=True)  # p = 1 on every label token
     mask = torch.tensor([[True, True, False, False], [True, True, True, True], [False, True, False, True]])
-    (dft_grad,) = torch.autograd.grad(dft_loss(logps, mask), logps)
-    (sft_grad,) = torch.autograd.grad(sft_loss(logps, mask), logps)
+    (dft_grad,) = torch.autograd.grad(reduce_losses(dft_token_losses(logps, mask), "tokens", mask), logps)
+    (sft_grad,) = torch.autograd.grad(reduce_losses(sft_token_losses(logps, mask), "tokens", mask), logps)
     torch.testing.assert_close(dft_grad, sft_grad)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sft_research.objectives import dpo_loss
+from sft_research.objectives import dpo_losses, reduce_losses
 from tests.conftest import PAIR_ROWS, write_jsonl
 from tests.objectives.conftest import fit_from_cli
 from tests.objectives.test_iw_sft import cached_and_on_the_fly_losses
@@ -29,7 +29,8 @@ def test_dpo_by_hand(loss_type, eps):
     lc = torch.tensor([3.0, 5, 7, 2, 9, 4], dtype=torch.float64)
     lr = torch.tensor([6.0, 2, 8, 3, 1, 5], dtype=torch.float64)
     beta = 0.5
-    loss, chosen, rejected = dpo_loss(pc, pr, rc, rr, beta, loss_type, eps, lc, lr)
+    losses, chosen, rejected = dpo_losses(pc, pr, rc, rr, beta, loss_type, eps, lc, lr)
+    loss = reduce_losses(losses, "examples")
     total = 0.0
     for i in range(6):
         h = (pc[i].item() - rc[i].item()) - (pr[i].item() - rr[i].item())
@@ -49,15 +50,15 @@ def test_dpo_by_hand(loss_type, eps):
 
 def test_dpo_sigmoid_without_smoothing_is_softplus():
     pc, pr, rc, rr = summed(8)
-    loss, _, _ = dpo_loss(pc, pr, rc, rr, beta=0.1)
+    losses, _, _ = dpo_losses(pc, pr, rc, rr, beta=0.1)
     h = (pc - rc) - (pr - rr)
-    torch.testing.assert_close(loss, F.softplus(-0.1 * h).mean())
+    torch.testing.assert_close(reduce_losses(losses, "examples"), F.softplus(-0.1 * h).mean())
 
 
 def test_ipo_needs_lengths():
     pc, pr, rc, rr = summed(9)
     with pytest.raises(ValueError, match="needs chosen_lengths"):
-        dpo_loss(pc, pr, rc, rr, loss_type="ipo")
+        dpo_losses(pc, pr, rc, rr, loss_type="ipo")
 
 
 def preference_fit(model_dir, root, objective: str, *extra: str) -> tuple[list[float], list[dict]]:

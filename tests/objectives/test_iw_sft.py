@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sft_research.checkpoints.tiny import build_tiny_checkpoint
-from sft_research.objectives import iw_sft_loss, sft_loss
+from sft_research.objectives import iw_sft_token_losses, reduce_losses, sft_token_losses
 from tests.conftest import SFT_ROWS, write_jsonl
 from tests.objectives.conftest import fit_from_cli
 
@@ -21,6 +21,12 @@ def random_batch(seed, b=5, t=9):
     return logps, ref_logps, mask
 
 
+def iw_sft_token_mean(logps, ref_logps, mask, *args, **options):
+    """The token-mean loss, reduced as the module reduces :class:`IwSFT`'s losses, and the weights."""
+    losses, weights = iw_sft_token_losses(logps, ref_logps, mask, *args, **options)
+    return reduce_losses(losses, "tokens", mask), weights
+
+
 def masked(mask, i):
     return [t for t in range(mask.shape[1]) if mask[i, t]]
 
@@ -29,7 +35,7 @@ def masked(mask, i):
 def test_iw_sft_sequence_level_by_hand(temperature, max_weight):
     logps, ref, mask = random_batch(0)
     quality = torch.tensor([1.0, 0.0, 0.5, 2.0, 1.0], dtype=torch.float64)
-    loss, weights = iw_sft_loss(logps, ref, mask, temperature, max_weight, quality=quality)
+    loss, weights = iw_sft_token_mean(logps, ref, mask, temperature, max_weight, quality=quality)
     total, count, expected_w = 0.0, 0, []
     for i in range(5):
         ts = masked(mask, i)
@@ -46,7 +52,7 @@ def test_iw_sft_sequence_level_by_hand(temperature, max_weight):
 
 def test_iw_sft_token_level_by_hand_and_clip_bounds():
     logps, ref, mask = random_batch(1)
-    loss, weights = iw_sft_loss(logps, ref, mask, token_level=True, token_clip=0.2)
+    loss, weights = iw_sft_token_mean(logps, ref, mask, token_level=True, token_clip=0.2)
     total, count = 0.0, 0
     for i in range(5):
         for t in masked(mask, i):
@@ -63,7 +69,7 @@ def test_iw_sft_token_level_by_hand_and_clip_bounds():
 @pytest.mark.parametrize("token_level", [False, True])
 def test_iw_sft_gradient_flows_only_through_logps(token_level):
     logps, ref, mask = random_batch(2)
-    loss, weights = iw_sft_loss(logps, ref, mask, token_level=token_level)
+    loss, weights = iw_sft_token_mean(logps, ref, mask, token_level=token_level)
     loss.backward()
     assert ref.grad is None and not weights.requires_grad
     # d loss / d logps_it = -w_i / N on completion tokens: the weight is a constant.
@@ -75,18 +81,19 @@ def test_iw_sft_gradient_flows_only_through_logps(token_level):
 @pytest.mark.parametrize("token_level", [False, True])
 def test_iw_sft_is_sft_at_step_zero(token_level):
     logps, _, mask = random_batch(3)
-    loss, weights = iw_sft_loss(logps, logps.detach().clone(), mask, token_level=token_level)
+    loss, weights = iw_sft_token_mean(logps, logps.detach().clone(), mask, token_level=token_level)
     assert torch.allclose(weights[mask] if token_level else weights, torch.ones(()).double())
-    torch.testing.assert_close(loss, sft_loss(logps, mask))
+    sft = reduce_losses(sft_token_losses(logps, mask), "tokens", mask)
+    torch.testing.assert_close(loss, sft)
     quality = torch.ones(5, dtype=torch.float64)
-    torch.testing.assert_close(iw_sft_loss(logps, logps.detach(), mask, quality=quality)[0], sft_loss(logps, mask))
+    torch.testing.assert_close(iw_sft_token_mean(logps, logps.detach(), mask, quality=quality)[0], sft)
 
 
 def test_iw_sft_is_right_for_any_batch_size():
     """The official broadcast is only right at B = 1: the batch loss must be the token-weighted sum of single losses."""
     logps, ref, mask = random_batch(4, b=3, t=3)  # T == B is where a wrong broadcast would pass silently
-    loss, _ = iw_sft_loss(logps, ref, mask)
-    singles = sum(iw_sft_loss(logps[i : i + 1], ref[i : i + 1], mask[i : i + 1])[0] * mask[i].sum() for i in range(3))
+    loss, _ = iw_sft_token_mean(logps, ref, mask)
+    singles = sum(iw_sft_token_mean(logps[i : i + 1], ref[i : i + 1], mask[i : i + 1])[0] * mask[i].sum() for i in range(3))
     torch.testing.assert_close(loss, singles / mask.sum())
 
 

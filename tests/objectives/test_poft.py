@@ -10,7 +10,7 @@ from sft_research.checkpoints.tiny import ZEPHYR_STYLE_TEMPLATE, build_tiny_chec
 from sft_research.data import FileDataset, LengthConfig, SFTDataModule
 from sft_research.model.loading import ModelConfig, load_model
 from sft_research.model.logprobs import sequence_logprobs
-from sft_research.objectives import poft_loss
+from sft_research.objectives import poft_losses, reduce_losses
 from tests.conftest import SFT_ROWS, write_jsonl
 from tests.objectives.conftest import fit_from_cli
 from tests.objectives.test_iw_sft import masked, random_batch
@@ -19,7 +19,8 @@ from tests.objectives.test_iw_sft import masked, random_batch
 def test_poft_by_hand():
     logps, _, mask = random_batch(5)
     baseline = torch.tensor([-1.0, -2.0, -0.5, -3.0, -1.5], dtype=torch.float64)
-    loss, weight = poft_loss(logps, mask, baseline, beta=2.0, gamma=0.3)
+    losses, weight = poft_losses(logps, mask, baseline, beta=2.0, gamma=0.3)
+    loss = reduce_losses(losses, "examples")
     total, expected_weight = 0.0, []
     for i in range(5):
         ts = masked(mask, i)
@@ -34,7 +35,8 @@ def test_poft_by_hand():
 def test_poft_gradient_flows_only_through_logps_and_tends_to_sequence_mean_sft():
     logps, _, mask = random_batch(6)
     baseline = torch.full((5,), 50.0, dtype=torch.float64, requires_grad=True)  # baselines far ahead: weight -> 1
-    loss, weight = poft_loss(logps, mask, baseline)
+    losses, weight = poft_losses(logps, mask, baseline)
+    loss = reduce_losses(losses, "examples")
     loss.backward()
     assert baseline.grad is None and not weight.requires_grad
     torch.testing.assert_close(weight, torch.ones(5, dtype=torch.float64))

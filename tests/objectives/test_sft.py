@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sft_research.objectives import SFT, ObjectiveInputs, sft_loss
+from sft_research.objectives import SFT, ObjectiveInputs, reduce_losses, sft_token_losses
 from sft_research.objectives.base import run_objective
 from tests.conftest import write_jsonl
 from tests.objectives.conftest import fit_from_cli
@@ -25,7 +25,9 @@ def test_sft_loss_matches_hand_computation():
             if mask[i, t]:
                 total -= logps[i, t].item()
                 count += 1
-    torch.testing.assert_close(sft_loss(logps, mask), torch.tensor(total / count, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        reduce_losses(sft_token_losses(logps, mask), "tokens", mask), torch.tensor(total / count, dtype=torch.float64), rtol=0, atol=1e-12
+    )
 
 
 def test_weighted_sft_loss_matches_hand_computation():
@@ -34,33 +36,41 @@ def test_weighted_sft_loss_matches_hand_computation():
     expected = (
         sum(-weights[i].item() * logps[i, t].item() for i in range(4) for t in range(logps.shape[1]) if mask[i, t]) / mask.sum().item()
     )
-    torch.testing.assert_close(sft_loss(logps, mask, weights), torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        reduce_losses(sft_token_losses(logps, mask, weights), "tokens", mask),
+        torch.tensor(expected, dtype=torch.float64),
+        rtol=0,
+        atol=1e-12,
+    )
 
 
 def test_weights_of_ones_equal_plain_sft():
     logps, mask = random_inputs(2)
-    torch.testing.assert_close(sft_loss(logps, mask, torch.ones(4, dtype=torch.float64)), sft_loss(logps, mask))
+    ones = torch.ones(4, dtype=torch.float64)
+    torch.testing.assert_close(sft_token_losses(logps, mask, ones), sft_token_losses(logps, mask))
 
 
 def test_masked_positions_do_not_matter_and_get_no_gradient():
     logps, mask = random_inputs(3)
     logps.requires_grad_(True)
-    loss = sft_loss(logps, mask)
+    loss = reduce_losses(sft_token_losses(logps, mask), "tokens", mask)
     loss.backward()
     assert torch.all(logps.grad[~mask] == 0)
     torch.testing.assert_close(logps.grad[mask], torch.full((int(mask.sum()),), -1.0 / mask.sum().item(), dtype=torch.float64))
     changed = logps.detach().clone()
     changed[~mask] = -1e9
-    torch.testing.assert_close(sft_loss(changed, mask), loss.detach())
+    torch.testing.assert_close(reduce_losses(sft_token_losses(changed, mask), "tokens", mask), loss.detach())
 
 
 def test_objective_uses_quality_only_when_asked():
     logps, mask = random_inputs(5)
     quality = torch.tensor([0.0, 1.0, 0.5, 2.0], dtype=torch.float64)
     inputs = ObjectiveInputs(logps[:, None], mask[:, None], quality)
-    torch.testing.assert_close(run_objective(SFT(), inputs, mask.sum(), 4).loss, sft_loss(logps, mask))
+    torch.testing.assert_close(
+        run_objective(SFT(), inputs, mask.sum(), 4).loss, reduce_losses(sft_token_losses(logps, mask), "tokens", mask)
+    )
     out = run_objective(SFT(use_quality=True), inputs, mask.sum(), 4)
-    torch.testing.assert_close(out.loss, sft_loss(logps, mask, quality))
+    torch.testing.assert_close(out.loss, reduce_losses(sft_token_losses(logps, mask, quality), "tokens", mask))
     assert set(out.diagnostics) == {"nll", "quality"} and out.diagnostics["nll"].shape == (4,)
 
 
