@@ -14,8 +14,19 @@ from sft_research.checkpoints.tiny import build_tiny_checkpoint
 from sft_research.fit.log_filters import UNACTIONABLE_WARNINGS
 
 # What the tests and the processes they start write into caches goes to one folder of this session, removed at its
-# end: never the user's caches (converted models, help texts, frozen log-probs, Hugging Face datasets, matplotlib).
-CACHES = ("SFT_RESEARCH_CACHE", "HF_HOME", "HF_DATASETS_CACHE", "XDG_CACHE_HOME", "MPLCONFIGDIR", "TORCHINDUCTOR_CACHE_DIR")
+# end: never the user's caches (converted models, help texts, frozen log-probs, Hugging Face datasets, matplotlib,
+# torch.compile, and wandb's, whose service keeps its own logs under WANDB_CACHE_DIR whatever XDG_CACHE_HOME says).
+CACHES = (
+    "SFT_RESEARCH_CACHE",
+    "HF_HOME",
+    "HF_DATASETS_CACHE",
+    "XDG_CACHE_HOME",
+    "MPLCONFIGDIR",
+    "TORCHINDUCTOR_CACHE_DIR",
+    "WANDB_CACHE_DIR",
+    "WANDB_CONFIG_DIR",
+    "WANDB_DATA_DIR",
+)
 
 
 def pytest_configure(config) -> None:
