@@ -7,10 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sft_research.objectives import DFT, ObjectiveInputs, dft_token_losses, reduce_losses, sft_token_losses
+from sft_research.objectives import DFT, ObjectiveInputs, dft_token_losses, reduce_losses
 from sft_research.objectives.base import run_objective
 from tests.conftest import write_jsonl
 from tests.objectives.conftest import fit_from_cli
+from tests.objectives.test_sft import sft_token_mean
 
 PROBS = [[0.5, 0.25, 0.8], [0.1, 0.9, 0.6]]
 MASK = [[True, True, False], [True, False, True]]
@@ -64,7 +65,7 @@ def test_dft_is_sft_where_the_model_is_certain():
     logps = torch.zeros(3, 4, dtype=torch.float64, requires_grad=True)  # p = 1 on every label token
     mask = torch.tensor([[True, True, False, False], [True, True, True, True], [False, True, False, True]])
     (dft_grad,) = torch.autograd.grad(reduce_losses(dft_token_losses(logps, mask), "tokens", mask), logps)
-    (sft_grad,) = torch.autograd.grad(reduce_losses(sft_token_losses(logps, mask), "tokens", mask), logps)
+    (sft_grad,) = torch.autograd.grad(sft_token_mean(logps, mask), logps)
     torch.testing.assert_close(dft_grad, sft_grad)
 
 

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from sft_research.checkpoints.tiny import build_tiny_checkpoint
-from sft_research.objectives import iw_sft_token_losses, reduce_losses, sft_token_losses
+from sft_research.objectives import iw_sft_token_losses, reduce_losses
 from tests.conftest import SFT_ROWS, write_jsonl
 from tests.objectives.conftest import fit_from_cli
+from tests.objectives.test_sft import sft_token_mean
 
 
 def random_batch(seed, b=5, t=9):
@@ -83,7 +84,7 @@ def test_iw_sft_is_sft_at_step_zero(token_level):
     logps, _, mask = random_batch(3)
     loss, weights = iw_sft_token_mean(logps, logps.detach().clone(), mask, token_level=token_level)
     assert torch.allclose(weights[mask] if token_level else weights, torch.ones(()).double())
-    sft = reduce_losses(sft_token_losses(logps, mask), "tokens", mask)
+    sft = sft_token_mean(logps, mask)
     torch.testing.assert_close(loss, sft)
     quality = torch.ones(5, dtype=torch.float64)
     torch.testing.assert_close(iw_sft_token_mean(logps, logps.detach(), mask, quality=quality)[0], sft)

@@ -17,6 +17,11 @@ def random_inputs(seed=0, b=4, t=7):
     return logps, mask
 
 
+def sft_token_mean(logps, mask, weights=None):
+    """The SFT loss reduced as the module reduces :class:`SFT`'s losses: over the batch's completion tokens."""
+    return reduce_losses(sft_token_losses(logps, mask, weights), "tokens", mask)
+
+
 def test_sft_loss_matches_hand_computation():
     logps, mask = random_inputs()
     total, count = 0.0, 0
@@ -25,9 +30,7 @@ def test_sft_loss_matches_hand_computation():
             if mask[i, t]:
                 total -= logps[i, t].item()
                 count += 1
-    torch.testing.assert_close(
-        reduce_losses(sft_token_losses(logps, mask), "tokens", mask), torch.tensor(total / count, dtype=torch.float64), rtol=0, atol=1e-12
-    )
+    torch.testing.assert_close(sft_token_mean(logps, mask), torch.tensor(total / count, dtype=torch.float64), rtol=0, atol=1e-12)
 
 
 def test_weighted_sft_loss_matches_hand_computation():
@@ -36,12 +39,7 @@ def test_weighted_sft_loss_matches_hand_computation():
     expected = (
         sum(-weights[i].item() * logps[i, t].item() for i in range(4) for t in range(logps.shape[1]) if mask[i, t]) / mask.sum().item()
     )
-    torch.testing.assert_close(
-        reduce_losses(sft_token_losses(logps, mask, weights), "tokens", mask),
-        torch.tensor(expected, dtype=torch.float64),
-        rtol=0,
-        atol=1e-12,
-    )
+    torch.testing.assert_close(sft_token_mean(logps, mask, weights), torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-12)
 
 
 def test_weights_of_ones_equal_plain_sft():
@@ -53,24 +51,22 @@ def test_weights_of_ones_equal_plain_sft():
 def test_masked_positions_do_not_matter_and_get_no_gradient():
     logps, mask = random_inputs(3)
     logps.requires_grad_(True)
-    loss = reduce_losses(sft_token_losses(logps, mask), "tokens", mask)
+    loss = sft_token_mean(logps, mask)
     loss.backward()
     assert torch.all(logps.grad[~mask] == 0)
     torch.testing.assert_close(logps.grad[mask], torch.full((int(mask.sum()),), -1.0 / mask.sum().item(), dtype=torch.float64))
     changed = logps.detach().clone()
     changed[~mask] = -1e9
-    torch.testing.assert_close(reduce_losses(sft_token_losses(changed, mask), "tokens", mask), loss.detach())
+    torch.testing.assert_close(sft_token_mean(changed, mask), loss.detach())
 
 
 def test_objective_uses_quality_only_when_asked():
     logps, mask = random_inputs(5)
     quality = torch.tensor([0.0, 1.0, 0.5, 2.0], dtype=torch.float64)
     inputs = ObjectiveInputs(logps[:, None], mask[:, None], quality)
-    torch.testing.assert_close(
-        run_objective(SFT(), inputs, mask.sum(), 4).loss, reduce_losses(sft_token_losses(logps, mask), "tokens", mask)
-    )
+    torch.testing.assert_close(run_objective(SFT(), inputs, mask.sum(), 4).loss, sft_token_mean(logps, mask))
     out = run_objective(SFT(use_quality=True), inputs, mask.sum(), 4)
-    torch.testing.assert_close(out.loss, reduce_losses(sft_token_losses(logps, mask, quality), "tokens", mask))
+    torch.testing.assert_close(out.loss, sft_token_mean(logps, mask, quality))
     assert set(out.diagnostics) == {"nll", "quality"} and out.diagnostics["nll"].shape == (4,)
 
 
